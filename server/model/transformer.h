@@ -1,0 +1,65 @@
+// The Llama-family transformer forward, written once against the Backend op interface.
+//
+// One Forward() call runs one engine step: a batch that mixes prefill chunks and decode tokens of
+// different sequences. Each chunk appends its tokens at absolute positions
+// [start_position, start_position + tokens.size()) of its sequence; the KV blocks for those positions
+// must already be in the chunk's block table (the engine allocates them through kvcache/).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "kernels/sampling.h"
+#include "kvcache/kv_layout.h"
+#include "server/model/checkpoint.h"
+#include "server/model/model_config.h"
+
+namespace llm {
+
+struct TransformerOptions {
+  int32_t kv_num_blocks = 0;
+  int32_t kv_block_size = 16;
+  int32_t max_batch_tokens = 2048;  // most query tokens in one Forward()
+  int32_t max_batch_sequences = 256;
+};
+
+struct SequenceChunk {
+  std::vector<int32_t> tokens;       // new tokens, appended at start_position onwards
+  int32_t start_position = 0;        // tokens already cached for this sequence
+  std::vector<int32_t> block_table;  // physical blocks covering positions [0, start_position + tokens.size())
+  bool sample = true;                // sample the token that follows the chunk's last token
+  SamplingParams sampling;
+  bool return_logits = false;        // return F32 logits of every token of the chunk (tests, scoring)
+};
+
+struct ChunkResult {
+  SampledToken sampled;        // valid when the chunk asked to sample
+  std::vector<float> logits;   // [tokens.size(), vocab] when the chunk asked for them
+};
+
+class Transformer {
+ public:
+  virtual ~Transformer() = default;
+  // Uploads the checkpoint's weights to the backend and allocates the KV pool and step buffers.
+  static absl::StatusOr<std::unique_ptr<Transformer>> Create(const Checkpoint& checkpoint,
+                                                             Backend& backend,
+                                                             const TransformerOptions& options);
+
+  virtual absl::StatusOr<std::vector<ChunkResult>> Forward(std::span<const SequenceChunk> chunks) = 0;
+
+  virtual const ModelConfig& config() const = 0;
+  virtual const kvcache::KvLayout& kv_layout() const = 0;
+  virtual size_t weight_bytes() const = 0;
+  virtual size_t kv_cache_bytes() const = 0;
+  virtual size_t workspace_bytes() const = 0;
+  virtual Backend& backend() = 0;
+};
+
+// Bytes one KV block takes across all layers (K and V) in `dtype`.
+size_t KvBlockBytes(const ModelConfig& config, int32_t block_size, DType dtype);
+
+}  // namespace llm
