@@ -1,0 +1,40 @@
+// RMSNorm over rows, one row per task.
+#include "kernels/cpu/rms_norm.h"
+
+#include <cmath>
+
+namespace llm::cpu {
+namespace {
+
+void NormalizeRow(const float* x, const float* weight, int32_t hidden, float eps, float* out) {
+  float sum_squares = 0.0f;
+  for (int32_t i = 0; i < hidden; ++i) sum_squares += x[i] * x[i];
+  // Same order as transformers: x * rsqrt(mean + eps), then * weight.
+  const float inverse_rms = 1.0f / std::sqrt(sum_squares / static_cast<float>(hidden) + eps);
+  for (int32_t i = 0; i < hidden; ++i) out[i] = weight[i] * (x[i] * inverse_rms);
+}
+
+}  // namespace
+
+void RmsNorm(ThreadPool& pool, const float* x, const float* weight, int32_t rows, int32_t hidden,
+             float eps, float* out) {
+  pool.ParallelFor(rows, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      NormalizeRow(x + r * hidden, weight, hidden, eps, out + r * hidden);
+    }
+  });
+}
+
+void AddRmsNorm(ThreadPool& pool, float* residual, const float* x, const float* weight, int32_t rows,
+                int32_t hidden, float eps, float* out) {
+  pool.ParallelFor(rows, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      float* row = residual + r * hidden;
+      const float* add = x + r * hidden;
+      for (int32_t i = 0; i < hidden; ++i) row[i] += add[i];
+      NormalizeRow(row, weight, hidden, eps, out + r * hidden);
+    }
+  });
+}
+
+}  // namespace llm::cpu
