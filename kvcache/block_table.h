@@ -1,0 +1,50 @@
+// One sequence's view of the KV cache: its physical blocks in logical order and how many token
+// positions hold valid K/V.
+//
+// Logical position p lives in blocks()[p / block_size], slot p % block_size (LocatePosition in
+// kv_layout.h). The table may hold more blocks than the length needs: blocks reserved for tokens
+// that a coming forward step will write.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace llm::kvcache {
+
+// Blocks needed to hold `num_tokens` positions.
+constexpr int32_t BlocksForTokens(int64_t num_tokens, int32_t block_size) {
+  return static_cast<int32_t>((num_tokens + block_size - 1) / block_size);
+}
+
+class BlockTable {
+ public:
+  explicit BlockTable(int32_t block_size) : block_size_(block_size) {}
+
+  int32_t block_size() const { return block_size_; }
+  // Token positions whose K/V are written.
+  int32_t length() const { return length_; }
+  // Positions the table's blocks can hold.
+  int64_t capacity_tokens() const { return static_cast<int64_t>(blocks_.size()) * block_size_; }
+  std::span<const int32_t> blocks() const { return blocks_; }
+  int32_t num_blocks() const { return static_cast<int32_t>(blocks_.size()); }
+
+  void AppendBlocks(std::span<const int32_t> blocks) {
+    blocks_.insert(blocks_.end(), blocks.begin(), blocks.end());
+  }
+  // Removes and returns the blocks past the first `keep` ones.
+  std::vector<int32_t> TakeBlocksAfter(int32_t keep) {
+    std::vector<int32_t> tail(blocks_.begin() + keep, blocks_.end());
+    blocks_.resize(keep);
+    return tail;
+  }
+  // Only the manager calls this, after checking the new length fits the capacity.
+  void set_length(int32_t length) { length_ = length; }
+
+ private:
+  int32_t block_size_;
+  int32_t length_ = 0;
+  std::vector<int32_t> blocks_;
+};
+
+}  // namespace llm::kvcache

@@ -1,0 +1,146 @@
+// Tests for the per-sequence KV block manager.
+#include "kvcache/kv_cache_manager.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kvcache/kv_layout.h"
+
+namespace llm::kvcache {
+namespace {
+
+std::unique_ptr<KvCacheManager> MakeManager(int32_t num_blocks, int32_t block_size,
+                                            size_t block_bytes = 0) {
+  absl::StatusOr<std::unique_ptr<KvCacheManager>> manager =
+      KvCacheManager::Create({.num_blocks = num_blocks, .block_size = block_size,
+                              .block_bytes = block_bytes});
+  EXPECT_TRUE(manager.ok()) << manager.status();
+  return *std::move(manager);
+}
+
+TEST(KvCacheManagerTest, RejectsNonPositiveSizes) {
+  EXPECT_EQ(KvCacheManager::Create({.num_blocks = 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(KvCacheManager::Create({.num_blocks = 4, .block_size = 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(KvCacheManagerTest, ReserveAllocatesCeilTokensOverBlockSize) {
+  auto manager = MakeManager(10, 4);
+  ASSERT_TRUE(manager->CreateSequence(1).ok());
+  ASSERT_TRUE(manager->Reserve(1, 9).ok());
+  EXPECT_EQ(manager->block_table(1)->size(), 3u);  // 9 tokens / 4 per block -> 3 blocks
+  EXPECT_EQ(*manager->length(1), 0);               // reserving writes nothing
+  ASSERT_TRUE(manager->Reserve(1, 12).ok());       // still 3 blocks
+  EXPECT_EQ(manager->block_table(1)->size(), 3u);
+  ASSERT_TRUE(manager->Reserve(1, 5).ok());        // never shrinks
+  EXPECT_EQ(manager->block_table(1)->size(), 3u);
+  EXPECT_EQ(manager->usage().used_blocks, 3);
+}
+
+TEST(KvCacheManagerTest, FailedReserveAllocatesNothing) {
+  auto manager = MakeManager(4, 16);
+  ASSERT_TRUE(manager->CreateSequence(1).ok());
+  ASSERT_TRUE(manager->CreateSequence(2).ok());
+  ASSERT_TRUE(manager->Reserve(1, 33).ok());  // 3 blocks
+  EXPECT_FALSE(manager->CanReserve(2, 17));
+  absl::Status status = manager->Reserve(2, 17);
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(status.message()), testing::HasSubstr("sequence 2"));
+  EXPECT_TRUE(manager->block_table(2)->empty());
+  EXPECT_EQ(manager->num_free_blocks(), 1);
+  EXPECT_TRUE(manager->CanReserve(2, 16));
+}
+
+TEST(KvCacheManagerTest, AppendGrowsLengthAndMapsPositionsThroughTable) {
+  auto manager = MakeManager(8, 4);
+  ASSERT_TRUE(manager->CreateSequence(7).ok());
+  ASSERT_TRUE(manager->CreateSequence(8).ok());
+  ASSERT_TRUE(manager->Append(7, 3).ok());
+  ASSERT_TRUE(manager->Append(8, 5).ok());
+  ASSERT_TRUE(manager->Append(7, 3).ok());
+  EXPECT_EQ(*manager->length(7), 6);
+  std::span<const int32_t> table = *manager->block_table(7);
+  ASSERT_EQ(table.size(), 2u);
+  const PagedPosition p = LocatePosition(table.data(), 4, 5);
+  EXPECT_EQ(p.block, table[1]);
+  EXPECT_EQ(p.slot, 1);
+  EXPECT_EQ(FlatSlot(table.data(), 4, 5), table[1] * 4 + 1);
+}
+
+TEST(KvCacheManagerTest, FreeReturnsEveryBlock) {
+  auto manager = MakeManager(6, 2);
+  for (SequenceId id = 1; id <= 3; ++id) {
+    ASSERT_TRUE(manager->CreateSequence(id).ok());
+    ASSERT_TRUE(manager->Append(id, 4).ok());
+  }
+  EXPECT_EQ(manager->num_free_blocks(), 0);
+  EXPECT_EQ(manager->Append(1, 1).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(*manager->length(1), 4) << "a failed append must not change the length";
+  for (SequenceId id = 1; id <= 3; ++id) ASSERT_TRUE(manager->Free(id).ok());
+  EXPECT_EQ(manager->num_free_blocks(), 6);
+  EXPECT_EQ(manager->usage().num_sequences, 0);
+  EXPECT_EQ(manager->Free(1).code(), absl::StatusCode::kNotFound);
+}
+
+TEST(KvCacheManagerTest, TruncateReleasesBlocksPastTheNewLength) {
+  auto manager = MakeManager(6, 4);
+  ASSERT_TRUE(manager->CreateSequence(1).ok());
+  ASSERT_TRUE(manager->Append(1, 10).ok());  // 3 blocks
+  ASSERT_TRUE(manager->Reserve(1, 20).ok()); // 5 blocks
+  ASSERT_TRUE(manager->Truncate(1, 5).ok());
+  EXPECT_EQ(*manager->length(1), 5);
+  EXPECT_EQ(manager->block_table(1)->size(), 2u);
+  EXPECT_EQ(manager->num_free_blocks(), 4);
+  EXPECT_EQ(manager->Truncate(1, 6).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(KvCacheManagerTest, ForkSharesOnlyFullBlocks) {
+  auto manager = MakeManager(8, 4);
+  ASSERT_TRUE(manager->CreateSequence(1).ok());
+  ASSERT_TRUE(manager->Append(1, 10).ok());  // blocks: full, full, partial
+  ASSERT_TRUE(manager->Fork(1, 2).ok());
+  std::span<const int32_t> parent = *manager->block_table(1);
+  std::span<const int32_t> child = *manager->block_table(2);
+  ASSERT_EQ(child.size(), 2u);
+  EXPECT_EQ(child[0], parent[0]);
+  EXPECT_EQ(child[1], parent[1]);
+  EXPECT_EQ(*manager->length(2), 8);
+  EXPECT_EQ(manager->pool().reference_count(parent[0]), 2);
+  EXPECT_EQ(manager->pool().reference_count(parent[2]), 1);
+  EXPECT_EQ(manager->usage().used_blocks, 3);
+  EXPECT_EQ(manager->Truncate(2, 6).code(), absl::StatusCode::kFailedPrecondition)
+      << "cutting into a shared block would make it writable";
+  ASSERT_TRUE(manager->Truncate(2, 4).ok());  // a block boundary is fine
+  EXPECT_EQ(manager->pool().reference_count(parent[1]), 1);
+  ASSERT_TRUE(manager->Append(2, 5).ok());  // goes to fresh blocks, never a shared one
+  EXPECT_EQ(manager->usage().used_blocks, 5);
+  ASSERT_TRUE(manager->Free(1).ok());
+  EXPECT_EQ(manager->usage().used_blocks, 3);  // block 0 is still the child's
+  ASSERT_TRUE(manager->Free(2).ok());
+  EXPECT_EQ(manager->usage().used_blocks, 0);
+}
+
+TEST(KvCacheManagerTest, DuplicateAndUnknownIdsAreErrors) {
+  auto manager = MakeManager(2, 4);
+  ASSERT_TRUE(manager->CreateSequence(1).ok());
+  EXPECT_EQ(manager->CreateSequence(1).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(manager->Reserve(9, 1).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(manager->Append(9, 1).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(manager->length(9).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(manager->Fork(9, 10).code(), absl::StatusCode::kNotFound);
+  EXPECT_FALSE(manager->CanReserve(9, 1));
+  EXPECT_EQ(manager->Append(1, -1).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(KvCacheManagerTest, UsageReportsBytesFromBlockBytes) {
+  auto manager = MakeManager(10, 16, /*block_bytes=*/1024);
+  ASSERT_TRUE(manager->CreateSequence(1).ok());
+  ASSERT_TRUE(manager->Append(1, 40).ok());  // 3 blocks
+  KvCacheUsage usage = manager->usage();
+  EXPECT_EQ(usage.used_bytes(), 3u * 1024);
+  EXPECT_EQ(usage.free_bytes(), 7u * 1024);
+  EXPECT_EQ(usage.total_bytes(), 10u * 1024);
+}
+
+}  // namespace
+}  // namespace llm::kvcache
