@@ -7,10 +7,13 @@ namespace llm::cpu {
 namespace {
 
 void NormalizeRow(const float* x, const float* weight, int32_t hidden, float eps, float* out) {
-  float sum_squares = 0.0f;
-  for (int32_t i = 0; i < hidden; ++i) sum_squares += x[i] * x[i];
+  // The sum runs in double: a sequential fp32 sum over thousands of elements drifts by ~1e-6
+  // relative, more than the reference should add on top of the model's own rounding.
+  double sum_squares = 0.0;
+  for (int32_t i = 0; i < hidden; ++i) sum_squares += static_cast<double>(x[i]) * x[i];
+  const float mean_square = static_cast<float>(sum_squares / hidden);
   // Same order as transformers: x * rsqrt(mean + eps), then * weight.
-  const float inverse_rms = 1.0f / std::sqrt(sum_squares / static_cast<float>(hidden) + eps);
+  const float inverse_rms = 1.0f / std::sqrt(mean_square + eps);
   for (int32_t i = 0; i < hidden; ++i) out[i] = weight[i] * (x[i] * inverse_rms);
 }
 

@@ -3,7 +3,7 @@
 //
 //   out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight
 //
-// As in Hugging Face's LlamaRMSNorm, the statistic is taken in fp32 and the normalised row is
+// As in Hugging Face's LlamaRMSNorm, the statistic is taken in (at least) fp32 and the normalised row is
 // multiplied by the weight afterwards.
 #pragma once
 
