@@ -1,0 +1,314 @@
+// The Llama-family forward over the Backend ops, one engine step per Forward():
+//   embed -> per layer [RMSNorm -> QKV -> RoPE + KV append -> paged attention -> O + residual ->
+//   RMSNorm -> gate/up -> SwiGLU -> down + residual] -> final norm -> LM head (only rows that need
+//   logits) -> sample.
+// Residual adds are fused into the following RMSNorm (AddRmsNorm); the last layer's MLP residual is a
+// plain Add because the final norm runs only on the gathered logit rows.
+#include "server/model/transformer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "server/model/llama_weights.h"
+#include "server/model/step_batch.h"
+
+namespace llm {
+namespace {
+
+#define RETURN_IF_ERROR(expr)                             \
+  do {                                                    \
+    if (absl::Status _status = (expr); !_status.ok()) return _status; \
+  } while (0)
+
+// Backend buffers reused by every step, sized for the largest step the options allow.
+struct StepBuffers {
+  // Step metadata (int32).
+  DeviceBuffer token_ids, positions, slot_mapping, query_start, kv_lens, block_tables, logit_rows;
+  // Activations, [max_batch_tokens, width] in compute_dtype.
+  DeviceBuffer residual, normed, qkv, attention_out, projection, gate_up, mlp_hidden;
+  // LM head input and output for up to logit_rows_capacity rows; logits are F32.
+  DeviceBuffer gathered, gathered_normed, logits;
+};
+
+class LlamaTransformer final : public Transformer {
+ public:
+  LlamaTransformer(const ModelConfig& config, Backend& backend, const TransformerOptions& options,
+                   LlamaWeights weights)
+      : config_(config), backend_(backend), options_(options), weights_(std::move(weights)) {
+    kv_layout_ = kvcache::KvLayout{.num_layers = config.num_hidden_layers,
+                                   .num_blocks = options.kv_num_blocks,
+                                   .block_size = options.kv_block_size,
+                                   .num_kv_heads = config.num_key_value_heads,
+                                   .head_dim = config.head_dim};
+    attention_shape_ = AttentionShape{config.num_attention_heads, config.num_key_value_heads,
+                                      config.head_dim,
+                                      static_cast<float>(1.0 / std::sqrt(static_cast<double>(config.head_dim)))};
+    limits_ = StepLimits{.vocab_size = config.vocab_size,
+                         .max_position_embeddings = config.max_position_embeddings,
+                         .kv_num_blocks = options.kv_num_blocks,
+                         .kv_block_size = options.kv_block_size,
+                         .max_batch_tokens = options.max_batch_tokens,
+                         .max_batch_sequences = options.max_batch_sequences,
+                         // A sequence's positions occupy distinct slots, so it never needs more
+                         // blocks than the pool holds.
+                         .max_blocks_per_sequence = std::min(
+                             options.kv_num_blocks,
+                             (config.max_position_embeddings + options.kv_block_size - 1) / options.kv_block_size)};
+    // The LM head runs in groups of rows so that a step returning every row's logits does not need a
+    // [max_batch_tokens, vocab] buffer.
+    logit_rows_capacity_ = std::max(1, std::min(options.max_batch_tokens, options.max_batch_sequences));
+  }
+
+  absl::Status Allocate() {
+    const size_t element = DTypeSize(backend_.compute_dtype());
+    const size_t tokens = options_.max_batch_tokens, sequences = options_.max_batch_sequences;
+    const size_t hidden = config_.hidden_size, inter = config_.intermediate_size;
+    const size_t q_width = static_cast<size_t>(config_.num_attention_heads) * config_.head_dim;
+    const size_t qkv_width = q_width + 2ull * config_.num_key_value_heads * config_.head_dim;
+    const size_t logit_rows = logit_rows_capacity_;
+
+    absl::StatusOr<DeviceBuffer> pool =
+        backend_.Allocate(static_cast<size_t>(kv_layout_.total_elements()) * element);
+    if (!pool.ok()) {
+      return absl::ResourceExhaustedError(absl::StrCat("allocating the KV pool of ", options_.kv_num_blocks,
+                                                       " blocks: ", pool.status().message(),
+                                                       "; lower kv_num_blocks"));
+    }
+    kv_pool_ = std::move(*pool);
+
+    // rows * width elements of `bytes_per_element` each.
+    const auto make = [&](DeviceBuffer& buffer, size_t count, size_t bytes_per_element) -> absl::Status {
+      absl::StatusOr<DeviceBuffer> allocated = backend_.Allocate(std::max<size_t>(1, count) * bytes_per_element);
+      if (!allocated.ok()) {
+        return absl::ResourceExhaustedError(absl::StrCat("allocating step buffers for max_batch_tokens ",
+                                                         options_.max_batch_tokens, ": ",
+                                                         allocated.status().message(),
+                                                         "; lower max_batch_tokens"));
+      }
+      workspace_bytes_ += allocated->bytes();
+      buffer = std::move(*allocated);
+      return absl::OkStatus();
+    };
+    StepBuffers& b = buffers_;
+    RETURN_IF_ERROR(make(b.token_ids, tokens, 4));
+    RETURN_IF_ERROR(make(b.positions, tokens, 4));
+    RETURN_IF_ERROR(make(b.slot_mapping, tokens, 4));
+    RETURN_IF_ERROR(make(b.query_start, sequences + 1, 4));
+    RETURN_IF_ERROR(make(b.kv_lens, sequences, 4));
+    RETURN_IF_ERROR(make(b.block_tables, sequences * limits_.max_blocks_per_sequence, 4));
+    RETURN_IF_ERROR(make(b.logit_rows, tokens + sequences, 4));
+    RETURN_IF_ERROR(make(b.residual, tokens * hidden, element));
+    RETURN_IF_ERROR(make(b.normed, tokens * hidden, element));
+    RETURN_IF_ERROR(make(b.qkv, tokens * qkv_width, element));
+    RETURN_IF_ERROR(make(b.attention_out, tokens * q_width, element));
+    RETURN_IF_ERROR(make(b.projection, tokens * hidden, element));
+    RETURN_IF_ERROR(make(b.gate_up, tokens * 2 * inter, element));
+    RETURN_IF_ERROR(make(b.mlp_hidden, tokens * inter, element));
+    RETURN_IF_ERROR(make(b.gathered, logit_rows * hidden, element));
+    RETURN_IF_ERROR(make(b.gathered_normed, logit_rows * hidden, element));
+    RETURN_IF_ERROR(make(b.logits, logit_rows * static_cast<size_t>(config_.vocab_size), 4));
+
+    const std::vector<float> inv_freq = RopeInverseFrequencies(config_);
+    if (static_cast<int32_t>(inv_freq.size()) != config_.head_dim / 2) {
+      return absl::InternalError(absl::StrCat("RopeInverseFrequencies returned ", inv_freq.size(),
+                                              " values for head_dim ", config_.head_dim));
+    }
+    // inv_freq stays F32 whatever the compute dtype (RopeParams says so), hence Allocate, not UploadWeight.
+    RETURN_IF_ERROR(make(inv_freq_, inv_freq.size(), sizeof(float)));
+    RETURN_IF_ERROR(backend_.CopyToDevice(inv_freq_.data(), inv_freq.data(), inv_freq.size() * sizeof(float)));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<ChunkResult>> Forward(std::span<const SequenceChunk> chunks) override {
+    absl::StatusOr<StepBatch> step = BuildStepBatch(chunks, limits_);
+    if (!step.ok()) return step.status();
+    std::vector<ChunkResult> results(chunks.size());
+    if (chunks.empty()) return results;
+
+    RETURN_IF_ERROR(UploadStep(*step));
+    const AttentionBatch batch = DeviceAttentionBatch(*step);
+    RETURN_IF_ERROR(RunLayers(batch));
+    RETURN_IF_ERROR(ComputeLogitsAndSample(*step, chunks, results));
+    RETURN_IF_ERROR(backend_.Synchronize());
+    return results;
+  }
+
+  const ModelConfig& config() const override { return config_; }
+  const kvcache::KvLayout& kv_layout() const override { return kv_layout_; }
+  size_t weight_bytes() const override { return weights_.bytes; }
+  size_t kv_cache_bytes() const override { return kv_pool_.bytes(); }
+  size_t workspace_bytes() const override { return workspace_bytes_; }
+  Backend& backend() override { return backend_; }
+
+ private:
+  absl::Status Copy(DeviceBuffer& destination, const std::vector<int32_t>& source) {
+    return backend_.CopyToDevice(destination.data(), source.data(), source.size() * sizeof(int32_t));
+  }
+
+  absl::Status UploadStep(const StepBatch& step) {
+    RETURN_IF_ERROR(Copy(buffers_.token_ids, step.token_ids));
+    RETURN_IF_ERROR(Copy(buffers_.positions, step.positions));
+    RETURN_IF_ERROR(Copy(buffers_.slot_mapping, step.slot_mapping));
+    RETURN_IF_ERROR(Copy(buffers_.query_start, step.query_start));
+    RETURN_IF_ERROR(Copy(buffers_.kv_lens, step.kv_lens));
+    RETURN_IF_ERROR(Copy(buffers_.block_tables, step.block_tables));
+    return Copy(buffers_.logit_rows, step.logit_rows);
+  }
+
+  AttentionBatch DeviceAttentionBatch(const StepBatch& step) const {
+    AttentionBatch batch;
+    batch.num_tokens = step.num_tokens();
+    batch.num_seqs = step.num_sequences();
+    batch.positions = buffers_.positions.as<int32_t>();
+    batch.slot_mapping = buffers_.slot_mapping.as<int32_t>();
+    batch.query_start = buffers_.query_start.as<int32_t>();
+    batch.kv_lens = buffers_.kv_lens.as<int32_t>();
+    batch.block_tables = buffers_.block_tables.as<int32_t>();
+    batch.block_table_stride = step.block_table_stride;
+    batch.max_query_len = step.max_query_len;
+    batch.max_kv_len = step.max_kv_len;
+    return batch;
+  }
+
+  absl::Status RunLayers(const AttentionBatch& batch) {
+    const int32_t tokens = batch.num_tokens;
+    const int32_t hidden = config_.hidden_size, inter = config_.intermediate_size;
+    const int32_t q_width = config_.num_attention_heads * config_.head_dim;
+    const int32_t qkv_width = q_width + 2 * config_.num_key_value_heads * config_.head_dim;
+    const float eps = config_.rms_norm_eps;
+    const KvCacheView cache{kv_pool_.data(), kv_layout_};
+    const RopeParams rope{inv_freq_.as<float>(), 1.0f};
+    StepBuffers& b = buffers_;
+
+    RETURN_IF_ERROR(backend_.Embed(b.token_ids.as<int32_t>(), tokens, weights_.embed_tokens.data(),
+                                   hidden, b.residual.data()));
+    RETURN_IF_ERROR(backend_.RmsNorm(b.residual.data(), weights_.layers[0].input_norm.data(), tokens,
+                                     hidden, eps, b.normed.data()));
+    for (int32_t l = 0; l < config_.num_hidden_layers; ++l) {
+      const LlamaLayerWeights& layer = weights_.layers[l];
+      // Attention half: b.normed holds input_layernorm(residual).
+      RETURN_IF_ERROR(backend_.Matmul(b.normed.data(), layer.qkv_proj.data(), tokens, qkv_width, hidden,
+                                      b.qkv.data()));
+      RETURN_IF_ERROR(backend_.RopeAppendKv(b.qkv.data(), batch, attention_shape_, rope, cache, l));
+      RETURN_IF_ERROR(backend_.PagedAttention(b.qkv.data(), batch, attention_shape_, cache, l,
+                                              b.attention_out.data()));
+      RETURN_IF_ERROR(backend_.Matmul(b.attention_out.data(), layer.o_proj.data(), tokens, hidden,
+                                      q_width, b.projection.data()));
+      RETURN_IF_ERROR(backend_.AddRmsNorm(b.residual.data(), b.projection.data(),
+                                          layer.post_attention_norm.data(), tokens, hidden, eps,
+                                          b.normed.data()));
+      // MLP half.
+      RETURN_IF_ERROR(backend_.Matmul(b.normed.data(), layer.gate_up_proj.data(), tokens, 2 * inter,
+                                      hidden, b.gate_up.data()));
+      RETURN_IF_ERROR(backend_.SiluMul(b.gate_up.data(), tokens, inter, b.mlp_hidden.data()));
+      RETURN_IF_ERROR(backend_.Matmul(b.mlp_hidden.data(), layer.down_proj.data(), tokens, hidden, inter,
+                                      b.projection.data()));
+      if (l + 1 < config_.num_hidden_layers) {
+        RETURN_IF_ERROR(backend_.AddRmsNorm(b.residual.data(), b.projection.data(),
+                                            weights_.layers[l + 1].input_norm.data(), tokens, hidden,
+                                            eps, b.normed.data()));
+      } else {
+        RETURN_IF_ERROR(backend_.Add(b.residual.data(), b.projection.data(),
+                                     static_cast<int64_t>(tokens) * hidden));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Final norm + LM head over step.logit_rows in groups of logit_rows_capacity_, sampling the first
+  // num_sample_rows rows and copying the rest back as returned logits.
+  absl::Status ComputeLogitsAndSample(const StepBatch& step, std::span<const SequenceChunk> chunks,
+                                      std::vector<ChunkResult>& results) {
+    const int32_t hidden = config_.hidden_size, vocab = config_.vocab_size;
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      if (chunks[c].return_logits) results[c].logits.resize(chunks[c].tokens.size() * static_cast<size_t>(vocab));
+    }
+    std::vector<SampledToken> sampled(step.num_sample_rows);
+    const int32_t total_rows = static_cast<int32_t>(step.logit_rows.size());
+    StepBuffers& b = buffers_;
+    for (int32_t first = 0; first < total_rows; first += logit_rows_capacity_) {
+      const int32_t rows = std::min(logit_rows_capacity_, total_rows - first);
+      RETURN_IF_ERROR(backend_.GatherRows(b.residual.data(), b.logit_rows.as<int32_t>() + first, rows,
+                                          hidden, b.gathered.data()));
+      RETURN_IF_ERROR(backend_.RmsNorm(b.gathered.data(), weights_.final_norm.data(), rows, hidden,
+                                       config_.rms_norm_eps, b.gathered_normed.data()));
+      RETURN_IF_ERROR(backend_.Matmul(b.gathered_normed.data(), weights_.lm_head_data(), rows, vocab,
+                                      hidden, b.logits.data(), /*out_f32=*/true));
+      // Rows [first, first + rows) of the logit list: a prefix may be sampling rows.
+      const int32_t sample_end = std::min(first + rows, step.num_sample_rows);
+      if (first < sample_end) {
+        const int32_t count = sample_end - first;
+        RETURN_IF_ERROR(backend_.Sample(b.logits.as<float>(), count, vocab,
+                                        std::span<const SamplingParams>(step.sample_params).subspan(first, count),
+                                        std::span<SampledToken>(sampled).subspan(first, count)));
+      }
+      for (int32_t row = std::max(first, step.num_sample_rows); row < first + rows; ++row) {
+        const auto [chunk, token] = step.logits_destination[row - step.num_sample_rows];
+        RETURN_IF_ERROR(backend_.CopyToHost(
+            results[chunk].logits.data() + static_cast<size_t>(token) * vocab,
+            b.logits.as<float>() + static_cast<size_t>(row - first) * vocab, vocab * sizeof(float)));
+      }
+    }
+    for (int32_t i = 0; i < step.num_sample_rows; ++i) {
+      results[step.sample_chunk[i]].sampled = std::move(sampled[i]);
+    }
+    return absl::OkStatus();
+  }
+
+  const ModelConfig config_;
+  Backend& backend_;
+  const TransformerOptions options_;
+  LlamaWeights weights_;
+  kvcache::KvLayout kv_layout_;
+  AttentionShape attention_shape_;
+  StepLimits limits_;
+  int32_t logit_rows_capacity_ = 0;
+  DeviceBuffer kv_pool_;
+  DeviceBuffer inv_freq_;
+  StepBuffers buffers_;
+  size_t workspace_bytes_ = 0;
+};
+
+absl::Status ValidateOptions(const ModelConfig& config, const TransformerOptions& options) {
+  if (options.kv_num_blocks <= 0 || options.kv_block_size <= 0 || options.max_batch_tokens <= 0 ||
+      options.max_batch_sequences <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "TransformerOptions need positive kv_num_blocks, kv_block_size, max_batch_tokens and "
+        "max_batch_sequences; got ", options.kv_num_blocks, ", ", options.kv_block_size, ", ",
+        options.max_batch_tokens, ", ", options.max_batch_sequences));
+  }
+  if (config.num_attention_heads <= 0 || config.num_key_value_heads <= 0 ||
+      config.num_attention_heads % config.num_key_value_heads != 0 || config.head_dim <= 0 ||
+      config.head_dim % 2 != 0 || config.hidden_size <= 0 || config.intermediate_size <= 0 ||
+      config.num_hidden_layers <= 0 || config.vocab_size <= 0 || config.max_position_embeddings <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model config is not a usable Llama architecture: num_attention_heads ", config.num_attention_heads,
+        " must be a multiple of num_key_value_heads ", config.num_key_value_heads, ", head_dim ",
+        config.head_dim, " must be even, and sizes must be positive"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Create(const Checkpoint& checkpoint,
+                                                                 Backend& backend,
+                                                                 const TransformerOptions& options) {
+  const ModelConfig& config = checkpoint.config();
+  RETURN_IF_ERROR(ValidateOptions(config, options));
+  absl::StatusOr<LlamaWeights> weights = UploadLlamaWeights(checkpoint, backend);
+  if (!weights.ok()) return weights.status();
+  auto transformer = std::make_unique<LlamaTransformer>(config, backend, options, std::move(*weights));
+  RETURN_IF_ERROR(transformer->Allocate());
+  return transformer;
+}
+
+size_t KvBlockBytes(const ModelConfig& config, int32_t block_size, DType dtype) {
+  return 2ull * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * block_size *
+         DTypeSize(dtype);
+}
+
+}  // namespace llm
