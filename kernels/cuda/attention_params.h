@@ -1,0 +1,80 @@
+// Parameters of the paged attention kernels (flash prefill, flash decode, the generic fallback) and
+// their launchers. One struct for the whole family: the kernels differ in how they tile the same
+// problem, not in what the problem is (see kernels/backend.h, PagedAttention, for the math).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "kvcache/kv_layout.h"
+
+namespace llm::cuda {
+
+struct PagedAttentionParams {
+  // Queries: token t, query head h starts at q + t * q_row_stride + h * head_dim.
+  const __nv_bfloat16* q = nullptr;
+  int64_t q_row_stride = 0;
+  // Output: token t, query head h starts at out + t * out_row_stride + h * head_dim.
+  __nv_bfloat16* out = nullptr;
+  int64_t out_row_stride = 0;
+  // The layer's K and V arrays inside the paged pool (pool + layout.layer_offset(layer, kind)).
+  const __nv_bfloat16* k_cache = nullptr;
+  const __nv_bfloat16* v_cache = nullptr;
+  kvcache::KvLayout layout;
+  // The ragged batch (device memory), as in AttentionBatch.
+  const int32_t* positions = nullptr;
+  const int32_t* query_start = nullptr;
+  const int32_t* kv_lens = nullptr;
+  const int32_t* block_tables = nullptr;
+  int32_t block_table_stride = 0;
+  int32_t num_seqs = 0;
+  int32_t num_tokens = 0;
+  int32_t max_query_len = 0;  // host-known maxima: launch shapes only
+  int32_t max_kv_len = 0;
+  int32_t num_q_heads = 0;
+  int32_t num_kv_heads = 0;
+  int32_t head_dim = 0;
+  float softmax_scale = 0.0f;
+  // Split-KV (decode only): the KV range of a sequence is cut into chunks of kv_chunk_size positions,
+  // one thread block each; with num_splits > 1 the partial results land in partial_out
+  // [num_tokens, num_q_heads, num_splits, head_dim] and partial_lse [num_tokens, num_q_heads,
+  // num_splits] (log2 units) and MergeSplits combines them.
+  int32_t num_splits = 1;
+  int32_t kv_chunk_size = 0;
+  float* partial_out = nullptr;
+  float* partial_lse = nullptr;
+
+  int32_t group_size() const { return num_q_heads / num_kv_heads; }
+};
+
+// Checks what every attention launcher needs (non-null arrays, head counts, layout agreement).
+absl::Status ValidateAttentionParams(const PagedAttentionParams& params);
+
+// Tensor-core flash prefill for head_dim 64 and 128 (flash_prefill.cuh). Any ragged batch.
+absl::Status LaunchFlashPrefill(const PagedAttentionParams& params, cudaStream_t stream);
+bool FlashPrefillSupports(int32_t head_dim);
+
+// Split-KV flash decode (flash_decode.cuh) for head_dim 64 and 128, when
+// max_query_len * group_size <= kFlashDecodeMaxRows. Fills num_splits/kv_chunk_size itself when
+// num_splits == 0 and needs partial buffers of FlashDecodeWorkspaceFloats() floats.
+inline constexpr int32_t kFlashDecodeMaxRows = 16;
+bool FlashDecodeSupports(const PagedAttentionParams& params);
+// Picks num_splits and kv_chunk_size for this batch on a GPU with `num_sms` multiprocessors.
+void ChooseDecodeSplits(PagedAttentionParams& params, int32_t num_sms);
+size_t FlashDecodeWorkspaceFloats(const PagedAttentionParams& params);
+absl::Status LaunchFlashDecode(const PagedAttentionParams& params, cudaStream_t stream);
+
+// The generic kernel (attention_generic.cu): any even head_dim up to 256, no tensor cores, one
+// thread block per (token, query head). The fallback for head dims the flash kernels lack.
+inline constexpr int32_t kGenericAttentionMaxHeadDim = 256;
+absl::Status LaunchGenericAttention(const PagedAttentionParams& params, cudaStream_t stream);
+
+// Chooses decode, prefill or the generic kernel for the batch (attention_dispatch.cc). `workspace`
+// provides the split-KV scratch: it is called with a float count and returns a device pointer.
+enum class AttentionKernel { kFlashDecode, kFlashPrefill, kGeneric };
+AttentionKernel ChooseAttentionKernel(const PagedAttentionParams& params);
+
+}  // namespace llm::cuda

@@ -1,0 +1,238 @@
+// Split-KV flash decode over the paged KV cache: a few query tokens per sequence (group *
+// query tokens <= 16 rows) against long contexts.
+//
+// Work split (FlashDecoding). A sequence's K/V range [0, min(kv_len, last query position + 1)) is cut
+// into chunks of kv_chunk_size positions; a thread block owns (sequence, kv head, chunk), so one
+// 32k-token sequence still spreads over the whole GPU. All query rows of the GQA group (row = token *
+// group + head) sit in one 16-row mma tile, so each K/V byte is read once per group. Inside the block,
+// kWarps warps take the chunk's kTileN-position K/V tiles round robin, each with its own kStages-deep
+// cp.async pipeline (no block-wide barrier in the loop), and run the warp flash step of
+// attention_tile.cuh. At the end the warps' (m, l, O) are merged through shared memory. With one chunk
+// the block writes bf16 output directly; otherwise it writes fp32 O / l and lse = m + log2(l) per
+// (token, head, chunk), and MergeSplitsKernel (flash_decode_merge.cu) combines the chunks:
+//   O = sum_c 2^(lse_c - lse_max) O_c / sum_c 2^(lse_c - lse_max).
+// A chunk past a row's position has lse = -inf and weight 0.
+//
+// Reference: the CPU backend's PagedAttention; test: tests/kernels/gpu/attention_test.cc; benchmark:
+// bench/bench_kernels.cu (bandwidth vs a device copy and torch SDPA). Instantiated per head_dim in
+// flash_decode_hd64.cu and flash_decode_hd128.cu.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include "kernels/cuda/attention_params.h"
+#include "kernels/cuda/attention_tile.cuh"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/mma.cuh"
+
+namespace llm::cuda {
+
+template <int kHeadDim_, int kWarps_, int kTileN_, int kStages_>
+struct FlashDecodeTraits {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kWarps = kWarps_;
+  static constexpr int kTileN = kTileN_;
+  static constexpr int kStages = kStages_;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kRows = 16;
+  static constexpr int kChunksPerRow = kHeadDim / 8;
+  static constexpr int kStageElements = 2 * kTileN * kHeadDim;  // K then V
+  static constexpr int kPipelineBytes = kWarps * kStages * kStageElements * 2;
+  static constexpr int kMergeBytes = kWarps * kRows * (kHeadDim + 2) * 4;
+  static constexpr int kSharedBytes =
+      kRows * kHeadDim * 2 + (kPipelineBytes > kMergeBytes ? kPipelineBytes : kMergeBytes);
+};
+
+template <typename Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    FlashDecodeKernel(const PagedAttentionParams params) {
+  constexpr int D = Traits::kHeadDim;
+  constexpr int kTileN = Traits::kTileN;
+  constexpr int kStages = Traits::kStages;
+  constexpr int kChunks = Traits::kChunksPerRow;
+  constexpr int kRows = Traits::kRows;
+  extern __shared__ __align__(128) unsigned char shared_raw[];
+  auto* smem_q = reinterpret_cast<__nv_bfloat16*>(shared_raw);
+  __nv_bfloat16* smem_pipeline = smem_q + kRows * D;
+
+  const int split = blockIdx.x;
+  const int kv_head = blockIdx.y;
+  const int seq = blockIdx.z;
+  const int group = params.num_q_heads / params.num_kv_heads;
+  const int q_begin = params.query_start[seq];
+  const int num_rows = (params.query_start[seq + 1] - q_begin) * group;
+  if (num_rows == 0) return;
+  const int kv_len = params.kv_lens[seq];
+  const int last_position = params.positions[q_begin + (num_rows - 1) / group];
+  const int kv_end = min(kv_len, last_position + 1);
+  const int chunk_begin = split * params.kv_chunk_size;
+  const int chunk_end = min(kv_end, chunk_begin + params.kv_chunk_size);
+  const bool split_output = params.num_splits > 1;
+
+  // Where row r's partial result goes: [token][head][split].
+  auto partial_index = [&](int row) {
+    const int token = q_begin + row / group;
+    const int head = kv_head * group + row % group;
+    return (static_cast<int64_t>(token) * params.num_q_heads + head) * params.num_splits + split;
+  };
+  if (chunk_begin >= chunk_end) {  // nothing to attend to in this chunk: weight 0 in the merge
+    if (split_output) {
+      for (int index = threadIdx.x; index < num_rows * D; index += Traits::kThreads) {
+        const int row = index / D;
+        params.partial_out[partial_index(row) * D + index % D] = 0.f;
+        if (index % D == 0) params.partial_lse[partial_index(row)] = -INFINITY;
+      }
+    }
+    return;
+  }
+
+  for (int index = threadIdx.x; index < kRows * kChunks; index += Traits::kThreads) {
+    const int row = index / kChunks;
+    const int chunk = index % kChunks;
+    const bool valid = row < num_rows;
+    const __nv_bfloat16* source = params.q;
+    if (valid) {
+      source += (q_begin + row / group) * params.q_row_stride + (kv_head * group + row % group) * D +
+                chunk * 8;
+    }
+    CpAsync16(smem_q + SwizzledOffset<D>(row, chunk * 8), source, valid);
+  }
+  CpAsyncCommit();
+  CpAsyncWait<0>();
+  __syncthreads();
+
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int* block_table = params.block_tables + static_cast<int64_t>(seq) * params.block_table_stride;
+  const kvcache::KvLayout layout = params.layout;
+  __nv_bfloat16* warp_pipeline = smem_pipeline + warp * kStages * Traits::kStageElements;
+
+  const int num_tiles = (chunk_end - chunk_begin + kTileN - 1) / kTileN;
+  const int my_tiles = num_tiles > warp ? (num_tiles - warp + Traits::kWarps - 1) / Traits::kWarps : 0;
+  // The warp's i-th tile is chunk tile warp + i * kWarps; stage s holds K then V.
+  auto load_tile = [&](int i) {
+    const int tile_start = chunk_begin + (warp + i * Traits::kWarps) * kTileN;
+    __nv_bfloat16* stage_k = warp_pipeline + (i % kStages) * Traits::kStageElements;
+    __nv_bfloat16* stage_v = stage_k + kTileN * D;
+#pragma unroll
+    for (int index = lane; index < kTileN * kChunks; index += 32) {
+      const int r = index / kChunks;
+      const int chunk = index % kChunks;
+      const int position = tile_start + r;
+      const bool valid = position < chunk_end;
+      int64_t offset = 0;
+      if (valid) {
+        const kvcache::PagedPosition paged =
+            kvcache::LocatePosition(block_table, layout.block_size, position);
+        offset = layout.offset_in_layer(paged.block, kv_head, paged.slot, chunk * 8);
+      }
+      CpAsync16(stage_k + SwizzledOffset<D>(r, chunk * 8), params.k_cache + offset, valid);
+      CpAsync16(stage_v + SwizzledOffset<D>(r, chunk * 8), params.v_cache + offset, valid);
+    }
+  };
+
+  int row_position[1][2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = (lane >> 2) + half * 8;
+    row_position[0][half] = row < num_rows ? params.positions[q_begin + row / group] : -1;
+  }
+
+  WarpFlashState<D, kTileN, 1> state;
+  state.Init();
+  const float scale_log2 = params.softmax_scale * 1.4426950408889634f;
+
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (i < my_tiles) load_tile(i);
+    CpAsyncCommit();
+  }
+  for (int i = 0; i < my_tiles; ++i) {
+    if (i + kStages - 1 < my_tiles) load_tile(i + kStages - 1);
+    CpAsyncCommit();
+    CpAsyncWait<kStages - 1>();
+    __syncwarp();
+    const int tile_start = chunk_begin + (warp + i * Traits::kWarps) * kTileN;
+    const __nv_bfloat16* stage_k = warp_pipeline + (i % kStages) * Traits::kStageElements;
+    state.template Step<true>(smem_q, 0, stage_k, stage_k + kTileN * D, 0, scale_log2,
+                              [&](int, int half, int column) {
+                                const int position = tile_start + column;
+                                return position <= row_position[0][half] && position < chunk_end;
+                              });
+    __syncwarp();
+  }
+  CpAsyncWait<0>();
+  state.Finish();
+
+  // Merge the warps: each writes its unnormalised O, m and l to shared memory (the pipeline area).
+  __syncthreads();
+  auto* merge_o = reinterpret_cast<float*>(smem_pipeline);  // [warp][row][D]
+  float* merge_max = merge_o + Traits::kWarps * kRows * D;  // [warp][row]
+  float* merge_sum = merge_max + Traits::kWarps * kRows;    // [warp][row]
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = (lane >> 2) + half * 8;
+    const float sum = state.row_sum[0][half];
+#pragma unroll
+    for (int j = 0; j < WarpFlashState<D, kTileN, 1>::kOutTiles; ++j) {
+      float* destination = merge_o + (warp * kRows + row) * D + j * 8 + (lane & 3) * 2;
+      destination[0] = state.o[0][j][half * 2];
+      destination[1] = state.o[0][j][half * 2 + 1];
+    }
+    if ((lane & 3) == 0) {
+      merge_max[warp * kRows + row] = state.row_max[0][half];
+      merge_sum[warp * kRows + row] = sum;
+    }
+  }
+  __syncthreads();
+
+  for (int index = threadIdx.x; index < num_rows * D; index += Traits::kThreads) {
+    const int row = index / D;
+    const int column = index % D;
+    float max_all = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < Traits::kWarps; ++w) max_all = fmaxf(max_all, merge_max[w * kRows + row]);
+    float sum = 0.f;
+    float value = 0.f;
+    if (max_all != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < Traits::kWarps; ++w) {
+        const float weight = exp2f(merge_max[w * kRows + row] - max_all);
+        sum += weight * merge_sum[w * kRows + row];
+        value += weight * merge_o[(w * kRows + row) * D + column];
+      }
+    }
+    const float normalised = sum > 0.f ? value / sum : 0.f;
+    if (split_output) {
+      params.partial_out[partial_index(row) * D + column] = normalised;
+      if (column == 0) {
+        params.partial_lse[partial_index(row)] = sum > 0.f ? max_all + log2f(sum) : -INFINITY;
+      }
+    } else {
+      params.out[(q_begin + row / group) * params.out_row_stride + (kv_head * group + row % group) * D +
+                 column] = __float2bfloat16_rn(normalised);
+    }
+  }
+}
+
+template <typename Traits>
+absl::Status LaunchFlashDecodeWithTraits(const PagedAttentionParams& params, cudaStream_t stream) {
+  if (params.num_seqs == 0) return absl::OkStatus();
+  static bool attribute_set = false;
+  if (!attribute_set) {
+    LLM_CUDA_CHECK(cudaFuncSetAttribute(FlashDecodeKernel<Traits>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        Traits::kSharedBytes));
+    attribute_set = true;
+  }
+  const dim3 grid(params.num_splits, params.num_kv_heads, params.num_seqs);
+  FlashDecodeKernel<Traits><<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
+  LLM_CUDA_CHECK_LAUNCH(FlashDecodeKernel);
+  return absl::OkStatus();
+}
+
+absl::Status LaunchFlashDecodeHeadDim64(const PagedAttentionParams& params, cudaStream_t stream);
+absl::Status LaunchFlashDecodeHeadDim128(const PagedAttentionParams& params, cudaStream_t stream);
+absl::Status LaunchMergeSplits(const PagedAttentionParams& params, cudaStream_t stream);
+
+}  // namespace llm::cuda

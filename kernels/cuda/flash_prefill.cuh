@@ -1,0 +1,180 @@
+// Flash prefill over the paged KV cache: tensor-core (mma.sync m16n8k16, bf16 -> fp32) attention for
+// a ragged batch of query tokens with absolute positions, causal by position (kv_pos <= q_pos),
+// grouped-query attention.
+//
+// Tiling. A thread block owns (sequence, kv head, tile of kTileM query rows). A query row is one
+// (token, query head of the group) pair, row = token_in_sequence * group + head_in_group, so every
+// query head of a GQA group shares each K/V tile the block loads (K/V bytes read once per group, not
+// once per query head). kWarps warps each take 16 * kMTiles rows. The block walks the sequence's
+// K/V positions [0, min(kv_len, last query position + 1)) in tiles of kTileN: K and V tiles are
+// gathered from the pages (row = position, through block_tables and kvcache::KvLayout) by cp.async
+// into a double buffer, so the next tile loads while this one computes (attention_tile.cuh does
+// the math). Only tiles that reach past the tile's first query position apply the causal mask.
+// Blocks are scheduled last tile first: those see the most K/V.
+//
+// Reference: the CPU backend's PagedAttention (kernels/cpu/); test: tests/kernels/gpu/
+// attention_test.cc; benchmark: bench/bench_kernels.cu (vs torch SDPA, bench/sdpa_anchor.py).
+// Instantiated per head_dim in flash_prefill_hd64.cu and flash_prefill_hd128.cu.
+#pragma once
+
+#include <cuda_bf16.h>
+
+#include "kernels/cuda/attention_params.h"
+#include "kernels/cuda/attention_tile.cuh"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/mma.cuh"
+
+namespace llm::cuda {
+
+template <int kHeadDim_, int kWarps_, int kMTiles_, int kTileN_>
+struct FlashPrefillTraits {
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kWarps = kWarps_;
+  static constexpr int kMTiles = kMTiles_;
+  static constexpr int kTileN = kTileN_;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kRowsPerWarp = 16 * kMTiles;
+  static constexpr int kTileM = kWarps * kRowsPerWarp;
+  static constexpr int kChunksPerRow = kHeadDim / 8;  // 16-byte chunks
+  // Q tile + double-buffered K and V tiles.
+  static constexpr int kSharedBytes = (kTileM + 4 * kTileN) * kHeadDim * 2;
+};
+
+template <typename Traits>
+__global__ void __launch_bounds__(Traits::kThreads)
+    FlashPrefillKernel(const PagedAttentionParams params) {
+  constexpr int D = Traits::kHeadDim;
+  constexpr int kTileM = Traits::kTileM;
+  constexpr int kTileN = Traits::kTileN;
+  constexpr int kChunks = Traits::kChunksPerRow;
+  extern __shared__ __align__(128) unsigned char shared_raw[];
+  auto* smem_q = reinterpret_cast<__nv_bfloat16*>(shared_raw);
+  __nv_bfloat16* smem_k = smem_q + kTileM * D;      // [2][kTileN][D]
+  __nv_bfloat16* smem_v = smem_k + 2 * kTileN * D;  // [2][kTileN][D]
+
+  const int seq = blockIdx.z;
+  const int kv_head = blockIdx.y;
+  const int group = params.num_q_heads / params.num_kv_heads;
+  const int q_begin = params.query_start[seq];
+  const int num_rows = (params.query_start[seq + 1] - q_begin) * group;
+  const int row0 = (gridDim.x - 1 - blockIdx.x) * kTileM;
+  if (row0 >= num_rows) return;
+
+  const int kv_len = params.kv_lens[seq];
+  const int last_row = min(row0 + kTileM, num_rows) - 1;
+  const int first_position = params.positions[q_begin + row0 / group];
+  const int last_position = params.positions[q_begin + last_row / group];
+  const int kv_end = min(kv_len, last_position + 1);
+  const int num_kv_tiles = (kv_end + kTileN - 1) / kTileN;
+  const int* block_table = params.block_tables + static_cast<int64_t>(seq) * params.block_table_stride;
+  const kvcache::KvLayout layout = params.layout;
+
+  // Q tile: row r is token row0 + r / group, head kv_head * group + r % group (zero past the end).
+  for (int index = threadIdx.x; index < kTileM * kChunks; index += Traits::kThreads) {
+    const int r = index / kChunks;
+    const int chunk = index % kChunks;
+    const int row = row0 + r;
+    const bool valid = row < num_rows;
+    const __nv_bfloat16* source = params.q;
+    if (valid) {
+      source += (q_begin + row / group) * params.q_row_stride +
+                (kv_head * group + row % group) * D + chunk * 8;
+    }
+    CpAsync16(smem_q + SwizzledOffset<D>(r, chunk * 8), source, valid);
+  }
+  // K/V tile `tile` into buffer `buffer`: row r is position tile * kTileN + r of the sequence.
+  auto load_kv = [&](int tile, int buffer) {
+    for (int index = threadIdx.x; index < kTileN * kChunks; index += Traits::kThreads) {
+      const int r = index / kChunks;
+      const int chunk = index % kChunks;
+      const int position = tile * kTileN + r;
+      const bool valid = position < kv_end;
+      int64_t offset = 0;
+      if (valid) {
+        const kvcache::PagedPosition paged =
+            kvcache::LocatePosition(block_table, layout.block_size, position);
+        offset = layout.offset_in_layer(paged.block, kv_head, paged.slot, chunk * 8);
+      }
+      const int destination = buffer * kTileN * D + SwizzledOffset<D>(r, chunk * 8);
+      CpAsync16(smem_k + destination, params.k_cache + offset, valid);
+      CpAsync16(smem_v + destination, params.v_cache + offset, valid);
+    }
+  };
+  load_kv(0, 0);
+  CpAsyncCommit();
+
+  // Each lane's two query rows per m-tile: their absolute positions (padding rows reuse the first).
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int warp_row0 = warp * Traits::kRowsPerWarp;
+  int row_position[Traits::kMTiles][2];
+#pragma unroll
+  for (int mt = 0; mt < Traits::kMTiles; ++mt)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int row = row0 + warp_row0 + mt * 16 + (lane >> 2) + half * 8;
+      row_position[mt][half] =
+          row < num_rows ? params.positions[q_begin + row / group] : first_position;
+    }
+
+  WarpFlashState<D, kTileN, Traits::kMTiles> state;
+  state.Init();
+  const float scale_log2 = params.softmax_scale * 1.4426950408889634f;
+
+  for (int tile = 0; tile < num_kv_tiles; ++tile) {
+    if (tile + 1 < num_kv_tiles) load_kv(tile + 1, (tile + 1) & 1);
+    CpAsyncCommit();
+    CpAsyncWait<1>();
+    __syncthreads();
+    const int kv_start = tile * kTileN;
+    const int buffer_offset = (tile & 1) * kTileN * D;
+    const bool needs_mask = kv_start + kTileN - 1 > first_position || kv_start + kTileN > kv_end;
+    if (needs_mask) {
+      state.template Step<true>(smem_q, warp_row0, smem_k + buffer_offset, smem_v + buffer_offset, 0,
+                                scale_log2, [&](int mt, int half, int column) {
+                                  const int position = kv_start + column;
+                                  return position <= row_position[mt][half] && position < kv_end;
+                                });
+    } else {
+      state.template Step<false>(smem_q, warp_row0, smem_k + buffer_offset,
+                                 smem_v + buffer_offset, 0, scale_log2,
+                                 [](int, int, int) { return true; });
+    }
+    __syncthreads();
+  }
+
+  state.Finish();
+  state.ForEachOutput([&](int local_row, int column, float value0, float value1) {
+    const int row = row0 + warp_row0 + local_row;
+    if (row >= num_rows) return;
+    __nv_bfloat16* destination = params.out + (q_begin + row / group) * params.out_row_stride +
+                                 (kv_head * group + row % group) * D + column;
+    *reinterpret_cast<__nv_bfloat162*>(destination) = __floats2bfloat162_rn(value0, value1);
+  });
+}
+
+template <typename Traits>
+absl::Status LaunchFlashPrefillWithTraits(const PagedAttentionParams& params, cudaStream_t stream) {
+  const int group = params.num_q_heads / params.num_kv_heads;
+  const int64_t max_rows = static_cast<int64_t>(params.max_query_len) * group;
+  const int64_t row_tiles = (max_rows + Traits::kTileM - 1) / Traits::kTileM;
+  if (row_tiles == 0 || params.num_seqs == 0) return absl::OkStatus();
+  if (row_tiles > 0x7fffffff) return absl::InvalidArgumentError("flash prefill: too many query rows");
+  static bool attribute_set = false;  // per instantiation; raising the limit twice is harmless
+  if (!attribute_set) {
+    LLM_CUDA_CHECK(cudaFuncSetAttribute(FlashPrefillKernel<Traits>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        Traits::kSharedBytes));
+    attribute_set = true;
+  }
+  const dim3 grid(static_cast<unsigned>(row_tiles), params.num_kv_heads, params.num_seqs);
+  FlashPrefillKernel<Traits><<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
+  LLM_CUDA_CHECK_LAUNCH(FlashPrefillKernel);
+  return absl::OkStatus();
+}
+
+// Per-head_dim entry points (one translation unit each).
+absl::Status LaunchFlashPrefillHeadDim64(const PagedAttentionParams& params, cudaStream_t stream);
+absl::Status LaunchFlashPrefillHeadDim128(const PagedAttentionParams& params, cudaStream_t stream);
+
+}  // namespace llm::cuda

@@ -1,0 +1,51 @@
+// out[m, n] = sum_k x[m, k] * w[n, k] through cuBLASLt: bf16 inputs, fp32 accumulation, bf16 or F32
+// output. Row-major x [m, k] and w [n, k] are, read column-major, x^T [k, m] and w^T [k, n], so the
+// call computes the column-major product out^T [n, m] = (w^T)^T x^T = op_T(w^T) * x^T.
+// The matmul descriptor, the three layouts and the heuristic's algorithm are built once per
+// (m, n, k, output type) and cached; one workspace serves all calls on the backend's stream.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace llm::cuda {
+
+class CublasLtMatmul {
+ public:
+  static absl::StatusOr<std::unique_ptr<CublasLtMatmul>> Create(size_t workspace_bytes);
+  ~CublasLtMatmul();
+  CublasLtMatmul(const CublasLtMatmul&) = delete;
+  CublasLtMatmul& operator=(const CublasLtMatmul&) = delete;
+
+  absl::Status Run(const void* x, const void* w, int32_t m, int32_t n, int32_t k, void* out,
+                   bool out_f32, cudaStream_t stream);
+  size_t workspace_bytes() const { return workspace_bytes_; }
+
+ private:
+  struct Plan {
+    cublasLtMatmulDesc_t operation = nullptr;
+    cublasLtMatrixLayout_t a_layout = nullptr;  // w^T, k x n
+    cublasLtMatrixLayout_t b_layout = nullptr;  // x^T, k x m
+    cublasLtMatrixLayout_t c_layout = nullptr;  // out^T, n x m
+    cublasLtMatmulAlgo_t algorithm{};
+  };
+  using ShapeKey = std::tuple<int32_t, int32_t, int32_t, bool>;
+
+  CublasLtMatmul() = default;
+  absl::StatusOr<const Plan*> PlanFor(int32_t m, int32_t n, int32_t k, bool out_f32);
+
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+  std::map<ShapeKey, Plan> plans_;
+};
+
+}  // namespace llm::cuda

@@ -1,0 +1,74 @@
+// RMSNorm and the fused residual-add + RMSNorm:
+//   [residual += x]; out = v / sqrt(mean(v^2) + eps) * weight,  v = the (updated) residual or x
+// Statistics in fp32. One thread block per row; each thread keeps its strided share of the row in
+// registers between the sum of squares and the scaling, so a row is read once. The residual is
+// stored in bf16 and the norm is taken of the stored (rounded) value, as the next layer will see it.
+// Reference: the CPU backend's RmsNorm / AddRmsNorm; test: tests/kernels/gpu/small_ops_test.cc.
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/small_ops.h"
+
+namespace llm::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxPerThread = 64;  // hidden up to 16384
+
+__device__ float BlockSum(float value) {
+  __shared__ float warp_sums[kThreads / 32];
+#pragma unroll
+  for (int mask = 16; mask > 0; mask /= 2) value += __shfl_xor_sync(0xffffffffu, value, mask);
+  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = value;
+  __syncthreads();
+  float total = 0.f;
+#pragma unroll
+  for (int w = 0; w < kThreads / 32; ++w) total += warp_sums[w];
+  return total;
+}
+
+__global__ void __launch_bounds__(kThreads) RmsNormKernel(const RmsNormParams p) {
+  const int64_t row_offset = static_cast<int64_t>(blockIdx.x) * p.hidden;
+  float values[kMaxPerThread];
+  float sum_squares = 0.f;
+#pragma unroll
+  for (int i = 0; i < kMaxPerThread; ++i) {
+    const int column = threadIdx.x + i * kThreads;
+    values[i] = 0.f;
+    if (column < p.hidden) {
+      float v = __bfloat162float(p.x[row_offset + column]);
+      if (p.residual != nullptr) {
+        const __nv_bfloat16 updated =
+            __float2bfloat16_rn(__bfloat162float(p.residual[row_offset + column]) + v);
+        p.residual[row_offset + column] = updated;
+        v = __bfloat162float(updated);
+      }
+      values[i] = v;
+      sum_squares += v * v;
+    }
+  }
+  const float inverse_rms = rsqrtf(BlockSum(sum_squares) / p.hidden + p.eps);
+#pragma unroll
+  for (int i = 0; i < kMaxPerThread; ++i) {
+    const int column = threadIdx.x + i * kThreads;
+    if (column < p.hidden) {
+      p.out[row_offset + column] =
+          __float2bfloat16_rn(values[i] * inverse_rms * __bfloat162float(p.weight[column]));
+    }
+  }
+}
+
+}  // namespace
+
+absl::Status LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream) {
+  if (p.rows == 0) return absl::OkStatus();
+  if (p.x == nullptr || p.weight == nullptr || p.out == nullptr || p.rows < 0 || p.hidden <= 0) {
+    return absl::InvalidArgumentError("RmsNorm: null array or empty shape");
+  }
+  if (p.hidden > kThreads * kMaxPerThread) {
+    return absl::InvalidArgumentError("RmsNorm: hidden size above 16384 is not supported");
+  }
+  RmsNormKernel<<<p.rows, kThreads, 0, stream>>>(p);
+  LLM_CUDA_CHECK_LAUNCH(RmsNormKernel);
+  return absl::OkStatus();
+}
+
+}  // namespace llm::cuda

@@ -1,0 +1,76 @@
+// Fused RoPE + KV append. For token t at absolute position p and i < D/2:
+//   angle = p * inv_freq[i];  c = cos(angle) * scaling;  s = sin(angle) * scaling
+//   (x[i], x[i + D/2]) <- (x[i] c - x[i + D/2] s,  x[i + D/2] c + x[i] s)
+// for every q and k head of the token's qkv row (in place), then the rotated k and the v heads go to
+// the paged pool: slot = slot_mapping[t], block = slot / block_size, kvcache::KvLayout places them.
+// One thread block per token; threads stride over (head, i) pairs, then over v elements.
+// The angle is rounded to fp32 before cos/sin (full-range sincosf), as the CPU reference does.
+// Reference: the CPU backend's RopeAppendKv; test: tests/kernels/gpu/small_ops_test.cc.
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/small_ops.h"
+
+namespace llm::cuda {
+namespace {
+
+__global__ void RopeAppendKvKernel(const RopeAppendParams p) {
+  const int token = blockIdx.x;
+  const int half_dim = p.head_dim / 2;
+  const int position = p.positions[token];
+  const int slot = p.slot_mapping[token];
+  const int64_t row_stride = static_cast<int64_t>(p.num_q_heads + 2 * p.num_kv_heads) * p.head_dim;
+  __nv_bfloat16* row = p.qkv + token * row_stride;
+  const bool append = slot >= 0;
+  const int block = append ? slot / p.layout.block_size : 0;
+  const int slot_in_block = append ? slot % p.layout.block_size : 0;
+
+  const int rotated_heads = p.num_q_heads + p.num_kv_heads;
+  for (int index = threadIdx.x; index < rotated_heads * half_dim; index += blockDim.x) {
+    const int head = index / half_dim;
+    const int i = index % half_dim;
+    const float angle = static_cast<float>(position) * p.inv_freq[i];
+    float sine, cosine;
+    sincosf(angle, &sine, &cosine);
+    cosine *= p.attention_scaling;
+    sine *= p.attention_scaling;
+    __nv_bfloat16* x = row + head * p.head_dim;
+    const float x0 = __bfloat162float(x[i]);
+    const float x1 = __bfloat162float(x[i + half_dim]);
+    const __nv_bfloat16 y0 = __float2bfloat16_rn(x0 * cosine - x1 * sine);
+    const __nv_bfloat16 y1 = __float2bfloat16_rn(x1 * cosine + x0 * sine);
+    x[i] = y0;
+    x[i + half_dim] = y1;
+    if (append && head >= p.num_q_heads) {
+      const int kv_head = head - p.num_q_heads;
+      const int64_t offset = p.layout.offset_in_layer(block, kv_head, slot_in_block, i);
+      p.k_cache[offset] = y0;
+      p.k_cache[offset + half_dim] = y1;
+    }
+  }
+  if (!append) return;
+  const __nv_bfloat16* v = row + static_cast<int64_t>(rotated_heads) * p.head_dim;
+  for (int index = threadIdx.x; index < p.num_kv_heads * p.head_dim; index += blockDim.x) {
+    const int kv_head = index / p.head_dim;
+    const int dim = index % p.head_dim;
+    p.v_cache[p.layout.offset_in_layer(block, kv_head, slot_in_block, dim)] = v[index];
+  }
+}
+
+}  // namespace
+
+absl::Status LaunchRopeAppendKv(const RopeAppendParams& p, cudaStream_t stream) {
+  if (p.num_tokens == 0) return absl::OkStatus();
+  if (p.qkv == nullptr || p.positions == nullptr || p.slot_mapping == nullptr ||
+      p.inv_freq == nullptr || p.k_cache == nullptr || p.v_cache == nullptr) {
+    return absl::InvalidArgumentError("RopeAppendKv: a required device array is null");
+  }
+  if (p.head_dim <= 0 || p.head_dim % 2 != 0 || p.num_q_heads <= 0 || p.num_kv_heads <= 0 ||
+      p.layout.head_dim != p.head_dim || p.layout.num_kv_heads != p.num_kv_heads ||
+      p.layout.block_size <= 0) {
+    return absl::InvalidArgumentError("RopeAppendKv: head shape does not match the KV layout");
+  }
+  RopeAppendKvKernel<<<p.num_tokens, 256, 0, stream>>>(p);
+  LLM_CUDA_CHECK_LAUNCH(RopeAppendKvKernel);
+  return absl::OkStatus();
+}
+
+}  // namespace llm::cuda
