@@ -1,0 +1,753 @@
+// The engine thread: admission, continuous batching over Transformer::Forward, completion.
+#include "server/engine/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "kvcache/block_table.h"
+
+namespace llm::engine {
+
+// A Generate request's progress.
+struct Engine::GenerateState {
+  int32_t max_tokens = 0;
+  std::vector<int32_t> stop_token_ids;
+  bool ignore_eos = false;
+  int32_t prompt_tokens = 0;
+  int32_t generated = 0;
+  absl::AnyInvocable<void(const SampledToken&, int32_t)> on_token;
+  absl::AnyInvocable<void(absl::StatusOr<GenerateSummary>)> done;
+};
+
+// The request a sequence is serving: tokens to feed, and how to answer.
+struct Engine::ActiveRequest {
+  RequestControl control;
+  std::vector<int32_t> feed;
+  int32_t fed = 0;
+  bool prompt_done = false;  // the first sampled token came back: later feeds are decodes
+  UnaryDone unary_done;      // Prefill and Decode
+  std::unique_ptr<GenerateState> generate;
+};
+
+struct Engine::Sequence {
+  SequenceId id = 0;
+  bool persistent = false;  // made by Prefill: lives until Release or TTL
+  SamplingParams sampling;
+  std::optional<int32_t> last_sampled;
+  absl::Time last_active;
+  bool busy = false;                 // a request is waiting or running on it
+  bool created_by_request = false;   // free it (not roll back) when the request fails
+  int32_t length_before_request = 0;
+  std::unique_ptr<ActiveRequest> active;
+};
+
+struct Engine::WaitingEntry {
+  SequenceId sequence_id = 0;  // existing sequence, or 0 for a new one
+  bool persistent = false;     // for a new sequence
+  SamplingParams sampling;     // for a new sequence
+  int64_t existing_length = 0;
+  int64_t tokens_to_reserve = 0;  // beyond the existing length
+  absl::Time enqueued;
+  std::unique_ptr<ActiveRequest> request;
+};
+
+namespace {
+
+bool IsFinite(float value) { return std::isfinite(value); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Transformer> model,
+                                                       const EngineOptions& options) {
+  if (model == nullptr) return absl::InvalidArgumentError("Engine::Create needs a model");
+  if (options.max_batch_tokens < 1 || options.max_running_sequences < 1 ||
+      options.max_waiting_requests < 0 || options.default_max_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "engine options out of range: max_batch_tokens=%d, max_running_sequences=%d, "
+        "max_waiting_requests=%d, default_max_tokens=%d; the first two and the last must be >= 1",
+        options.max_batch_tokens, options.max_running_sequences, options.max_waiting_requests,
+        options.default_max_tokens));
+  }
+  const kvcache::KvLayout& layout = model->kv_layout();
+  absl::StatusOr<std::unique_ptr<kvcache::KvCacheManager>> kv = kvcache::KvCacheManager::Create(
+      {.num_blocks = layout.num_blocks,
+       .block_size = layout.block_size,
+       .block_bytes = KvBlockBytes(model->config(), layout.block_size,
+                                   model->backend().compute_dtype())});
+  if (!kv.ok()) return kv.status();
+  return std::unique_ptr<Engine>(new Engine(std::move(model), *std::move(kv), options));
+}
+
+Engine::Engine(std::unique_ptr<Transformer> model, std::unique_ptr<kvcache::KvCacheManager> kv,
+               const EngineOptions& options)
+    : config_(model->config()),
+      options_(options),
+      kv_layout_(model->kv_layout()),
+      backend_name_(model->backend().name()),
+      compute_dtype_(model->backend().compute_dtype()),
+      scheduler_({.max_batch_tokens = options.max_batch_tokens,
+                  .max_running_sequences = options.max_running_sequences}),
+      model_(std::move(model)),
+      kv_(std::move(kv)) {
+  PublishStats();
+}
+
+Engine::~Engine() { Shutdown(absl::ZeroDuration()); }
+
+absl::Status Engine::Warmup() {
+  const SequenceId id = next_sequence_id_++;
+  if (absl::Status status = kv_->CreateSequence(id); !status.ok()) return status;
+  const int32_t token = config_.bos_token_id >= 0 ? config_.bos_token_id : 0;
+  absl::Status status = kv_->Reserve(id, 1);
+  if (status.ok()) {
+    SequenceChunk chunk;
+    chunk.tokens = {token};
+    std::span<const int32_t> table = *kv_->block_table(id);
+    chunk.block_table.assign(table.begin(), table.end());
+    absl::StatusOr<std::vector<ChunkResult>> result = model_->Forward({&chunk, 1});
+    if (!result.ok()) {
+      status = absl::Status(result.status().code(),
+                            absl::StrCat("warm-up forward step failed: ", result.status().message()));
+    }
+  }
+  (void)kv_->Free(id);
+  return status;
+}
+
+void Engine::Start(EngineObserver* observer) {
+  observer_ = observer;
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Engine::Shutdown(absl::Duration grace) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    accepting_ = false;
+    stop_requested_ = true;
+    drain_deadline_ = std::min(drain_deadline_, absl::Now() + grace);
+  }
+  wakeup_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  // Never started, or already stopped: whatever is left is failed here.
+  std::deque<Command> leftover;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    leftover.swap(inbox_);
+  }
+  for (Command& command : leftover) HandleCommand(std::move(command));
+  AbortEverything(absl::UnavailableError("the server is shutting down; retry on another replica"));
+}
+
+bool Engine::Enqueue(Command& command) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!accepting_) return false;
+    inbox_.push_back(std::move(command));
+  }
+  wakeup_.notify_one();
+  return true;
+}
+
+void Engine::Wake() { wakeup_.notify_one(); }
+
+absl::Status Engine::ValidateTokens(std::span<const int32_t> tokens, std::string_view field) const {
+  if (tokens.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s is empty; send at least one token id", field));
+  }
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s[%d] = %d is outside the vocabulary; token ids must be in [0, %d)", field, i,
+          tokens[i], config_.vocab_size));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::ValidateSampling(const SamplingParams& sampling) const {
+  if (!IsFinite(sampling.temperature) || sampling.temperature < 0.0f) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "sampling.temperature = %g; it must be >= 0 (0 = greedy)", sampling.temperature));
+  }
+  if (sampling.top_k < 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "sampling.top_k = %d; it must be >= 0 (0 = no top-k cut)", sampling.top_k));
+  }
+  if (!IsFinite(sampling.top_p) || sampling.top_p <= 0.0f || sampling.top_p > 1.0f) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "sampling.top_p = %g; it must be in (0, 1] (leave it unset for 1)", sampling.top_p));
+  }
+  if (sampling.num_top_logprobs < 0 || sampling.num_top_logprobs > options_.max_top_logprobs) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("num_top_logprobs = %d; it must be in [0, %d]", sampling.num_top_logprobs,
+                        options_.max_top_logprobs));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+const absl::Status& ShuttingDown() {
+  static const absl::Status* status = new absl::Status(
+      absl::UnavailableError("the server is shutting down; retry on another replica"));
+  return *status;
+}
+}  // namespace
+
+void Engine::SubmitPrefill(PrefillWork work) {
+  absl::Status status = ValidateTokens(work.tokens, "tokens");
+  if (status.ok()) status = ValidateSampling(work.sampling);
+  if (status.ok() && !work.sequence_id.has_value() &&
+      static_cast<int64_t>(work.tokens.size()) > config_.max_position_embeddings) {
+    status = absl::InvalidArgumentError(absl::StrFormat(
+        "prompt has %d tokens; the model's max_position_embeddings is %d, shorten the prompt",
+        work.tokens.size(), config_.max_position_embeddings));
+  }
+  if (!status.ok()) return work.done(status);
+  Command command(std::move(work));
+  if (!Enqueue(command)) std::get<PrefillWork>(command).done(ShuttingDown());
+}
+
+void Engine::SubmitDecode(DecodeWork work) {
+  absl::Status status;
+  if (work.token.has_value()) {
+    status = ValidateTokens({&*work.token, 1}, "token_id");
+  }
+  if (status.ok() && work.sampling.has_value()) {
+    SamplingParams sampling = *work.sampling;
+    sampling.num_top_logprobs = work.num_top_logprobs.value_or(0);
+    status = ValidateSampling(sampling);
+  }
+  if (status.ok() && work.num_top_logprobs.has_value() &&
+      (*work.num_top_logprobs < 0 || *work.num_top_logprobs > options_.max_top_logprobs)) {
+    status = absl::InvalidArgumentError(absl::StrFormat(
+        "num_top_logprobs = %d; it must be in [0, %d]", *work.num_top_logprobs,
+        options_.max_top_logprobs));
+  }
+  if (!status.ok()) return work.done(status);
+  Command command(std::move(work));
+  if (!Enqueue(command)) std::get<DecodeWork>(command).done(ShuttingDown());
+}
+
+void Engine::SubmitGenerate(GenerateWork work) {
+  absl::Status status = ValidateTokens(work.tokens, "tokens");
+  if (status.ok()) status = ValidateSampling(work.sampling);
+  if (status.ok() && work.max_tokens < 1) {
+    status = absl::InvalidArgumentError(
+        absl::StrFormat("max_tokens = %d; it must be >= 1", work.max_tokens));
+  }
+  if (status.ok() && static_cast<int64_t>(work.tokens.size()) + work.max_tokens >
+                         config_.max_position_embeddings) {
+    status = absl::InvalidArgumentError(absl::StrFormat(
+        "prompt (%d tokens) + max_tokens (%d) exceeds the model's max_position_embeddings (%d); "
+        "shorten the prompt or lower max_tokens",
+        work.tokens.size(), work.max_tokens, config_.max_position_embeddings));
+  }
+  if (!status.ok()) return work.done(status);
+  Command command(std::move(work));
+  if (!Enqueue(command)) std::get<GenerateWork>(command).done(ShuttingDown());
+}
+
+void Engine::SubmitRelease(SequenceId id, ReleaseDone done) {
+  Command command(ReleaseCommand{id, std::move(done)});
+  if (!Enqueue(command)) std::get<ReleaseCommand>(command).done(ShuttingDown());
+}
+
+// --- engine thread ---
+
+void Engine::Loop() {
+  while (true) {
+    std::deque<Command> commands;
+    bool stopping = false;
+    absl::Time drain_deadline;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      const absl::Time now = absl::Now();
+      if (inbox_.empty() && running_.empty() && !(stop_requested_ && !HasWork())) {
+        const absl::Duration wait = NextWakeup(now) - now;
+        if (wait > absl::ZeroDuration()) {
+          wakeup_.wait_for(lock, absl::ToChronoNanoseconds(wait));
+        }
+      }
+      commands.swap(inbox_);
+      stopping = stop_requested_;
+      drain_deadline = drain_deadline_;
+    }
+    for (Command& command : commands) HandleCommand(std::move(command));
+    const absl::Time now = absl::Now();
+    if (stopping && (!HasWork() || now >= drain_deadline)) break;
+    ExpireWork(now);
+    AdmitWaiting(now);
+    if (!running_.empty()) RunStep();
+    PublishStats();
+  }
+  AbortEverything(absl::UnavailableError(
+      "the server is shutting down and the request did not finish within the grace period; retry"));
+  PublishStats();
+}
+
+absl::Time Engine::NextWakeup(absl::Time now) const {
+  // With only waiting work, poll a little: blocks may have been freed by a cancellation that has no
+  // command of its own. With nothing at all, wake up for the TTL sweep.
+  if (!waiting_.empty()) return now + absl::Milliseconds(5);
+  return now + std::min(absl::Seconds(1), options_.sequence_ttl);
+}
+
+void Engine::HandleCommand(Command command) {
+  std::visit(
+      [this](auto&& item) {
+        using T = std::decay_t<decltype(item)>;
+        if constexpr (std::is_same_v<T, PrefillWork>) {
+          HandlePrefill(std::move(item));
+        } else if constexpr (std::is_same_v<T, DecodeWork>) {
+          HandleDecode(std::move(item));
+        } else if constexpr (std::is_same_v<T, GenerateWork>) {
+          HandleGenerate(std::move(item));
+        } else {
+          HandleRelease(std::move(item));
+        }
+      },
+      std::move(command));
+}
+
+namespace {
+absl::Status UnknownSequence(SequenceId id) {
+  return absl::NotFoundError(absl::StrFormat(
+      "sequence %d is unknown: it was released, expired after its idle TTL, or never existed; "
+      "start a new one with Prefill",
+      id));
+}
+absl::Status BusySequence(SequenceId id) {
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "sequence %d is busy with another Prefill/Decode call; wait for that call to return", id));
+}
+}  // namespace
+
+void Engine::HandlePrefill(PrefillWork work) {
+  auto entry = std::make_unique<WaitingEntry>();
+  entry->enqueued = absl::Now();
+  entry->request = std::make_unique<ActiveRequest>();
+  entry->request->control = work.control;
+  entry->request->feed = std::move(work.tokens);
+  entry->request->unary_done = std::move(work.done);
+  if (work.sequence_id.has_value()) {
+    auto it = sequences_.find(*work.sequence_id);
+    if (it == sequences_.end() || !it->second->persistent) {
+      return entry->request->unary_done(UnknownSequence(*work.sequence_id));
+    }
+    Sequence& sequence = *it->second;
+    if (sequence.busy) return entry->request->unary_done(BusySequence(sequence.id));
+    const int64_t length = *kv_->length(sequence.id);
+    const int64_t total = length + static_cast<int64_t>(entry->request->feed.size());
+    if (total > config_.max_position_embeddings) {
+      return entry->request->unary_done(absl::InvalidArgumentError(absl::StrFormat(
+          "sequence %d holds %d tokens; %d more would pass max_position_embeddings (%d)",
+          sequence.id, length, entry->request->feed.size(), config_.max_position_embeddings)));
+    }
+    sequence.sampling = work.sampling;
+    sequence.busy = true;
+    entry->sequence_id = sequence.id;
+    entry->existing_length = length;
+  } else {
+    entry->persistent = true;
+    entry->sampling = work.sampling;
+  }
+  entry->tokens_to_reserve = static_cast<int64_t>(entry->request->feed.size());
+  Enwait(std::move(entry));
+}
+
+void Engine::HandleDecode(DecodeWork work) {
+  auto it = sequences_.find(work.sequence_id);
+  if (it == sequences_.end() || !it->second->persistent) {
+    return work.done(UnknownSequence(work.sequence_id));
+  }
+  Sequence& sequence = *it->second;
+  if (sequence.busy) return work.done(BusySequence(sequence.id));
+  const int64_t length = *kv_->length(sequence.id);
+  if (length + 1 > config_.max_position_embeddings) {
+    return work.done(absl::InvalidArgumentError(absl::StrFormat(
+        "sequence %d holds %d tokens, the model's max_position_embeddings; release it and start a "
+        "new one",
+        sequence.id, length)));
+  }
+  std::optional<int32_t> token = work.token.has_value() ? work.token : sequence.last_sampled;
+  if (!token.has_value()) {
+    return work.done(absl::FailedPreconditionError(absl::StrFormat(
+        "sequence %d has no sampled token to append; pass token_id", sequence.id)));
+  }
+  if (work.sampling.has_value()) {
+    const int32_t top = sequence.sampling.num_top_logprobs;
+    sequence.sampling = *work.sampling;
+    sequence.sampling.num_top_logprobs = top;
+  }
+  if (work.num_top_logprobs.has_value()) sequence.sampling.num_top_logprobs = *work.num_top_logprobs;
+  sequence.busy = true;
+  auto entry = std::make_unique<WaitingEntry>();
+  entry->enqueued = absl::Now();
+  entry->sequence_id = sequence.id;
+  entry->existing_length = length;
+  entry->tokens_to_reserve = 1;
+  entry->request = std::make_unique<ActiveRequest>();
+  entry->request->control = work.control;
+  entry->request->feed = {*token};
+  entry->request->prompt_done = true;
+  entry->request->unary_done = std::move(work.done);
+  Enwait(std::move(entry));
+}
+
+void Engine::HandleGenerate(GenerateWork work) {
+  auto entry = std::make_unique<WaitingEntry>();
+  entry->enqueued = absl::Now();
+  entry->persistent = false;
+  entry->sampling = work.sampling;
+  // The last generated token is returned but never fed back, so it needs no KV slot.
+  entry->tokens_to_reserve = static_cast<int64_t>(work.tokens.size()) + work.max_tokens - 1;
+  entry->request = std::make_unique<ActiveRequest>();
+  entry->request->control = work.control;
+  entry->request->feed = std::move(work.tokens);
+  auto generate = std::make_unique<GenerateState>();
+  generate->max_tokens = work.max_tokens;
+  generate->stop_token_ids = std::move(work.stop_token_ids);
+  generate->ignore_eos = work.ignore_eos;
+  generate->prompt_tokens = static_cast<int32_t>(entry->request->feed.size());
+  generate->on_token = std::move(work.on_token);
+  generate->done = std::move(work.done);
+  entry->request->generate = std::move(generate);
+  Enwait(std::move(entry));
+}
+
+void Engine::HandleRelease(ReleaseCommand command) {
+  auto it = sequences_.find(command.id);
+  if (it == sequences_.end() || !it->second->persistent) {
+    return command.done(UnknownSequence(command.id));
+  }
+  if (it->second->busy) return command.done(BusySequence(command.id));
+  const int32_t length = *kv_->length(command.id);
+  FreeSequence(command.id);
+  command.done(length);
+}
+
+void Engine::FailActive(ActiveRequest& request, absl::Status status) {
+  if (request.generate != nullptr) {
+    if (request.generate->done) request.generate->done(std::move(status));
+  } else if (request.unary_done) {
+    request.unary_done(std::move(status));
+  }
+}
+
+void Engine::FailWaiting(WaitingEntry& entry, absl::Status status) {
+  if (entry.sequence_id != 0) {
+    auto it = sequences_.find(entry.sequence_id);
+    if (it != sequences_.end()) {
+      it->second->busy = false;
+      it->second->last_active = absl::Now();
+    }
+  }
+  FailActive(*entry.request, std::move(status));
+}
+
+int32_t Engine::BlocksNeeded(const WaitingEntry& entry) const {
+  if (entry.sequence_id == 0) {
+    return kvcache::BlocksForTokens(entry.tokens_to_reserve, kv_->block_size());
+  }
+  absl::StatusOr<int32_t> missing =
+      kv_->BlocksToReserve(entry.sequence_id, entry.existing_length + entry.tokens_to_reserve);
+  return missing.ok() ? *missing : 0;
+}
+
+void Engine::Enwait(std::unique_ptr<WaitingEntry> entry) {
+  if (static_cast<int32_t>(waiting_.size()) >= options_.max_waiting_requests) {
+    ++counters_.requests_rejected_kv_total;
+    return FailWaiting(*entry, absl::ResourceExhaustedError(absl::StrFormat(
+                                   "the server's request queue is full (%d waiting); retry later "
+                                   "with backoff",
+                                   waiting_.size())));
+  }
+  const int64_t total_tokens = entry->existing_length + entry->tokens_to_reserve;
+  const int32_t total_blocks = kvcache::BlocksForTokens(total_tokens, kv_->block_size());
+  if (total_blocks > kv_->num_blocks()) {
+    ++counters_.requests_rejected_kv_total;
+    return FailWaiting(*entry, absl::ResourceExhaustedError(absl::StrFormat(
+                                   "the request needs %d KV tokens (%d blocks) but the whole KV "
+                                   "cache holds %d blocks of %d tokens; shorten the prompt or "
+                                   "max_tokens, or start the server with a larger KV budget",
+                                   total_tokens, total_blocks, kv_->num_blocks(),
+                                   kv_->block_size())));
+  }
+  waiting_.push_back(std::move(entry));
+}
+
+void Engine::ExpireWork(absl::Time now) {
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    WaitingEntry& entry = **it;
+    absl::Status status;
+    if (entry.request->control.is_cancelled()) {
+      status = absl::CancelledError("the client cancelled the request while it was queued");
+    } else if (now >= entry.request->control.deadline) {
+      status = absl::DeadlineExceededError(
+          "the deadline passed while the request waited for KV cache space; retry with a longer "
+          "deadline or when the server is less loaded");
+    } else if (now - entry.enqueued >= options_.max_queue_wait) {
+      ++counters_.requests_rejected_kv_total;
+      status = absl::ResourceExhaustedError(absl::StrFormat(
+          "KV cache full: the request waited %s for %d free KV blocks (%d of %d free); retry "
+          "later, release idle sequences, or start the server with a larger KV budget",
+          absl::FormatDuration(now - entry.enqueued), BlocksNeeded(entry), kv_->num_free_blocks(),
+          kv_->num_blocks()));
+    }
+    if (status.ok()) {
+      ++it;
+      continue;
+    }
+    std::unique_ptr<WaitingEntry> expired = std::move(*it);
+    it = waiting_.erase(it);
+    FailWaiting(*expired, std::move(status));
+  }
+  const std::vector<SequenceId> running = running_;
+  for (SequenceId id : running) {
+    Sequence& sequence = *sequences_.at(id);
+    const RequestControl& control = sequence.active->control;
+    if (control.is_cancelled()) {
+      AbortRequest(sequence, absl::CancelledError("the client cancelled the request"));
+    } else if (now >= control.deadline) {
+      AbortRequest(sequence, absl::DeadlineExceededError(
+                                 "the request's deadline passed before it finished; retry with a "
+                                 "longer deadline"));
+    }
+  }
+  std::vector<SequenceId> expired;
+  for (const auto& [id, sequence] : sequences_) {
+    if (sequence->persistent && !sequence->busy &&
+        now - sequence->last_active >= options_.sequence_ttl) {
+      expired.push_back(id);
+    }
+  }
+  for (SequenceId id : expired) {
+    FreeSequence(id);
+    ++counters_.sequences_expired_total;
+  }
+}
+
+void Engine::AdmitWaiting(absl::Time now) {
+  if (waiting_.empty()) return;
+  std::vector<WaitingRequestNeeds> needs;
+  needs.reserve(waiting_.size());
+  for (const auto& entry : waiting_) needs.push_back({BlocksNeeded(*entry)});
+  const std::vector<bool> admit = scheduler_.PlanAdmission(
+      needs, static_cast<int32_t>(running_.size()), kv_->num_free_blocks());
+  std::deque<std::unique_ptr<WaitingEntry>> still_waiting;
+  for (size_t i = 0; i < waiting_.size(); ++i) {
+    std::unique_ptr<WaitingEntry> entry = std::move(waiting_[i]);
+    if (!admit[i]) {
+      still_waiting.push_back(std::move(entry));
+      continue;
+    }
+    SequenceId id = entry->sequence_id;
+    if (id == 0) {
+      id = next_sequence_id_++;
+      absl::Status status = kv_->CreateSequence(id);
+      if (status.ok()) status = kv_->Reserve(id, entry->tokens_to_reserve);
+      if (!status.ok()) {
+        (void)kv_->Free(id);
+        FailWaiting(*entry, absl::InternalError(absl::StrCat(
+                                "KV bookkeeping failed at admission: ", status.message())));
+        continue;
+      }
+      auto sequence = std::make_unique<Sequence>();
+      sequence->id = id;
+      sequence->persistent = entry->persistent;
+      sequence->sampling = entry->sampling;
+      sequence->created_by_request = true;
+      sequence->busy = true;
+      sequences_[id] = std::move(sequence);
+    } else if (absl::Status status =
+                   kv_->Reserve(id, entry->existing_length + entry->tokens_to_reserve);
+               !status.ok()) {
+      FailWaiting(*entry, absl::InternalError(
+                              absl::StrCat("KV bookkeeping failed at admission: ", status.message())));
+      continue;
+    }
+    Sequence& sequence = *sequences_.at(id);
+    sequence.length_before_request = static_cast<int32_t>(entry->existing_length);
+    sequence.active = std::move(entry->request);
+    running_.push_back(id);
+    if (observer_ != nullptr) observer_->OnAdmitted(now - entry->enqueued);
+  }
+  waiting_.swap(still_waiting);
+}
+
+void Engine::RunStep() {
+  std::vector<RunnableSequence> runnable;
+  runnable.reserve(running_.size());
+  for (SequenceId id : running_) {
+    const ActiveRequest& request = *sequences_.at(id)->active;
+    runnable.push_back({.id = id,
+                        .pending_tokens = static_cast<int32_t>(request.feed.size()) - request.fed,
+                        .is_decode = request.prompt_done});
+  }
+  const std::vector<ScheduledChunk> plan = scheduler_.PlanStep(runnable);
+  if (plan.empty()) return;
+
+  StepStats step;
+  std::vector<SequenceChunk> chunks(plan.size());
+  for (size_t i = 0; i < plan.size(); ++i) {
+    const Sequence& sequence = *sequences_.at(plan[i].id);
+    const ActiveRequest& request = *sequence.active;
+    SequenceChunk& chunk = chunks[i];
+    chunk.start_position = *kv_->length(sequence.id);
+    chunk.tokens.assign(request.feed.begin() + request.fed,
+                        request.feed.begin() + request.fed + plan[i].num_tokens);
+    const int32_t end = chunk.start_position + plan[i].num_tokens;
+    std::span<const int32_t> table = *kv_->block_table(sequence.id);
+    chunk.block_table.assign(table.begin(),
+                             table.begin() + kvcache::BlocksForTokens(end, kv_->block_size()));
+    chunk.sample = request.fed + plan[i].num_tokens == static_cast<int32_t>(request.feed.size());
+    chunk.sampling = sequence.sampling;
+    // The draw is indexed by the position the sampled token will take: reproducible per seed no
+    // matter how the prompt was chunked or batched.
+    chunk.sampling.draw_index = static_cast<uint64_t>(end);
+    (request.prompt_done ? step.decode_tokens : step.prefill_tokens) += plan[i].num_tokens;
+  }
+  step.num_sequences = static_cast<int32_t>(chunks.size());
+
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::vector<ChunkResult>> results = model_->Forward(chunks);
+  step.duration = absl::Now() - start;
+  ++counters_.steps_total;
+  counters_.step_seconds_total += absl::ToDoubleSeconds(step.duration);
+  counters_.last_step_seconds = absl::ToDoubleSeconds(step.duration);
+  if (results.ok() && results->size() != chunks.size()) {
+    results = absl::InternalError(absl::StrFormat("the model returned %d results for %d chunks",
+                                                  results->size(), chunks.size()));
+  }
+  if (!results.ok()) {
+    step.ok = false;
+    const absl::Status failure = absl::InternalError(
+        absl::StrCat("the forward step failed: ", results.status().message()));
+    for (const ScheduledChunk& scheduled : plan) {
+      auto it = sequences_.find(scheduled.id);
+      if (it != sequences_.end() && it->second->active != nullptr) {
+        AbortRequest(*it->second, failure);
+      }
+    }
+    if (observer_ != nullptr) observer_->OnStep(step);
+    return;
+  }
+  counters_.prompt_tokens_total += step.prefill_tokens;
+  for (size_t i = 0; i < plan.size(); ++i) {
+    Sequence& sequence = *sequences_.at(plan[i].id);
+    // The blocks were reserved at admission, so this only moves the length.
+    if (absl::Status status = kv_->Append(sequence.id, plan[i].num_tokens); !status.ok()) {
+      AbortRequest(sequence, absl::InternalError(absl::StrCat("KV bookkeeping failed after a "
+                                                              "step: ",
+                                                              status.message())));
+      continue;
+    }
+    sequence.active->fed += plan[i].num_tokens;
+    if (chunks[i].sample) FinishSampled(sequence, (*results)[i].sampled);
+  }
+  if (observer_ != nullptr) observer_->OnStep(step);
+}
+
+void Engine::FinishSampled(Sequence& sequence, const SampledToken& token) {
+  ++counters_.generated_tokens_total;
+  ActiveRequest& request = *sequence.active;
+  request.prompt_done = true;
+  if (request.generate != nullptr) {
+    GenerateState& generate = *request.generate;
+    ++generate.generated;
+    generate.on_token(token, generate.generated - 1);
+    std::optional<FinishReason> reason;
+    if (std::find(generate.stop_token_ids.begin(), generate.stop_token_ids.end(), token.token) !=
+        generate.stop_token_ids.end()) {
+      reason = FinishReason::kStopToken;
+    } else if (!generate.ignore_eos &&
+               std::find(config_.eos_token_ids.begin(), config_.eos_token_ids.end(),
+                         token.token) != config_.eos_token_ids.end()) {
+      reason = FinishReason::kEos;
+    } else if (generate.generated >= generate.max_tokens) {
+      reason = FinishReason::kLength;
+    }
+    if (!reason.has_value()) {
+      request.feed = {token.token};
+      request.fed = 0;
+      return;
+    }
+    auto done = std::move(generate.done);
+    const GenerateSummary summary{.reason = *reason,
+                                  .prompt_tokens = generate.prompt_tokens,
+                                  .completion_tokens = generate.generated};
+    FreeSequence(sequence.id);
+    done(summary);
+    return;
+  }
+  UnaryDone done = std::move(request.unary_done);
+  const StepOutput output{
+      .sequence_id = sequence.id, .length = *kv_->length(sequence.id), .token = token};
+  sequence.last_sampled = token.token;
+  sequence.created_by_request = false;
+  sequence.busy = false;
+  sequence.last_active = absl::Now();
+  sequence.active.reset();
+  running_.erase(std::find(running_.begin(), running_.end(), sequence.id));
+  done(output);
+}
+
+void Engine::AbortRequest(Sequence& sequence, absl::Status status) {
+  std::unique_ptr<ActiveRequest> request = std::move(sequence.active);
+  running_.erase(std::find(running_.begin(), running_.end(), sequence.id));
+  if (!sequence.persistent || sequence.created_by_request) {
+    FreeSequence(sequence.id);
+  } else {
+    // The request did not happen: the sequence keeps what it held before.
+    (void)kv_->Truncate(sequence.id, sequence.length_before_request);
+    sequence.busy = false;
+    sequence.last_active = absl::Now();
+  }
+  if (request != nullptr) FailActive(*request, std::move(status));
+}
+
+void Engine::FreeSequence(SequenceId id) {
+  (void)kv_->Free(id);
+  auto running = std::find(running_.begin(), running_.end(), id);
+  if (running != running_.end()) running_.erase(running);
+  sequences_.erase(id);
+}
+
+void Engine::AbortEverything(const absl::Status& status) {
+  while (!waiting_.empty()) {
+    std::unique_ptr<WaitingEntry> entry = std::move(waiting_.front());
+    waiting_.pop_front();
+    FailWaiting(*entry, status);
+  }
+  while (!running_.empty()) AbortRequest(*sequences_.at(running_.front()), status);
+  std::vector<SequenceId> ids;
+  for (const auto& [id, sequence] : sequences_) ids.push_back(id);
+  for (SequenceId id : ids) FreeSequence(id);
+}
+
+void Engine::PublishStats() {
+  EngineStats stats = counters_;
+  stats.running_requests = static_cast<int32_t>(running_.size());
+  stats.waiting_requests = static_cast<int32_t>(waiting_.size());
+  stats.idle_sequences = 0;
+  for (const auto& [id, sequence] : sequences_) {
+    if (sequence->persistent && !sequence->busy) ++stats.idle_sequences;
+  }
+  const kvcache::KvCacheUsage usage = kv_->usage();
+  stats.kv_blocks_total = usage.total_blocks;
+  stats.kv_blocks_used = usage.used_blocks;
+  stats.kv_blocks_free = usage.free_blocks;
+  stats.kv_block_bytes = usage.block_bytes;
+  std::lock_guard<std::mutex> lock(mutex_);
+  published_stats_ = stats;
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return published_stats_;
+}
+
+}  // namespace llm::engine

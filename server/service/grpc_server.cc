@@ -1,0 +1,60 @@
+// Builds and drains the gRPC server: service, health, reflection.
+#include "server/service/grpc_server.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+
+namespace llm::service {
+namespace {
+constexpr char kServiceName[] = "llm.v1.LlmService";
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const std::string& address) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  auto server = std::unique_ptr<GrpcServer>(new GrpcServer());
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &server->port_);
+  builder.RegisterService(&server->service_);
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || server->port_ == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "could not listen on ", address,
+        "; is the port in use or the host name wrong? Pick another --port or --host"));
+  }
+  grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
+  health->SetServingStatus(false);
+  health->SetServingStatus(kServiceName, false);
+  return server;
+}
+
+GrpcServer::~GrpcServer() { Drain(absl::ZeroDuration()); }
+
+void GrpcServer::AttachEngine(engine::Engine* engine, const std::string& model_path) {
+  engine_ = engine;
+  service_.AttachEngine(engine, model_path);
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  health->SetServingStatus(true);
+  health->SetServingStatus(kServiceName, true);
+}
+
+void GrpcServer::Drain(absl::Duration grace) {
+  if (drained_) return;
+  drained_ = true;
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  health->SetServingStatus(false);
+  health->SetServingStatus(kServiceName, false);
+  // The engine fails new work with UNAVAILABLE from here on and completes or fails what it holds,
+  // so every outstanding reactor has finished when the gRPC shutdown below starts.
+  if (engine_ != nullptr) engine_->Shutdown(grace);
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  server_->Wait();
+  service_.AttachEngine(nullptr, "");
+}
+
+}  // namespace llm::service

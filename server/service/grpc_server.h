@@ -1,0 +1,42 @@
+// The gRPC server around LlmServiceImpl: listening port, standard health service (SERVING only
+// once an engine with a warm model is attached), server reflection, and orderly draining.
+//
+// Used by llm-server's main and by the in-process service tests, so both run the same wiring.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/server.h"
+#include "server/engine/engine.h"
+#include "server/service/llm_service.h"
+
+namespace llm::service {
+
+class GrpcServer {
+ public:
+  // Listens on `address` ("host:port"; port 0 picks a free one). The service answers UNAVAILABLE and
+  // health says NOT_SERVING until AttachEngine.
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const std::string& address);
+  ~GrpcServer();
+
+  int port() const { return port_; }
+  // Publishes the engine (already warm and started) and flips health to SERVING.
+  void AttachEngine(engine::Engine* engine, const std::string& model_path);
+  // Health NOT_SERVING, the engine stops accepting and finishes (or after `grace` fails) its work,
+  // then the gRPC server shuts down. The engine may be destroyed afterwards.
+  void Drain(absl::Duration grace);
+
+ private:
+  GrpcServer() = default;
+
+  LlmServiceImpl service_;
+  std::unique_ptr<grpc::Server> server_;
+  engine::Engine* engine_ = nullptr;
+  int port_ = 0;
+  bool drained_ = false;
+};
+
+}  // namespace llm::service

@@ -1,0 +1,256 @@
+// gRPC callback handlers for llm.v1.LlmService.
+//
+// gRPC's callback API owns reactors through their own lifecycle: a reactor is allocated per call
+// and deletes itself in OnDone(), after which gRPC never touches it. That is the one place this
+// project uses `delete this`; it is the pattern the API prescribes.
+#include "server/service/llm_service.h"
+
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/service/proto_conversion.h"
+
+namespace llm::service {
+namespace {
+
+absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
+  const auto deadline = context.deadline();
+  // No deadline is reported as the far future; keep absl arithmetic away from overflow.
+  if (deadline >= std::chrono::system_clock::now() + std::chrono::hours(24 * 365)) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(deadline);
+}
+
+grpc::Status Unavailable() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      "the model is still loading (or the server is draining); retry shortly");
+}
+
+// A unary call whose cancellation reaches the engine.
+class UnaryCall final : public grpc::ServerUnaryReactor {
+ public:
+  UnaryCall(engine::Engine* engine, const grpc::CallbackServerContext& context) : engine_(engine) {
+    control_.deadline = DeadlineOf(context);
+  }
+  const engine::RequestControl& control() const { return control_; }
+
+  void OnCancel() override {
+    control_.cancellation->cancelled.store(true);
+    if (engine_ != nullptr) engine_->Wake();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  engine::Engine* engine_;
+  engine::RequestControl control_;
+};
+
+// A Generate stream. The engine pushes tokens from its thread; at most one write is in flight, the
+// rest wait in `queue_`, so the engine never blocks on a slow client.
+class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
+ public:
+  GenerateCall(engine::Engine* engine, const grpc::CallbackServerContext& context)
+      : engine_(engine) {
+    control_.deadline = DeadlineOf(context);
+  }
+  const engine::RequestControl& control() const { return control_; }
+
+  void Push(v1::GenerateResponse message) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (broken_) return;
+    queue_.push_back(std::move(message));
+    Advance(lock);
+  }
+  void Complete(grpc::Status status) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    final_status_ = std::move(status);
+    Advance(lock);
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    writing_ = false;
+    if (!ok) {
+      // The client is gone: stop writing and let the engine free the sequence at its next step.
+      broken_ = true;
+      queue_.clear();
+      control_.cancellation->cancelled.store(true);
+      if (engine_ != nullptr) engine_->Wake();
+    }
+    Advance(lock);
+  }
+  void OnCancel() override {
+    control_.cancellation->cancelled.store(true);
+    if (engine_ != nullptr) engine_->Wake();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  // Starts the next write or the Finish. The gRPC calls happen after unlocking: Finish may lead to
+  // OnDone on another thread, which destroys this object and its mutex.
+  void Advance(std::unique_lock<std::mutex>& lock) {
+    if (writing_ || finished_) return;
+    if (!queue_.empty()) {
+      current_ = std::move(queue_.front());
+      queue_.pop_front();
+      writing_ = true;
+      lock.unlock();
+      StartWrite(&current_);
+      return;
+    }
+    if (final_status_.has_value()) {
+      finished_ = true;
+      grpc::Status status = *final_status_;
+      lock.unlock();
+      Finish(status);
+    }
+  }
+
+  engine::Engine* engine_;
+  engine::RequestControl control_;
+  std::mutex mutex_;
+  std::deque<v1::GenerateResponse> queue_;
+  v1::GenerateResponse current_;
+  bool writing_ = false;
+  bool broken_ = false;
+  bool finished_ = false;
+  std::optional<grpc::Status> final_status_;
+};
+
+}  // namespace
+
+void LlmServiceImpl::AttachEngine(engine::Engine* engine, std::string model_path) {
+  if (engine != nullptr) model_info_ = BuildModelInfo(*engine, model_path);
+  engine_.store(engine, std::memory_order_release);
+}
+
+grpc::ServerUnaryReactor* LlmServiceImpl::Prefill(grpc::CallbackServerContext* context,
+                                                  const v1::PrefillRequest* request,
+                                                  v1::PrefillResponse* response) {
+  engine::Engine* engine = engine_.load(std::memory_order_acquire);
+  auto* call = new UnaryCall(engine, *context);
+  if (engine == nullptr) {
+    call->Finish(Unavailable());
+    return call;
+  }
+  engine::PrefillWork work;
+  work.tokens.assign(request->tokens().ids().begin(), request->tokens().ids().end());
+  if (request->has_sequence_id()) work.sequence_id = request->sequence_id();
+  work.sampling = FromProto(request->sampling(), request->num_top_logprobs());
+  work.control = call->control();
+  work.done = [call, response](absl::StatusOr<engine::StepOutput> output) {
+    if (!output.ok()) return call->Finish(ToGrpcStatus(output.status()));
+    response->set_sequence_id(output->sequence_id);
+    response->set_length(output->length);
+    ToProto(output->token, response->mutable_next());
+    call->Finish(grpc::Status::OK);
+  };
+  engine->SubmitPrefill(std::move(work));
+  return call;
+}
+
+grpc::ServerUnaryReactor* LlmServiceImpl::Decode(grpc::CallbackServerContext* context,
+                                                 const v1::DecodeRequest* request,
+                                                 v1::DecodeResponse* response) {
+  engine::Engine* engine = engine_.load(std::memory_order_acquire);
+  auto* call = new UnaryCall(engine, *context);
+  if (engine == nullptr) {
+    call->Finish(Unavailable());
+    return call;
+  }
+  engine::DecodeWork work;
+  work.sequence_id = request->sequence_id();
+  if (request->has_token_id()) work.token = request->token_id();
+  if (request->has_num_top_logprobs()) work.num_top_logprobs = request->num_top_logprobs();
+  if (request->has_sampling()) {
+    work.sampling = FromProto(request->sampling(), request->num_top_logprobs());
+  }
+  work.control = call->control();
+  work.done = [call, response](absl::StatusOr<engine::StepOutput> output) {
+    if (!output.ok()) return call->Finish(ToGrpcStatus(output.status()));
+    response->set_sequence_id(output->sequence_id);
+    response->set_length(output->length);
+    ToProto(output->token, response->mutable_next());
+    call->Finish(grpc::Status::OK);
+  };
+  engine->SubmitDecode(std::move(work));
+  return call;
+}
+
+grpc::ServerWriteReactor<v1::GenerateResponse>* LlmServiceImpl::Generate(
+    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  engine::Engine* engine = engine_.load(std::memory_order_acquire);
+  auto* call = new GenerateCall(engine, *context);
+  if (engine == nullptr) {
+    call->Complete(Unavailable());
+    return call;
+  }
+  engine::GenerateWork work;
+  work.tokens.assign(request->tokens().ids().begin(), request->tokens().ids().end());
+  work.sampling = FromProto(request->sampling(), request->num_top_logprobs());
+  work.max_tokens =
+      request->max_tokens() != 0 ? request->max_tokens() : engine->options().default_max_tokens;
+  work.stop_token_ids.assign(request->stop_token_ids().begin(), request->stop_token_ids().end());
+  work.ignore_eos = request->ignore_eos();
+  work.control = call->control();
+  work.on_token = [call](const SampledToken& token, int32_t index) {
+    v1::GenerateResponse message;
+    ToProto(token, message.mutable_token());
+    message.set_index(index);
+    call->Push(std::move(message));
+  };
+  work.done = [call](absl::StatusOr<engine::GenerateSummary> summary) {
+    if (!summary.ok()) return call->Complete(ToGrpcStatus(summary.status()));
+    v1::GenerateResponse message;
+    v1::GenerateFinished* finished = message.mutable_finished();
+    finished->set_reason(ToProto(summary->reason));
+    finished->set_prompt_tokens(summary->prompt_tokens);
+    finished->set_completion_tokens(summary->completion_tokens);
+    message.set_index(summary->completion_tokens);
+    call->Push(std::move(message));
+    call->Complete(grpc::Status::OK);
+  };
+  engine->SubmitGenerate(std::move(work));
+  return call;
+}
+
+grpc::ServerUnaryReactor* LlmServiceImpl::Release(grpc::CallbackServerContext* context,
+                                                  const v1::ReleaseRequest* request,
+                                                  v1::ReleaseResponse* response) {
+  engine::Engine* engine = engine_.load(std::memory_order_acquire);
+  auto* call = new UnaryCall(engine, *context);
+  if (engine == nullptr) {
+    call->Finish(Unavailable());
+    return call;
+  }
+  engine->SubmitRelease(request->sequence_id(), [call, response](absl::StatusOr<int32_t> tokens) {
+    if (!tokens.ok()) return call->Finish(ToGrpcStatus(tokens.status()));
+    response->set_released_tokens(*tokens);
+    call->Finish(grpc::Status::OK);
+  });
+  return call;
+}
+
+grpc::ServerUnaryReactor* LlmServiceImpl::GetModelInfo(grpc::CallbackServerContext* context,
+                                                       const v1::GetModelInfoRequest* /*request*/,
+                                                       v1::ModelInfo* response) {
+  engine::Engine* engine = engine_.load(std::memory_order_acquire);
+  auto* call = new UnaryCall(engine, *context);
+  if (engine == nullptr) {
+    call->Finish(Unavailable());
+    return call;
+  }
+  *response = model_info_;
+  call->Finish(grpc::Status::OK);
+  return call;
+}
+
+}  // namespace llm::service

@@ -1,0 +1,41 @@
+// The llm.v1.LlmService implementation: thin gRPC callback handlers that convert, validate through
+// the engine and enqueue. They never run the model; replies come back on the engine thread.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "llm/v1/llm.grpc.pb.h"
+#include "server/engine/engine.h"
+
+namespace llm::service {
+
+class LlmServiceImpl final : public v1::LlmService::CallbackService {
+ public:
+  LlmServiceImpl() = default;
+
+  // Until an engine is attached (model loading) every RPC answers UNAVAILABLE. The engine must stay
+  // alive until the gRPC server has shut down.
+  void AttachEngine(engine::Engine* engine, std::string model_path);
+
+  grpc::ServerUnaryReactor* Prefill(grpc::CallbackServerContext* context,
+                                    const v1::PrefillRequest* request,
+                                    v1::PrefillResponse* response) override;
+  grpc::ServerUnaryReactor* Decode(grpc::CallbackServerContext* context,
+                                   const v1::DecodeRequest* request,
+                                   v1::DecodeResponse* response) override;
+  grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
+      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* context,
+                                    const v1::ReleaseRequest* request,
+                                    v1::ReleaseResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const v1::GetModelInfoRequest* request,
+                                         v1::ModelInfo* response) override;
+
+ private:
+  std::atomic<engine::Engine*> engine_{nullptr};
+  v1::ModelInfo model_info_;  // written once before the engine pointer is published
+};
+
+}  // namespace llm::service

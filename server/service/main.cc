@@ -1,0 +1,218 @@
+// llm-server: loads a checkpoint, starts the engine and serves llm.v1 over gRPC until SIGINT/SIGTERM.
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "server/engine/engine.h"
+#include "server/model/checkpoint.h"
+#include "server/model/transformer.h"
+#include "server/service/backend_selection.h"
+#include "server/service/grpc_server.h"
+
+ABSL_FLAG(std::string, model, "",
+          "Hugging Face checkpoint directory (config.json + *.safetensors). Empty: the bundled "
+          "default model (models/default in the source tree, or share/llm-inference/models/default "
+          "of an installation).");
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
+ABSL_FLAG(int, port, 50051, "gRPC port; 0 picks a free one (printed at startup).");
+ABSL_FLAG(int, metrics_port, 0,
+          "Port of the Prometheus /metrics endpoint (accepted; metrics arrive with the metrics "
+          "module). 0 = off.");
+ABSL_FLAG(std::string, backend, "auto", "Compute backend: auto (CUDA if available, else CPU), cpu, cuda.");
+ABSL_FLAG(int64_t, kv_cache_bytes, 256ll << 20,
+          "Memory budget of the paged KV cache in bytes; sets the number of blocks unless "
+          "--kv_blocks is given.");
+ABSL_FLAG(int, kv_blocks, 0, "Number of KV blocks; overrides --kv_cache_bytes when > 0.");
+ABSL_FLAG(int, block_size, 16, "Tokens per KV block.");
+ABSL_FLAG(int, max_batch_tokens, 512, "Most query tokens (decode + prefill chunks) in one engine step.");
+ABSL_FLAG(int, max_sequences, 64, "Most sequences in one engine step.");
+ABSL_FLAG(int, max_waiting, 1024, "Most requests queued for KV space before RESOURCE_EXHAUSTED.");
+ABSL_FLAG(absl::Duration, max_queue_wait, absl::Seconds(30),
+          "Longest a request waits for KV space before RESOURCE_EXHAUSTED.");
+ABSL_FLAG(absl::Duration, sequence_ttl, absl::Minutes(10),
+          "Sequences from Prefill idle for this long are released.");
+ABSL_FLAG(int, default_max_tokens, 16, "Generate's max_tokens when a request leaves it 0.");
+ABSL_FLAG(int, threads, 0, "CPU backend threads (0 = all cores).");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
+          "On SIGINT/SIGTERM, how long in-flight requests may run before they are cancelled.");
+
+namespace llm {
+namespace {
+
+void Log(const std::string& line) {
+  std::fprintf(stderr, "%s llm-server: %s\n",
+               absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::Now(), absl::UTCTimeZone()).c_str(),
+               line.c_str());
+}
+
+std::filesystem::path ExecutableDirectory() {
+  std::error_code error;
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+  return error ? std::filesystem::path() : self.parent_path();
+}
+
+// The bundled model: the source tree (developer builds), then next to the binary, then the install
+// prefix, then /usr/share.
+absl::StatusOr<std::filesystem::path> DefaultModelDirectory() {
+  const std::filesystem::path exe = ExecutableDirectory();
+  const std::vector<std::filesystem::path> candidates = {
+      LLM_SOURCE_DEFAULT_MODEL_DIR,
+      exe / "models/default",
+      exe / "../share/llm-inference/models/default",
+      std::filesystem::path(LLM_INSTALL_DATA_DIR) / "models/default",
+      "/usr/share/llm-inference/models/default",
+  };
+  std::string tried;
+  for (const std::filesystem::path& candidate : candidates) {
+    if (std::filesystem::exists(candidate / "config.json")) return candidate.lexically_normal();
+    absl::StrAppend(&tried, tried.empty() ? "" : ", ", candidate.string());
+  }
+  return absl::NotFoundError(
+      absl::StrCat("no default model found (looked in ", tried, "); pass --model=<checkpoint dir>"));
+}
+
+std::string Bytes(size_t bytes) {
+  return absl::StrFormat("%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+}
+
+int Run() {
+  // Block the stop signals in every thread (gRPC and engine threads inherit the mask); the main
+  // thread collects them with sigwait.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  std::filesystem::path model_dir = absl::GetFlag(FLAGS_model);
+  if (model_dir.empty()) {
+    absl::StatusOr<std::filesystem::path> found = DefaultModelDirectory();
+    if (!found.ok()) {
+      Log(std::string(found.status().message()));
+      return 2;
+    }
+    model_dir = *found;
+  }
+  const int block_size = absl::GetFlag(FLAGS_block_size);
+  if (block_size <= 0) {
+    Log(absl::StrCat("--block_size=", block_size, " must be positive"));
+    return 2;
+  }
+
+  // Listen first: clients get UNAVAILABLE and health NOT_SERVING while the model loads.
+  const std::string address =
+      absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
+  absl::StatusOr<std::unique_ptr<service::GrpcServer>> server = service::GrpcServer::Start(address);
+  if (!server.ok()) {
+    Log(std::string(server.status().message()));
+    return 1;
+  }
+  Log(absl::StrFormat("listening on %s:%d (NOT_SERVING until the model is loaded)",
+                      absl::GetFlag(FLAGS_host), (*server)->port()));
+  if (absl::GetFlag(FLAGS_metrics_port) != 0) {
+    Log(absl::StrCat("--metrics_port=", absl::GetFlag(FLAGS_metrics_port),
+                     " accepted; this build exports no metrics yet"));
+  }
+
+  absl::StatusOr<service::BackendChoice> backend =
+      service::SelectBackend(absl::GetFlag(FLAGS_backend), absl::GetFlag(FLAGS_threads));
+  if (!backend.ok()) {
+    Log(std::string(backend.status().message()));
+    return 2;
+  }
+  Log(backend->reason);
+
+  const absl::Time load_start = absl::Now();
+  absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint = Checkpoint::Open(model_dir);
+  if (!checkpoint.ok()) {
+    Log(absl::StrCat("loading the checkpoint failed: ", checkpoint.status().message()));
+    return 1;
+  }
+  const ModelConfig& config = (*checkpoint)->config();
+  const size_t block_bytes = KvBlockBytes(config, block_size, backend->backend->compute_dtype());
+  int kv_blocks = absl::GetFlag(FLAGS_kv_blocks);
+  if (kv_blocks <= 0) {
+    kv_blocks = static_cast<int>(absl::GetFlag(FLAGS_kv_cache_bytes) / static_cast<int64_t>(block_bytes));
+  }
+  if (kv_blocks <= 0) {
+    Log(absl::StrFormat("--kv_cache_bytes=%d holds no KV block of %d bytes; raise it",
+                        absl::GetFlag(FLAGS_kv_cache_bytes), block_bytes));
+    return 2;
+  }
+  TransformerOptions transformer_options{.kv_num_blocks = kv_blocks,
+                                         .kv_block_size = block_size,
+                                         .max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens),
+                                         .max_batch_sequences = absl::GetFlag(FLAGS_max_sequences)};
+  absl::StatusOr<std::unique_ptr<Transformer>> model =
+      Transformer::Create(**checkpoint, *backend->backend, transformer_options);
+  if (!model.ok()) {
+    Log(absl::StrCat("creating the model failed: ", model.status().message()));
+    return 1;
+  }
+  Log(absl::StrFormat(
+      "loaded %s from %s: %d layers, hidden %d, %d/%d q/kv heads, vocab %d, max positions %d; "
+      "weights %s (%s), KV cache %s (%d blocks x %d tokens = %d tokens), workspace %s, in %s",
+      config.architecture, model_dir.string(), config.num_hidden_layers, config.hidden_size,
+      config.num_attention_heads, config.num_key_value_heads, config.vocab_size,
+      config.max_position_embeddings, Bytes((*model)->weight_bytes()),
+      DTypeName(backend->backend->compute_dtype()), Bytes((*model)->kv_cache_bytes()), kv_blocks,
+      block_size, kv_blocks * block_size, Bytes((*model)->workspace_bytes()),
+      absl::FormatDuration(absl::Now() - load_start)));
+
+  engine::EngineOptions engine_options{
+      .max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens),
+      .max_running_sequences = absl::GetFlag(FLAGS_max_sequences),
+      .max_waiting_requests = absl::GetFlag(FLAGS_max_waiting),
+      .max_queue_wait = absl::GetFlag(FLAGS_max_queue_wait),
+      .sequence_ttl = absl::GetFlag(FLAGS_sequence_ttl),
+      .default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens)};
+  absl::StatusOr<std::unique_ptr<engine::Engine>> engine =
+      engine::Engine::Create(*std::move(model), engine_options);
+  if (!engine.ok()) {
+    Log(absl::StrCat("creating the engine failed: ", engine.status().message()));
+    return 2;
+  }
+  if (absl::Status warm = (*engine)->Warmup(); !warm.ok()) {
+    Log(std::string(warm.message()));
+    return 1;
+  }
+  (*engine)->Start();
+  (*server)->AttachEngine(engine->get(), model_dir.string());
+  Log(absl::StrFormat("SERVING llm.v1.LlmService on %s:%d", absl::GetFlag(FLAGS_host),
+                      (*server)->port()));
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  const absl::Duration grace = absl::GetFlag(FLAGS_shutdown_grace);
+  Log(absl::StrFormat("received %s; draining (grace %s)", strsignal(signal_number),
+                      absl::FormatDuration(grace)));
+  (*server)->Drain(grace);
+  server->reset();
+  engine->reset();
+  Log("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace llm
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serves a Llama-family checkpoint over gRPC (llm.v1.LlmService, grpc.health.v1, reflection).\n"
+      "Example: llm-server --model=models/default --port=50051 --backend=cpu");
+  absl::ParseCommandLine(argc, argv);
+  return llm::Run();
+}
