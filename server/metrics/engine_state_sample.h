@@ -1,8 +1,8 @@
 // A snapshot of the engine's gauges: sequences by state, KV cache occupancy, memory by owner.
 //
-// Plain numbers so that the engine can fill it without knowing about metrics, and so that the
-// metrics module does not depend on the engine. sample_conversions.h builds the KV and memory parts
-// from kvcache::KvCacheUsage, BackendMemoryStats and a Transformer.
+// Plain numbers, so that ServingMetrics knows nothing of the engine. engine_stats_sync.h fills the
+// sequence and KV parts from engine::EngineStats, memory_sample.h the memory part from the backend
+// and the transformer.
 #pragma once
 
 #include <cstddef>

@@ -213,13 +213,19 @@ void ServingMetrics::OnRequestDone(std::string_view rpc, absl::StatusCode code, 
   request_duration_.Add({{"rpc", method}}, RequestLatencyBucketsSeconds()).Observe(seconds);
 }
 
-void ServingMetrics::OnRejection(RejectionReason reason) {
-  rejections_.Add({{"reason", std::string(RejectionReasonLabel(reason))}}).Increment();
+void ServingMetrics::OnRejections(RejectionReason reason, int64_t count) {
+  if (count <= 0) return;
+  rejections_.Add({{"reason", std::string(RejectionReasonLabel(reason))}})
+      .Increment(static_cast<double>(count));
 }
 
-void ServingMetrics::OnPreemption() { preemptions_.Increment(); }
+void ServingMetrics::OnPreemptions(int64_t count) {
+  if (count > 0) preemptions_.Increment(static_cast<double>(count));
+}
 
-void ServingMetrics::OnSequenceExpired() { expirations_.Increment(); }
+void ServingMetrics::OnSequencesExpired(int64_t count) {
+  if (count > 0) expirations_.Increment(static_cast<double>(count));
+}
 
 void ServingMetrics::OnEngineState(const EngineStateSample& sample) {
   sequences_running_.Set(static_cast<double>(sample.sequences.running));

@@ -47,9 +47,9 @@ class ServingMetrics final : public ServingObserver {
   void OnPromptTokens(int64_t count) override;
   void OnGeneratedTokens(int64_t count) override;
   void OnRequestDone(std::string_view rpc, absl::StatusCode code, double seconds) override;
-  void OnRejection(RejectionReason reason) override;
-  void OnPreemption() override;
-  void OnSequenceExpired() override;
+  void OnRejections(RejectionReason reason, int64_t count) override;
+  void OnPreemptions(int64_t count) override;
+  void OnSequencesExpired(int64_t count) override;
   void OnEngineState(const EngineStateSample& sample) override;
 
  private:

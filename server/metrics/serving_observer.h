@@ -51,11 +51,12 @@ class ServingObserver {
   // An RPC finished with `code` after `seconds` (end-to-end, as the handler saw it). `rpc` is the
   // proto method name, e.g. "Generate".
   virtual void OnRequestDone(std::string_view rpc, absl::StatusCode code, double seconds) = 0;
-  virtual void OnRejection(RejectionReason reason) = 0;
-  // A running sequence lost its KV blocks to make room and will be recomputed later.
-  virtual void OnPreemption() = 0;
-  // A sequence idle for longer than its TTL was released by the engine.
-  virtual void OnSequenceExpired() = 0;
+  // `count` requests were turned away for `reason`.
+  virtual void OnRejections(RejectionReason reason, int64_t count) = 0;
+  // `count` running sequences lost their KV blocks to make room and will be recomputed later.
+  virtual void OnPreemptions(int64_t count) = 0;
+  // `count` sequences idle for longer than their TTL were released by the engine.
+  virtual void OnSequencesExpired(int64_t count) = 0;
   // The engine's state after a step (or at start-up): queue depths, KV cache and memory use.
   virtual void OnEngineState(const EngineStateSample& sample) = 0;
 };
@@ -70,9 +71,9 @@ class NullServingObserver final : public ServingObserver {
   void OnPromptTokens(int64_t) override {}
   void OnGeneratedTokens(int64_t) override {}
   void OnRequestDone(std::string_view, absl::StatusCode, double) override {}
-  void OnRejection(RejectionReason) override {}
-  void OnPreemption() override {}
-  void OnSequenceExpired() override {}
+  void OnRejections(RejectionReason, int64_t) override {}
+  void OnPreemptions(int64_t) override {}
+  void OnSequencesExpired(int64_t) override {}
   void OnEngineState(const EngineStateSample&) override {}
 };
 

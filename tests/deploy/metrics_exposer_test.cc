@@ -89,8 +89,8 @@ TEST(PromtoolTest, ScrapePassesPromtoolCheckMetrics) {
   metrics.OnPromptTokens(100);
   metrics.OnGeneratedTokens(2);
   metrics.OnRequestDone("Generate", absl::StatusCode::kOk, 0.3);
-  metrics.OnRejection(RejectionReason::kKvCacheFull);
-  metrics.OnPreemption();
+  metrics.OnRejections(RejectionReason::kKvCacheFull, 1);
+  metrics.OnPreemptions(1);
   metrics.OnEngineState({});
   const std::string text = SerializeToText({registry, std::make_shared<ProcessCollector>()});
 

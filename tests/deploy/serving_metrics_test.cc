@@ -120,12 +120,12 @@ TEST_F(ServingMetricsTest, RequestsAreCountedByRpcAndStatusCode) {
 }
 
 TEST_F(ServingMetricsTest, RejectionsPreemptionsAndExpirationsAreCounted) {
-  metrics_.OnRejection(RejectionReason::kKvCacheFull);
-  metrics_.OnRejection(RejectionReason::kKvCacheFull);
-  metrics_.OnRejection(RejectionReason::kInvalidArgument);
-  metrics_.OnPreemption();
-  metrics_.OnSequenceExpired();
-  metrics_.OnSequenceExpired();
+  metrics_.OnRejections(RejectionReason::kKvCacheFull, 1);
+  metrics_.OnRejections(RejectionReason::kKvCacheFull, 1);
+  metrics_.OnRejections(RejectionReason::kInvalidArgument, 1);
+  metrics_.OnRejections(RejectionReason::kQueueFull, 0);
+  metrics_.OnPreemptions(1);
+  metrics_.OnSequencesExpired(2);
   const std::string text = Scrape();
   EXPECT_THAT(SampleValue(text, R"(llm_request_rejections_total{reason="kv_cache_full"})"),
               Optional(2.0));
@@ -133,6 +133,9 @@ TEST_F(ServingMetricsTest, RejectionsPreemptionsAndExpirationsAreCounted) {
               Optional(1.0));
   EXPECT_THAT(SampleValue(text, "llm_sequence_preemptions_total"), Optional(1.0));
   EXPECT_THAT(SampleValue(text, "llm_sequence_expirations_total"), Optional(2.0));
+  // A zero count creates no series: a label value appears only once it has happened.
+  EXPECT_EQ(SampleValue(text, R"(llm_request_rejections_total{reason="queue_full"})"),
+            std::nullopt);
 }
 
 TEST_F(ServingMetricsTest, EngineStateSetsQueueKvAndMemoryGauges) {
@@ -196,7 +199,7 @@ TEST_F(ServingMetricsTest, ModelInfoIsOneSeriesAndASecondCallReplacesIt) {
 
 TEST_F(ServingMetricsTest, NamesFollowPrometheusConventions) {
   metrics_.OnRequestDone("Generate", absl::StatusCode::kOk, 0.1);
-  metrics_.OnRejection(RejectionReason::kQueueFull);
+  metrics_.OnRejections(RejectionReason::kQueueFull, 1);
   ModelInfo info;
   info.model = "m";
   metrics_.SetModelInfo(info);
