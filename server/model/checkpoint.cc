@@ -32,8 +32,8 @@ class SafetensorsCheckpoint final : public Checkpoint {
   absl::StatusOr<HostTensor> Tensor(std::string_view name) const override {
     const auto it = tensor_files_.find(name);
     if (it == tensor_files_.end()) {
-      return absl::NotFoundError(absl::StrCat("tensor \"", std::string(name), "\" is not in checkpoint ",
-                                              directory_.string()));
+      return absl::NotFoundError(absl::StrCat("tensor \"", std::string(name),
+                                              "\" is not in checkpoint ", directory_.string()));
     }
     return it->second->Tensor(name);
   }
@@ -47,16 +47,10 @@ class SafetensorsCheckpoint final : public Checkpoint {
   }
 
   void AddFile(std::unique_ptr<SafetensorsFile> file) { files_.push_back(std::move(file)); }
-  // Registers `name` as stored in `file` (already added); fails when another file claimed it.
-  absl::Status AddTensor(const std::string& name, const SafetensorsFile* file) {
-    const auto [it, inserted] = tensor_files_.emplace(name, file);
-    if (!inserted && it->second != file) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("checkpoint ", directory_.string(), ": tensor \"", name, "\" is stored twice, in ",
-                       it->second->path().filename().string(), " and ",
-                       file->path().filename().string()));
-    }
-    return absl::OkStatus();
+  // Registers `name` as stored in `file` (already added). The index holds one file per tensor, so a
+  // name is never registered twice.
+  void AddTensor(const std::string& name, const SafetensorsFile* file) {
+    tensor_files_.emplace(name, file);
   }
   const SafetensorsFile* FileOf(std::string_view name) const {
     const auto it = tensor_files_.find(name);
@@ -84,13 +78,14 @@ absl::Status LoadSingleFile(const std::filesystem::path& path, SafetensorsCheckp
   const SafetensorsFile* raw = file->get();
   checkpoint.AddFile(*std::move(file));
   for (const auto& [name, entry] : raw->header().tensors) {
-    if (absl::Status status = checkpoint.AddTensor(name, raw); !status.ok()) return status;
+    checkpoint.AddTensor(name, raw);
   }
   return absl::OkStatus();
 }
 
 // The index maps every tensor to the shard holding it; each shard must hold what the index says.
-absl::Status LoadSharded(const std::filesystem::path& index_path, SafetensorsCheckpoint& checkpoint) {
+absl::Status LoadSharded(const std::filesystem::path& index_path,
+                         SafetensorsCheckpoint& checkpoint) {
   absl::StatusOr<std::string> text = ReadText(index_path);
   if (!text.ok()) return text.status();
   json index;
@@ -103,24 +98,25 @@ absl::Status LoadSharded(const std::filesystem::path& index_path, SafetensorsChe
   const auto weight_map = index.is_object() ? index.find("weight_map") : index.end();
   if (!index.is_object() || weight_map == index.end() || !weight_map->is_object() ||
       weight_map->empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        index_path.string(), ": field \"weight_map\" is missing, empty or not an object of "
-                             "tensor name -> shard file name"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(index_path.string(),
+                     ": field \"weight_map\" is missing, empty or not an object of "
+                     "tensor name -> shard file name"));
   }
 
   std::map<std::string, const SafetensorsFile*> shards;
   for (const auto& [tensor, shard_value] : weight_map->items()) {
     if (!shard_value.is_string()) {
-      return absl::InvalidArgumentError(absl::StrCat(index_path.string(), ": weight_map[\"", tensor,
-                                                     "\"] is not a file name"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(index_path.string(), ": weight_map[\"", tensor, "\"] is not a file name"));
     }
     const std::string shard_name = shard_value.get<std::string>();
     // Shards live beside the index; a path component could reach files outside the checkpoint.
     if (shard_name.empty() || shard_name.find('/') != std::string::npos || shard_name == "." ||
         shard_name == "..") {
-      return absl::InvalidArgumentError(absl::StrCat(index_path.string(), ": weight_map[\"", tensor,
-                                                     "\"] = \"", shard_name,
-                                                     "\" is not a plain file name in the directory"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(index_path.string(), ": weight_map[\"", tensor, "\"] = \"", shard_name,
+                       "\" is not a plain file name in the directory"));
     }
     auto shard = shards.find(shard_name);
     if (shard == shards.end()) {
@@ -138,9 +134,7 @@ absl::Status LoadSharded(const std::filesystem::path& index_path, SafetensorsChe
       return absl::NotFoundError(absl::StrCat(index_path.string(), " says tensor \"", tensor,
                                               "\" is in ", shard_name, ", but that file lacks it"));
     }
-    if (absl::Status status = checkpoint.AddTensor(tensor, shard->second); !status.ok()) {
-      return status;
-    }
+    checkpoint.AddTensor(tensor, shard->second);
   }
   return absl::OkStatus();
 }
@@ -160,10 +154,10 @@ absl::Status ExpectTensor(const SafetensorsCheckpoint& checkpoint, const std::st
   }
   const SafetensorsEntry& entry = file->header().tensors.find(name)->second;
   if (entry.shape != expected_shape) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        file->path().string(), ": tensor \"", name, "\" has shape ", ShapeString(entry.shape),
-        " but config.json implies ", ShapeString(expected_shape),
-        "; the weights do not match the config"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(file->path().string(), ": tensor \"", name, "\" has shape ",
+                     ShapeString(entry.shape), " but config.json implies ",
+                     ShapeString(expected_shape), "; the weights do not match the config"));
   }
   return absl::OkStatus();
 }
@@ -202,7 +196,8 @@ absl::Status ValidateArchitecture(const SafetensorsCheckpoint& checkpoint) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::filesystem::path& directory) {
+absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(
+    const std::filesystem::path& directory) {
   std::error_code error;
   if (!std::filesystem::is_directory(directory, error)) {
     return absl::NotFoundError(absl::StrCat("checkpoint directory ", directory.string(),
@@ -220,10 +215,9 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::filesyst
   } else if (std::filesystem::exists(single_path, error)) {
     status = LoadSingleFile(single_path, *checkpoint);
   } else {
-    status = absl::NotFoundError(absl::StrCat("checkpoint directory ", directory.string(),
-                                              " has neither ", std::string(kSingleFile), " nor ",
-                                              std::string(kIndexFile),
-                                              "; only safetensors checkpoints are supported"));
+    status = absl::NotFoundError(absl::StrCat(
+        "checkpoint directory ", directory.string(), " has neither ", std::string(kSingleFile),
+        " nor ", std::string(kIndexFile), "; only safetensors checkpoints are supported"));
   }
   if (!status.ok()) return status;
   if (status = ValidateArchitecture(*checkpoint); !status.ok()) return status;

@@ -1,4 +1,5 @@
-// Parsing and validation of a Llama-family config.json, and the RoPE inverse frequencies it implies.
+// Parsing and validation of a Llama-family config.json, and the RoPE inverse frequencies it
+// implies.
 //
 // transformers has written RoPE settings two ways: 4.x puts `rope_theta` at the top level and the
 // scaling in `rope_scaling` ({"rope_type" or "type", factor, ...}); 5.x puts everything, theta
@@ -32,8 +33,8 @@ class FieldReader {
   }
 
   absl::Status Error(std::string_view key, std::string_view what) const {
-    return absl::InvalidArgumentError(absl::StrCat(source_, ": field \"", prefix_, std::string(key),
-                                                   "\" ", std::string(what)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_, ": field \"", prefix_, std::string(key), "\" ", std::string(what)));
   }
 
   absl::StatusOr<int32_t> Int(std::string_view key) const {
@@ -54,7 +55,8 @@ class FieldReader {
   absl::StatusOr<double> Number(std::string_view key) const {
     if (!Has(key)) return Error(key, "is missing");
     const json& value = object_.find(key).value();
-    if (!value.is_number()) return Error(key, absl::StrCat("is ", value.dump(), ", expected a number"));
+    if (!value.is_number())
+      return Error(key, absl::StrCat("is ", value.dump(), ", expected a number"));
     return value.get<double>();
   }
   absl::StatusOr<double> Number(std::string_view key, double fallback) const {
@@ -64,14 +66,16 @@ class FieldReader {
   absl::StatusOr<bool> Bool(std::string_view key, bool fallback) const {
     if (!Has(key)) return fallback;
     const json& value = object_.find(key).value();
-    if (!value.is_boolean()) return Error(key, absl::StrCat("is ", value.dump(), ", expected true/false"));
+    if (!value.is_boolean())
+      return Error(key, absl::StrCat("is ", value.dump(), ", expected true/false"));
     return value.get<bool>();
   }
 
   absl::StatusOr<std::string> String(std::string_view key, std::string fallback) const {
     if (!Has(key)) return fallback;
     const json& value = object_.find(key).value();
-    if (!value.is_string()) return Error(key, absl::StrCat("is ", value.dump(), ", expected a string"));
+    if (!value.is_string())
+      return Error(key, absl::StrCat("is ", value.dump(), ", expected a string"));
     return value.get<std::string>();
   }
 
@@ -83,11 +87,11 @@ class FieldReader {
   std::string prefix_;
 };
 
-#define LLM_ASSIGN_OR_RETURN(lhs, expression)   \
-  do {                                          \
-    auto status_or_value = (expression);        \
+#define LLM_ASSIGN_OR_RETURN(lhs, expression)                   \
+  do {                                                          \
+    auto status_or_value = (expression);                        \
     if (!status_or_value.ok()) return status_or_value.status(); \
-    lhs = *std::move(status_or_value);          \
+    lhs = *std::move(status_or_value);                          \
   } while (false)
 
 absl::Status ParseArchitecture(const FieldReader& fields, const std::string& source,
@@ -130,8 +134,7 @@ absl::Status ParseTokenIds(const FieldReader& fields, ModelConfig& config) {
 // Fills rope_theta and rope_scaling from one RoPE parameter object (4.x rope_scaling or 5.x
 // rope_parameters); `rope` may be null for "no scaling".
 absl::Status ParseRopeObject(const json* rope, const std::string& object_name,
-                             const std::string& source,
-                             ModelConfig& config) {
+                             const std::string& source, ModelConfig& config) {
   if (rope == nullptr) return absl::OkStatus();
   const FieldReader fields(*rope, source, absl::StrCat(object_name, "."));
   std::string type;
@@ -155,7 +158,8 @@ absl::Status ParseRopeObject(const json* rope, const std::string& object_name,
   if (type == "default") return absl::OkStatus();
   double factor = 0;
   LLM_ASSIGN_OR_RETURN(factor, fields.Number("factor"));
-  if (!(factor >= 1.0)) return fields.Error("factor", absl::StrCat("is ", factor, ", expected >= 1"));
+  if (!(factor >= 1.0))
+    return fields.Error("factor", absl::StrCat("is ", factor, ", expected >= 1"));
   scaling.factor = static_cast<float>(factor);
   if (type == "linear") {
     scaling.type = RopeScaling::Type::kLinear;
@@ -167,15 +171,17 @@ absl::Status ParseRopeObject(const json* rope, const std::string& object_name,
     LLM_ASSIGN_OR_RETURN(low, fields.Number("low_freq_factor"));
     LLM_ASSIGN_OR_RETURN(high, fields.Number("high_freq_factor"));
     if (!(low > 0) || !(high > low)) {
-      return fields.Error("high_freq_factor",
-                          absl::StrCat("is ", high, " with low_freq_factor ", low,
-                                       "; llama3 RoPE needs 0 < low_freq_factor < high_freq_factor"));
+      return fields.Error(
+          "high_freq_factor",
+          absl::StrCat("is ", high, " with low_freq_factor ", low,
+                       "; llama3 RoPE needs 0 < low_freq_factor < high_freq_factor"));
     }
     scaling.low_freq_factor = static_cast<float>(low);
     scaling.high_freq_factor = static_cast<float>(high);
     // As transformers does, the pre-training context defaults to max_position_embeddings.
-    LLM_ASSIGN_OR_RETURN(scaling.original_max_position_embeddings,
-                         fields.Int("original_max_position_embeddings", config.max_position_embeddings));
+    LLM_ASSIGN_OR_RETURN(
+        scaling.original_max_position_embeddings,
+        fields.Int("original_max_position_embeddings", config.max_position_embeddings));
     if (scaling.original_max_position_embeddings <= 0) {
       return fields.Error("original_max_position_embeddings", "must be positive");
     }
@@ -236,10 +242,10 @@ absl::Status Validate(const FieldReader& fields, const ModelConfig& config) {
     if (value <= 0) return fields.Error(name, absl::StrCat("is ", value, ", expected > 0"));
   }
   if (config.num_attention_heads % config.num_key_value_heads != 0) {
-    return fields.Error("num_key_value_heads",
-                        absl::StrCat("is ", config.num_key_value_heads,
-                                     ", which does not divide num_attention_heads ",
-                                     config.num_attention_heads));
+    return fields.Error(
+        "num_key_value_heads",
+        absl::StrCat("is ", config.num_key_value_heads,
+                     ", which does not divide num_attention_heads ", config.num_attention_heads));
   }
   if (config.head_dim % 2 != 0) {
     return fields.Error("head_dim", absl::StrCat("is ", config.head_dim,
@@ -249,9 +255,9 @@ absl::Status Validate(const FieldReader& fields, const ModelConfig& config) {
     return fields.Error("rms_norm_eps", absl::StrCat("is ", config.rms_norm_eps, ", expected > 0"));
   }
   if (config.bos_token_id < -1 || config.bos_token_id >= config.vocab_size) {
-    return fields.Error("bos_token_id", absl::StrCat("is ", config.bos_token_id,
-                                                     ", outside the vocabulary of ",
-                                                     config.vocab_size));
+    return fields.Error("bos_token_id",
+                        absl::StrCat("is ", config.bos_token_id, ", outside the vocabulary of ",
+                                     config.vocab_size));
   }
   for (int32_t id : config.eos_token_ids) {
     if (id < 0 || id >= config.vocab_size) {
@@ -275,8 +281,8 @@ absl::Status RejectUnsupportedFeatures(const FieldReader& fields, const ModelCon
   std::string activation;
   LLM_ASSIGN_OR_RETURN(activation, fields.String("hidden_act", "silu"));
   if (activation != "silu") {
-    return fields.Error("hidden_act", absl::StrCat("is \"", activation,
-                                                   "\"; only silu (SwiGLU) is supported"));
+    return fields.Error("hidden_act",
+                        absl::StrCat("is \"", activation, "\"; only silu (SwiGLU) is supported"));
   }
   if (fields.Has("sliding_window")) {
     int32_t window = 0;
@@ -303,8 +309,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
   try {
     root = json::parse(json_text);
   } catch (const json::exception& error) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": not valid JSON (", error.what(), "); check the file is a config.json"));
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON (", error.what(),
+                                                   "); check the file is a config.json"));
   }
   if (!root.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": top level is not a JSON object"));
@@ -326,10 +332,10 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
     LLM_ASSIGN_OR_RETURN(config.head_dim, fields.Int("head_dim"));
   } else {
     if (config.num_attention_heads <= 0 || config.hidden_size % config.num_attention_heads != 0) {
-      return fields.Error("head_dim", absl::StrCat("is absent and hidden_size ", config.hidden_size,
-                                                   " is not a multiple of num_attention_heads ",
-                                                   config.num_attention_heads,
-                                                   "; add an explicit head_dim"));
+      return fields.Error("head_dim",
+                          absl::StrCat("is absent and hidden_size ", config.hidden_size,
+                                       " is not a multiple of num_attention_heads ",
+                                       config.num_attention_heads, "; add an explicit head_dim"));
     }
     config.head_dim = config.hidden_size / config.num_attention_heads;
   }

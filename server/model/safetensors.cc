@@ -40,7 +40,8 @@ absl::Status EntryError(const std::string& file_name, const std::string& tensor,
 }
 
 absl::StatusOr<SafetensorsEntry> ParseEntry(const json& value, const std::string& tensor,
-                                            uint64_t data_section_bytes, uint64_t data_section_offset,
+                                            uint64_t data_section_bytes,
+                                            uint64_t data_section_offset,
                                             const std::string& file_name) {
   if (!value.is_object()) return EntryError(file_name, tensor, "header entry is not a JSON object");
   SafetensorsEntry entry;
@@ -52,10 +53,11 @@ absl::StatusOr<SafetensorsEntry> ParseEntry(const json& value, const std::string
   const std::string dtype_name = dtype_it->get<std::string>();
   absl::StatusOr<DType> dtype = ParseDType(dtype_name);
   if (!dtype.ok()) {
-    return EntryError(file_name, tensor,
-                      absl::StrCat("dtype ", dtype_name,
-                                   " is not supported (F32, F16 or BF16 only); convert the "
-                                   "checkpoint, e.g. save it with torch_dtype float32 or bfloat16"));
+    return EntryError(
+        file_name, tensor,
+        absl::StrCat("dtype ", dtype_name,
+                     " is not supported (F32, F16 or BF16 only); convert the "
+                     "checkpoint, e.g. save it with torch_dtype float32 or bfloat16"));
   }
   entry.dtype = *dtype;
 
@@ -66,9 +68,9 @@ absl::StatusOr<SafetensorsEntry> ParseEntry(const json& value, const std::string
   uint64_t num_elements = 1;
   for (const json& dim : *shape_it) {
     if (!dim.is_number_unsigned() || dim.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
-      return EntryError(file_name, tensor,
-                        absl::StrCat("field \"shape\" has ", dim.dump(),
-                                     ", expected non-negative integers"));
+      return EntryError(
+          file_name, tensor,
+          absl::StrCat("field \"shape\" has ", dim.dump(), ", expected non-negative integers"));
     }
     const uint64_t extent = dim.get<uint64_t>();
     if (__builtin_mul_overflow(num_elements, extent, &num_elements)) {
@@ -91,21 +93,19 @@ absl::StatusOr<SafetensorsEntry> ParseEntry(const json& value, const std::string
                                    "] has begin after end"));
   }
   if (entry.data_end > data_section_bytes) {
-    return EntryError(file_name, tensor,
-                      absl::StrCat("data_offsets end ", entry.data_end,
-                                   " is past the end of the data section (", data_section_bytes,
-                                   " bytes): the file is truncated or the header is wrong"));
+    return EntryError(
+        file_name, tensor,
+        absl::StrCat("data_offsets end ", entry.data_end, " is past the end of the data section (",
+                     data_section_bytes, " bytes): the file is truncated or the header is wrong"));
   }
   uint64_t expected_bytes = 0;
   if (__builtin_mul_overflow(num_elements, DTypeSize(entry.dtype), &expected_bytes) ||
       entry.data_end - entry.data_begin != expected_bytes) {
-    return EntryError(
-        file_name, tensor,
-        absl::StrCat("data_offsets [", entry.data_begin, ", ", entry.data_end, "] span ",
-                     entry.data_end - entry.data_begin, " bytes but shape [",
-                     absl::StrJoin(entry.shape, ", "), "] of ", std::string(DTypeName(entry.dtype)),
-                     " needs ",
-                     expected_bytes));
+    return EntryError(file_name, tensor,
+                      absl::StrCat("data_offsets [", entry.data_begin, ", ", entry.data_end,
+                                   "] span ", entry.data_end - entry.data_begin,
+                                   " bytes but shape [", absl::StrJoin(entry.shape, ", "), "] of ",
+                                   std::string(DTypeName(entry.dtype)), " needs ", expected_bytes));
   }
   // Tensors are handed out as typed views into the map (page aligned), so the file offset must be
   // aligned for the element type; writers that follow the format's padding rule always are.
@@ -148,8 +148,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const uint8_t* bytes, s
   try {
     header_json = json::parse(header_text, header_text + header_bytes);
   } catch (const json::exception& error) {
-    return absl::InvalidArgumentError(absl::StrCat("safetensors file ", file_name,
-                                                   ": header is not valid JSON: ", error.what()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("safetensors file ", file_name, ": header is not valid JSON: ", error.what()));
   }
   if (!header_json.is_object()) {
     return absl::InvalidArgumentError(
@@ -193,8 +193,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     const std::filesystem::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    return absl::NotFoundError(absl::StrCat("cannot open safetensors file ", path.string(), ": ",
-                                            std::strerror(errno)));
+    return absl::NotFoundError(
+        absl::StrCat("cannot open safetensors file ", path.string(), ": ", std::strerror(errno)));
   }
   struct stat info {};
   if (::fstat(fd, &info) != 0) {
@@ -237,8 +237,8 @@ SafetensorsFile::~SafetensorsFile() {
 absl::StatusOr<HostTensor> SafetensorsFile::Tensor(std::string_view name) const {
   const auto it = header_.tensors.find(name);
   if (it == header_.tensors.end()) {
-    return absl::NotFoundError(
-        absl::StrCat("tensor \"", std::string(name), "\" is not in safetensors file ", path_.string()));
+    return absl::NotFoundError(absl::StrCat("tensor \"", std::string(name),
+                                            "\" is not in safetensors file ", path_.string()));
   }
   const SafetensorsEntry& entry = it->second;
   HostTensor tensor;

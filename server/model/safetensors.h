@@ -1,9 +1,9 @@
 // The safetensors file format: header parsing (a pure function over bytes, so it can be fuzzed) and
 // a read-only memory map of one file whose tensors are views into the map.
 //
-// Layout: 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets}}
-// (plus an ignored "__metadata__"), then the data section; data_offsets are [begin, end) relative to
-// the start of the data section. Only F32, F16 and BF16 tensors are accepted.
+// Layout: 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape,
+// data_offsets}} (plus an ignored "__metadata__"), then the data section; data_offsets are [begin,
+// end) relative to the start of the data section. Only F32, F16 and BF16 tensors are accepted.
 #pragma once
 
 #include <cstddef>
@@ -35,8 +35,8 @@ struct SafetensorsHeader {
 
 // Parses and validates the header of a whole safetensors file held in [bytes, bytes + size). Fails,
 // naming `file_name` and the offending tensor or field, on a truncated file, a header length past
-// the end, malformed JSON, an unsupported dtype, a bad shape, data offsets out of range, overlapping,
-// misaligned for the dtype, or not matching shape * dtype size.
+// the end, malformed JSON, an unsupported dtype, a bad shape, data offsets out of range,
+// overlapping, misaligned for the dtype, or not matching shape * dtype size.
 absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const uint8_t* bytes, size_t size,
                                                          std::string_view file_name);
 
