@@ -1,5 +1,5 @@
-// CpuBackend: memory is 64-byte aligned host memory; each op checks its arguments and forwards to the
-// free function of its family (kernels/cpu/<op>.h), which is where the math lives.
+// CpuBackend: memory is 64-byte aligned host memory; each op checks its arguments and forwards to
+// the free function of its family (kernels/cpu/<op>.h), which is where the math lives.
 #include "kernels/cpu/cpu_backend.h"
 
 #include <atomic>
@@ -28,9 +28,10 @@ absl::Status CheckAttentionShape(const AttentionShape& shape, const char* op) {
   if (shape.num_q_heads <= 0 || shape.num_kv_heads <= 0 || shape.head_dim <= 0 ||
       shape.head_dim % 2 != 0 || shape.num_q_heads % shape.num_kv_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        op, ": attention shape needs positive heads, an even head_dim and num_q_heads divisible by "
-        "num_kv_heads; got num_q_heads=", shape.num_q_heads, " num_kv_heads=", shape.num_kv_heads,
-        " head_dim=", shape.head_dim));
+        op,
+        ": attention shape needs positive heads, an even head_dim and num_q_heads divisible by "
+        "num_kv_heads; got num_q_heads=",
+        shape.num_q_heads, " num_kv_heads=", shape.num_kv_heads, " head_dim=", shape.head_dim));
   }
   return absl::OkStatus();
 }
@@ -40,8 +41,8 @@ absl::Status CheckCacheMatches(const AttentionShape& shape, const KvCacheView& c
   if (cache.pool == nullptr || cache.layout.num_kv_heads != shape.num_kv_heads ||
       cache.layout.head_dim != shape.head_dim || layer < 0 || layer >= cache.layout.num_layers) {
     return absl::InvalidArgumentError(absl::StrCat(
-        op, ": KV cache (num_kv_heads=", cache.layout.num_kv_heads, " head_dim=",
-        cache.layout.head_dim, " num_layers=", cache.layout.num_layers,
+        op, ": KV cache (num_kv_heads=", cache.layout.num_kv_heads,
+        " head_dim=", cache.layout.head_dim, " num_layers=", cache.layout.num_layers,
         ") does not match the attention shape (num_kv_heads=", shape.num_kv_heads, " head_dim=",
         shape.head_dim, ") or layer ", layer, "; allocate the pool with the model's layout"));
   }
@@ -62,9 +63,9 @@ class CpuBackend final : public Backend {
     const size_t allocation = rounded == 0 ? kAlignment : rounded;
     void* data = std::aligned_alloc(kAlignment, allocation);
     if (data == nullptr) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("cpu backend: cannot allocate ", bytes, " bytes of host memory; lower the "
-                       "KV cache size or max_batch_tokens"));
+      return absl::ResourceExhaustedError(absl::StrCat("cpu backend: cannot allocate ", bytes,
+                                                       " bytes of host memory; lower the "
+                                                       "KV cache size or max_batch_tokens"));
     }
     // Zeroed so that a bug reading unwritten KV slots shows up deterministically.
     std::memset(data, 0, allocation);
@@ -76,11 +77,13 @@ class CpuBackend final : public Backend {
     });
   }
 
-  absl::Status CopyToDevice(void* device_destination, const void* host_source, size_t bytes) override {
+  absl::Status CopyToDevice(void* device_destination, const void* host_source,
+                            size_t bytes) override {
     if (bytes > 0) std::memcpy(device_destination, host_source, bytes);
     return absl::OkStatus();
   }
-  absl::Status CopyToHost(void* host_destination, const void* device_source, size_t bytes) override {
+  absl::Status CopyToHost(void* host_destination, const void* device_source,
+                          size_t bytes) override {
     if (bytes > 0) std::memcpy(host_destination, device_source, bytes);
     return absl::OkStatus();
   }
@@ -88,8 +91,9 @@ class CpuBackend final : public Backend {
   absl::StatusOr<DeviceBuffer> UploadWeight(const HostTensor& tensor) override {
     const int64_t count = tensor.num_elements();
     if (count < 0 || (count > 0 && tensor.data == nullptr)) {
-      return absl::InvalidArgumentError("cpu backend: UploadWeight got a tensor without data; check "
-                                        "the checkpoint view it came from");
+      return absl::InvalidArgumentError(
+          "cpu backend: UploadWeight got a tensor without data; check "
+          "the checkpoint view it came from");
     }
     absl::StatusOr<DeviceBuffer> buffer = Allocate(static_cast<size_t>(count) * sizeof(float));
     if (!buffer.ok()) return buffer.status();
@@ -114,8 +118,8 @@ class CpuBackend final : public Backend {
 
   absl::Status RmsNorm(const void* x, const void* weight, int32_t rows, int32_t hidden, float eps,
                        void* out) override {
-    cpu::RmsNorm(pool_, static_cast<const float*>(x), static_cast<const float*>(weight), rows, hidden,
-                 eps, static_cast<float*>(out));
+    cpu::RmsNorm(pool_, static_cast<const float*>(x), static_cast<const float*>(weight), rows,
+                 hidden, eps, static_cast<float*>(out));
     return absl::OkStatus();
   }
 
@@ -145,12 +149,14 @@ class CpuBackend final : public Backend {
   }
 
   absl::Status RopeAppendKv(void* qkv, const AttentionBatch& batch, const AttentionShape& shape,
-                            const RopeParams& rope, const KvCacheView& cache, int32_t layer) override {
+                            const RopeParams& rope, const KvCacheView& cache,
+                            int32_t layer) override {
     if (absl::Status s = CheckAttentionShape(shape, "RopeAppendKv"); !s.ok()) return s;
     if (absl::Status s = CheckCacheMatches(shape, cache, layer, "RopeAppendKv"); !s.ok()) return s;
     if (rope.inv_freq == nullptr) {
-      return absl::InvalidArgumentError("RopeAppendKv: rope.inv_freq is null; upload the model's "
-                                        "inverse frequencies first");
+      return absl::InvalidArgumentError(
+          "RopeAppendKv: rope.inv_freq is null; upload the model's "
+          "inverse frequencies first");
     }
     cpu::RopeAppendKv(pool_, static_cast<float*>(qkv), batch, shape, rope, cache, layer);
     return absl::OkStatus();
@@ -160,7 +166,8 @@ class CpuBackend final : public Backend {
                               const AttentionShape& shape, const KvCacheView& cache, int32_t layer,
                               void* out) override {
     if (absl::Status s = CheckAttentionShape(shape, "PagedAttention"); !s.ok()) return s;
-    if (absl::Status s = CheckCacheMatches(shape, cache, layer, "PagedAttention"); !s.ok()) return s;
+    if (absl::Status s = CheckCacheMatches(shape, cache, layer, "PagedAttention"); !s.ok())
+      return s;
     cpu::PagedAttention(pool_, static_cast<const float*>(qkv), batch, shape, cache, layer,
                         static_cast<float*>(out));
     return absl::OkStatus();
@@ -174,7 +181,8 @@ class CpuBackend final : public Backend {
   }
 
   absl::Status Sample(const float* logits, int32_t rows, int32_t vocab,
-                      std::span<const SamplingParams> params, std::span<SampledToken> out) override {
+                      std::span<const SamplingParams> params,
+                      std::span<SampledToken> out) override {
     if (params.size() != static_cast<size_t>(rows) || out.size() != static_cast<size_t>(rows) ||
         vocab <= 0) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -191,7 +199,8 @@ class CpuBackend final : public Backend {
 
  private:
   cpu::ThreadPool pool_;
-  // Shared with the release callbacks so a buffer outliving the backend does not touch freed memory.
+  // Shared with the release callbacks so a buffer outliving the backend does not touch freed
+  // memory.
   std::shared_ptr<std::atomic<size_t>> allocated_bytes_;
 };
 

@@ -1,5 +1,5 @@
-// The CPU backend: every op of kernels/backend.h in fp32 over host memory, multi-threaded. It is the
-// numerical reference for the CUDA backend and the fallback where no GPU exists.
+// The CPU backend: every op of kernels/backend.h in fp32 over host memory, multi-threaded. It is
+// the numerical reference for the CUDA backend and the fallback where no GPU exists.
 #pragma once
 
 #include <memory>

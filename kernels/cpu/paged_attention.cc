@@ -12,7 +12,8 @@
 namespace llm::cpu {
 
 void PagedAttention(ThreadPool& pool, const float* qkv, const AttentionBatch& batch,
-                    const AttentionShape& shape, const KvCacheView& cache, int32_t layer, float* out) {
+                    const AttentionShape& shape, const KvCacheView& cache, int32_t layer,
+                    float* out) {
   const int32_t head_dim = shape.head_dim;
   const int32_t num_q_heads = shape.num_q_heads;
   const int32_t group_size = num_q_heads / shape.num_kv_heads;
@@ -27,7 +28,8 @@ void PagedAttention(ThreadPool& pool, const float* qkv, const AttentionBatch& ba
   // Which sequence each query token belongs to, so tasks can be flat over (token, head).
   std::vector<int32_t> sequence_of_token(batch.num_tokens);
   for (int32_t s = 0; s < batch.num_seqs; ++s) {
-    for (int32_t t = batch.query_start[s]; t < batch.query_start[s + 1]; ++t) sequence_of_token[t] = s;
+    for (int32_t t = batch.query_start[s]; t < batch.query_start[s + 1]; ++t)
+      sequence_of_token[t] = s;
   }
 
   const int64_t num_tasks = static_cast<int64_t>(batch.num_tokens) * num_q_heads;

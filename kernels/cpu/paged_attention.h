@@ -1,5 +1,5 @@
-// Causal attention of a ragged batch of query tokens over the paged KV cache, in fp32: the reference
-// that the CUDA flash prefill/decode kernels are tested against.
+// Causal attention of a ragged batch of query tokens over the paged KV cache, in fp32: the
+// reference that the CUDA flash prefill/decode kernels are tested against.
 //
 // For query token t of sequence s (query_start[s] <= t < query_start[s + 1]) and query head h:
 //   kv_head = h / (Hq / Hkv)                                  (grouped-query attention)
@@ -21,6 +21,7 @@ namespace llm::cpu {
 // qkv: [num_tokens, (Hq + 2 * Hkv) * D] (only the q part is read); out: [num_tokens, Hq * D].
 // All pointers in `batch` and `cache` are host memory.
 void PagedAttention(ThreadPool& pool, const float* qkv, const AttentionBatch& batch,
-                    const AttentionShape& shape, const KvCacheView& cache, int32_t layer, float* out);
+                    const AttentionShape& shape, const KvCacheView& cache, int32_t layer,
+                    float* out);
 
 }  // namespace llm::cpu

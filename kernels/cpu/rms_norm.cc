@@ -28,8 +28,8 @@ void RmsNorm(ThreadPool& pool, const float* x, const float* weight, int32_t rows
   });
 }
 
-void AddRmsNorm(ThreadPool& pool, float* residual, const float* x, const float* weight, int32_t rows,
-                int32_t hidden, float eps, float* out) {
+void AddRmsNorm(ThreadPool& pool, float* residual, const float* x, const float* weight,
+                int32_t rows, int32_t hidden, float eps, float* out) {
   pool.ParallelFor(rows, 4, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       float* row = residual + r * hidden;

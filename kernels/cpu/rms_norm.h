@@ -3,8 +3,8 @@
 //
 //   out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight
 //
-// As in Hugging Face's LlamaRMSNorm, the statistic is taken in (at least) fp32 and the normalised row is
-// multiplied by the weight afterwards.
+// As in Hugging Face's LlamaRMSNorm, the statistic is taken in (at least) fp32 and the normalised
+// row is multiplied by the weight afterwards.
 #pragma once
 
 #include <cstdint>
@@ -17,7 +17,7 @@ void RmsNorm(ThreadPool& pool, const float* x, const float* weight, int32_t rows
              float eps, float* out);
 
 // residual += x; out = RmsNorm(residual). out may not alias residual.
-void AddRmsNorm(ThreadPool& pool, float* residual, const float* x, const float* weight, int32_t rows,
-                int32_t hidden, float eps, float* out);
+void AddRmsNorm(ThreadPool& pool, float* residual, const float* x, const float* weight,
+                int32_t rows, int32_t hidden, float eps, float* out);
 
 }  // namespace llm::cpu

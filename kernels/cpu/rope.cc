@@ -12,7 +12,8 @@ void RotateHalf(float* head, int32_t head_dim, int32_t position, const float* in
                 float attention_scaling) {
   const int32_t half = head_dim / 2;
   for (int32_t i = 0; i < half; ++i) {
-    // The product is rounded to fp32 before cos/sin, matching transformers' fp32 `inv_freq @ position`.
+    // The product is rounded to fp32 before cos/sin, matching transformers' fp32 `inv_freq @
+    // position`.
     const float angle = static_cast<float>(position) * inv_freq[i];
     const float c = std::cos(angle) * attention_scaling;
     const float s = std::sin(angle) * attention_scaling;

@@ -1,4 +1,5 @@
-// Row copies and element-wise adds: memory-bound loops, split over rows (or elements) across threads.
+// Row copies and element-wise adds: memory-bound loops, split over rows (or elements) across
+// threads.
 #include "kernels/cpu/row_ops.h"
 
 #include <cstring>

@@ -37,7 +37,8 @@ SampledToken SampleFromLogits(const float* logits, int32_t vocab, const Sampling
     }
   }
   double sum_exp = 0.0;
-  for (int32_t i = 0; i < vocab; ++i) sum_exp += std::exp(static_cast<double>(logits[i]) - max_logit);
+  for (int32_t i = 0; i < vocab; ++i)
+    sum_exp += std::exp(static_cast<double>(logits[i]) - max_logit);
   const double log_normalizer = static_cast<double>(max_logit) + std::log(sum_exp);
   const auto log_prob = [&](int32_t token) {
     return static_cast<float>(static_cast<double>(logits[token]) - log_normalizer);
@@ -88,13 +89,15 @@ SampledToken SampleFromLogits(const float* logits, int32_t vocab, const Sampling
       }
     }
     if (num_top > 0) {
-      for (int32_t r = 0; r < num_top; ++r) result.top_logprobs.emplace_back(order[r], log_prob(order[r]));
+      for (int32_t r = 0; r < num_top; ++r)
+        result.top_logprobs.emplace_back(order[r], log_prob(order[r]));
     }
   }
   result.logprob = log_prob(result.token);
   if (num_top > 0 && result.top_logprobs.empty()) {
     const std::vector<int32_t> order = DescendingOrder(logits, vocab, num_top);
-    for (int32_t r = 0; r < num_top; ++r) result.top_logprobs.emplace_back(order[r], log_prob(order[r]));
+    for (int32_t r = 0; r < num_top; ++r)
+      result.top_logprobs.emplace_back(order[r], log_prob(order[r]));
   }
   return result;
 }

@@ -7,7 +7,8 @@
 
 namespace llm::cpu {
 
-// gate_up [rows, 2 * inter] holds [gate | up] per row (the fused gate/up projection); out [rows, inter].
+// gate_up [rows, 2 * inter] holds [gate | up] per row (the fused gate/up projection); out [rows,
+// inter].
 void SiluMul(ThreadPool& pool, const float* gate_up, int32_t rows, int32_t inter, float* out);
 
 }  // namespace llm::cpu

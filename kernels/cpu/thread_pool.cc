@@ -6,7 +6,8 @@
 namespace llm::cpu {
 
 ThreadPool::ThreadPool(int num_threads) {
-  if (num_threads <= 0) num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (num_threads <= 0)
+    num_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (int i = 1; i < num_threads; ++i) {
     workers_.emplace_back([this, i] { WorkerLoop(i); });
   }
@@ -21,7 +22,8 @@ ThreadPool::~ThreadPool() {
   for (std::thread& worker : workers_) worker.join();
 }
 
-// Part p of num_parts_ covers an equal share of [0, count_), the remainder spread over the first parts.
+// Part p of num_parts_ covers an equal share of [0, count_), the remainder spread over the first
+// parts.
 void ThreadPool::RunPart(int part) {
   const int64_t base = count_ / num_parts_;
   const int64_t extra = count_ % num_parts_;

@@ -2,8 +2,8 @@
 // ranges and run them on the pool's workers plus the calling thread, returning when all are done.
 //
 // The CPU ops are data-parallel loops over rows, tokens or heads; a persistent pool avoids paying
-// thread creation on every op of every layer. Calls are serialised (one ParallelFor at a time), which
-// matches how the backend is used: one engine thread issues ops in order.
+// thread creation on every op of every layer. Calls are serialised (one ParallelFor at a time),
+// which matches how the backend is used: one engine thread issues ops in order.
 #pragma once
 
 #include <condition_variable>

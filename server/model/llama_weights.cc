@@ -26,7 +26,8 @@ absl::StatusOr<HostTensor> ShapedTensor(const Checkpoint& checkpoint, const std:
 }
 
 // Stacks 2-D tensors with equal column counts along rows and uploads the result.
-absl::StatusOr<DeviceBuffer> UploadStackedRows(Backend& backend, const std::vector<HostTensor>& parts) {
+absl::StatusOr<DeviceBuffer> UploadStackedRows(Backend& backend,
+                                               const std::vector<HostTensor>& parts) {
   const int64_t columns = parts.front().shape[1];
   int64_t rows = 0;
   bool same_dtype = true;
@@ -44,7 +45,8 @@ absl::StatusOr<DeviceBuffer> UploadStackedRows(Backend& backend, const std::vect
     if (same_dtype) {
       std::memcpy(stacked.data() + offset, part.data, count * element_size);
     } else {
-      ConvertToFloat(part.dtype, part.data, count, reinterpret_cast<float*>(stacked.data() + offset));
+      ConvertToFloat(part.dtype, part.data, count,
+                     reinterpret_cast<float*>(stacked.data() + offset));
     }
     offset += count * element_size;
   }
@@ -56,7 +58,8 @@ class WeightUploader {
   WeightUploader(const Checkpoint& checkpoint, Backend& backend, LlamaWeights& weights)
       : checkpoint_(checkpoint), backend_(backend), weights_(weights) {}
 
-  absl::Status Upload(const std::string& name, std::vector<int64_t> shape, DeviceBuffer& destination) {
+  absl::Status Upload(const std::string& name, std::vector<int64_t> shape,
+                      DeviceBuffer& destination) {
     absl::StatusOr<HostTensor> tensor = ShapedTensor(checkpoint_, name, std::move(shape));
     if (!tensor.ok()) return tensor.status();
     return Keep(backend_.UploadWeight(*tensor), name, destination);
@@ -74,7 +77,8 @@ class WeightUploader {
   }
 
  private:
-  absl::Status Keep(absl::StatusOr<DeviceBuffer> buffer, const std::string& name, DeviceBuffer& destination) {
+  absl::Status Keep(absl::StatusOr<DeviceBuffer> buffer, const std::string& name,
+                    DeviceBuffer& destination) {
     if (!buffer.ok()) {
       return absl::Status(buffer.status().code(),
                           absl::StrCat("uploading ", name, ": ", buffer.status().message()));
@@ -109,35 +113,45 @@ absl::StatusOr<LlamaWeights> UploadLlamaWeights(const Checkpoint& checkpoint, Ba
 
   LlamaWeights weights;
   WeightUploader uploader(checkpoint, backend, weights);
-  if (absl::Status s = uploader.Upload("model.embed_tokens.weight", {vocab, hidden}, weights.embed_tokens); !s.ok()) return s;
+  if (absl::Status s =
+          uploader.Upload("model.embed_tokens.weight", {vocab, hidden}, weights.embed_tokens);
+      !s.ok())
+    return s;
   weights.layers.resize(config.num_hidden_layers);
   for (int32_t l = 0; l < config.num_hidden_layers; ++l) {
     const std::string prefix = absl::StrCat("model.layers.", l, ".");
     LlamaLayerWeights& layer = weights.layers[l];
-    absl::Status status = uploader.Upload(prefix + "input_layernorm.weight", {hidden}, layer.input_norm);
+    absl::Status status =
+        uploader.Upload(prefix + "input_layernorm.weight", {hidden}, layer.input_norm);
     if (status.ok()) {
       status = uploader.UploadStacked({{prefix + "self_attn.q_proj.weight", {q_rows, hidden}},
                                        {prefix + "self_attn.k_proj.weight", {kv_rows, hidden}},
                                        {prefix + "self_attn.v_proj.weight", {kv_rows, hidden}}},
                                       layer.qkv_proj);
     }
-    if (status.ok()) status = uploader.Upload(prefix + "self_attn.o_proj.weight", {hidden, q_rows}, layer.o_proj);
+    if (status.ok())
+      status = uploader.Upload(prefix + "self_attn.o_proj.weight", {hidden, q_rows}, layer.o_proj);
     if (status.ok()) {
-      status = uploader.Upload(prefix + "post_attention_layernorm.weight", {hidden}, layer.post_attention_norm);
+      status = uploader.Upload(prefix + "post_attention_layernorm.weight", {hidden},
+                               layer.post_attention_norm);
     }
     if (status.ok()) {
       status = uploader.UploadStacked({{prefix + "mlp.gate_proj.weight", {inter, hidden}},
                                        {prefix + "mlp.up_proj.weight", {inter, hidden}}},
                                       layer.gate_up_proj);
     }
-    if (status.ok()) status = uploader.Upload(prefix + "mlp.down_proj.weight", {hidden, inter}, layer.down_proj);
+    if (status.ok())
+      status = uploader.Upload(prefix + "mlp.down_proj.weight", {hidden, inter}, layer.down_proj);
     if (!status.ok()) return status;
   }
-  if (absl::Status s = uploader.Upload("model.norm.weight", {hidden}, weights.final_norm); !s.ok()) return s;
+  if (absl::Status s = uploader.Upload("model.norm.weight", {hidden}, weights.final_norm); !s.ok())
+    return s;
   // Tied checkpoints use the embedding matrix as the LM head (transformers ties them even when a
   // lm_head.weight copy is stored).
   if (!config.tie_word_embeddings) {
-    if (absl::Status s = uploader.Upload("lm_head.weight", {vocab, hidden}, weights.lm_head); !s.ok()) return s;
+    if (absl::Status s = uploader.Upload("lm_head.weight", {vocab, hidden}, weights.lm_head);
+        !s.ok())
+      return s;
   }
   return weights;
 }

@@ -24,17 +24,17 @@ struct LlamaLayerWeights {
 struct LlamaWeights {
   DeviceBuffer embed_tokens;  // [vocab, hidden]
   std::vector<LlamaLayerWeights> layers;
-  DeviceBuffer final_norm;    // [hidden]
-  DeviceBuffer lm_head;       // [vocab, hidden]; empty when tied to embed_tokens
-  size_t bytes = 0;           // backend bytes of all of the above
+  DeviceBuffer final_norm;  // [hidden]
+  DeviceBuffer lm_head;     // [vocab, hidden]; empty when tied to embed_tokens
+  size_t bytes = 0;         // backend bytes of all of the above
 
   const void* lm_head_data() const {
     return lm_head.data() != nullptr ? lm_head.data() : embed_tokens.data();
   }
 };
 
-// Reads, shape-checks, fuses and uploads every weight. Fails naming the tensor when one is missing or
-// has an unexpected shape, and rejects bias tensors this forward does not apply.
+// Reads, shape-checks, fuses and uploads every weight. Fails naming the tensor when one is missing
+// or has an unexpected shape, and rejects bias tensors this forward does not apply.
 absl::StatusOr<LlamaWeights> UploadLlamaWeights(const Checkpoint& checkpoint, Backend& backend);
 
 }  // namespace llm

@@ -13,7 +13,9 @@
 namespace llm {
 namespace {
 
-int32_t BlocksFor(int32_t tokens, int32_t block_size) { return (tokens + block_size - 1) / block_size; }
+int32_t BlocksFor(int32_t tokens, int32_t block_size) {
+  return (tokens + block_size - 1) / block_size;
+}
 
 absl::Status ValidateChunk(const SequenceChunk& chunk, size_t index, const StepLimits& limits) {
   const std::string name = absl::StrCat("chunk ", index);
@@ -32,29 +34,29 @@ absl::Status ValidateChunk(const SequenceChunk& chunk, size_t index, const StepL
   }
   for (size_t t = 0; t < chunk.tokens.size(); ++t) {
     if (chunk.tokens[t] < 0 || chunk.tokens[t] >= limits.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(name, " token ", t, " has id ", chunk.tokens[t],
-                                                     " outside the vocabulary [0, ",
-                                                     limits.vocab_size, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " token ", t, " has id ", chunk.tokens[t],
+                       " outside the vocabulary [0, ", limits.vocab_size, ")"));
     }
   }
   const int32_t blocks_needed = BlocksFor(static_cast<int32_t>(end_position), limits.kv_block_size);
   if (static_cast<int32_t>(chunk.block_table.size()) < blocks_needed) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        name, " covers positions [0, ", end_position, ") which need ", blocks_needed,
-        " KV blocks of ", limits.kv_block_size, " slots, but its block_table has ",
-        chunk.block_table.size(), "; allocate the blocks before the step"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " covers positions [0, ", end_position, ") which need ", blocks_needed,
+                     " KV blocks of ", limits.kv_block_size, " slots, but its block_table has ",
+                     chunk.block_table.size(), "; allocate the blocks before the step"));
   }
   for (int32_t b = 0; b < blocks_needed; ++b) {
     if (chunk.block_table[b] < 0 || chunk.block_table[b] >= limits.kv_num_blocks) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          name, " block_table[", b, "] = ", chunk.block_table[b], " is outside the KV pool [0, ",
-          limits.kv_num_blocks, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " block_table[", b, "] = ", chunk.block_table[b],
+                       " is outside the KV pool [0, ", limits.kv_num_blocks, ")"));
     }
   }
   if (chunk.sample) {
     const SamplingParams& s = chunk.sampling;
-    if (!(s.temperature >= 0.0f) || !std::isfinite(s.temperature) || !(s.top_p > 0.0f && s.top_p <= 1.0f) ||
-        s.top_k < 0 || s.num_top_logprobs < 0) {
+    if (!(s.temperature >= 0.0f) || !std::isfinite(s.temperature) ||
+        !(s.top_p > 0.0f && s.top_p <= 1.0f) || s.top_k < 0 || s.num_top_logprobs < 0) {
       return absl::InvalidArgumentError(absl::StrCat(
           name, " has sampling parameters out of range (temperature ", s.temperature, ", top_p ",
           s.top_p, ", top_k ", s.top_k, ", num_top_logprobs ", s.num_top_logprobs,
@@ -66,7 +68,8 @@ absl::Status ValidateChunk(const SequenceChunk& chunk, size_t index, const StepL
 
 }  // namespace
 
-absl::StatusOr<StepBatch> BuildStepBatch(std::span<const SequenceChunk> chunks, const StepLimits& limits) {
+absl::StatusOr<StepBatch> BuildStepBatch(std::span<const SequenceChunk> chunks,
+                                         const StepLimits& limits) {
   if (static_cast<int64_t>(chunks.size()) > limits.max_batch_sequences) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the step has ", chunks.size(), " chunks but the model was created for at most ",
@@ -87,12 +90,13 @@ absl::StatusOr<StepBatch> BuildStepBatch(std::span<const SequenceChunk> chunks, 
   step.query_start.push_back(0);
   for (const SequenceChunk& chunk : chunks) {
     const int32_t kv_len = chunk.start_position + static_cast<int32_t>(chunk.tokens.size());
-    step.block_table_stride = std::max(step.block_table_stride, BlocksFor(kv_len, limits.kv_block_size));
+    step.block_table_stride =
+        std::max(step.block_table_stride, BlocksFor(kv_len, limits.kv_block_size));
   }
   if (step.block_table_stride > limits.max_blocks_per_sequence) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "a chunk needs ", step.block_table_stride, " KV blocks but a sequence can hold at most ",
-        limits.max_blocks_per_sequence));
+    return absl::InvalidArgumentError(absl::StrCat("a chunk needs ", step.block_table_stride,
+                                                   " KV blocks but a sequence can hold at most ",
+                                                   limits.max_blocks_per_sequence));
   }
   step.block_tables.assign(static_cast<size_t>(chunks.size()) * step.block_table_stride, 0);
 

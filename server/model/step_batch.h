@@ -40,8 +40,8 @@ struct StepBatch {
   // every row of each chunk that returns logits. Sampling rows first so they form one Sample call.
   std::vector<int32_t> logit_rows;
   int32_t num_sample_rows = 0;
-  std::vector<int32_t> sample_chunk;            // [num_sample_rows] chunk that each sample row answers
-  std::vector<SamplingParams> sample_params;    // [num_sample_rows]
+  std::vector<int32_t> sample_chunk;  // [num_sample_rows] chunk that each sample row answers
+  std::vector<SamplingParams> sample_params;  // [num_sample_rows]
   // For the remaining logit rows: (chunk, token index inside the chunk).
   std::vector<std::pair<int32_t, int32_t>> logits_destination;
 
@@ -51,8 +51,9 @@ struct StepBatch {
 
 // InvalidArgument, naming the chunk and what to fix, when a chunk is empty, has a token outside the
 // vocabulary, reaches beyond max_position_embeddings, has a block table that does not cover its
-// positions or names a block outside the pool, has sampling parameters out of range, or when the step
-// holds more tokens or chunks than the model was sized for.
-absl::StatusOr<StepBatch> BuildStepBatch(std::span<const SequenceChunk> chunks, const StepLimits& limits);
+// positions or names a block outside the pool, has sampling parameters out of range, or when the
+// step holds more tokens or chunks than the model was sized for.
+absl::StatusOr<StepBatch> BuildStepBatch(std::span<const SequenceChunk> chunks,
+                                         const StepLimits& limits);
 
 }  // namespace llm

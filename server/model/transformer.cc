@@ -2,8 +2,8 @@
 //   embed -> per layer [RMSNorm -> QKV -> RoPE + KV append -> paged attention -> O + residual ->
 //   RMSNorm -> gate/up -> SwiGLU -> down + residual] -> final norm -> LM head (only rows that need
 //   logits) -> sample.
-// Residual adds are fused into the following RMSNorm (AddRmsNorm); the last layer's MLP residual is a
-// plain Add because the final norm runs only on the gathered logit rows.
+// Residual adds are fused into the following RMSNorm (AddRmsNorm); the last layer's MLP residual is
+// a plain Add because the final norm runs only on the gathered logit rows.
 #include "server/model/transformer.h"
 
 #include <algorithm>
@@ -18,8 +18,8 @@
 namespace llm {
 namespace {
 
-#define RETURN_IF_ERROR(expr)                             \
-  do {                                                    \
+#define RETURN_IF_ERROR(expr)                                         \
+  do {                                                                \
     if (absl::Status _status = (expr); !_status.ok()) return _status; \
   } while (0)
 
@@ -43,23 +43,25 @@ class LlamaTransformer final : public Transformer {
                                    .block_size = options.kv_block_size,
                                    .num_kv_heads = config.num_key_value_heads,
                                    .head_dim = config.head_dim};
-    attention_shape_ = AttentionShape{config.num_attention_heads, config.num_key_value_heads,
-                                      config.head_dim,
-                                      static_cast<float>(1.0 / std::sqrt(static_cast<double>(config.head_dim)))};
-    limits_ = StepLimits{.vocab_size = config.vocab_size,
-                         .max_position_embeddings = config.max_position_embeddings,
-                         .kv_num_blocks = options.kv_num_blocks,
-                         .kv_block_size = options.kv_block_size,
-                         .max_batch_tokens = options.max_batch_tokens,
-                         .max_batch_sequences = options.max_batch_sequences,
-                         // A sequence's positions occupy distinct slots, so it never needs more
-                         // blocks than the pool holds.
-                         .max_blocks_per_sequence = std::min(
-                             options.kv_num_blocks,
-                             (config.max_position_embeddings + options.kv_block_size - 1) / options.kv_block_size)};
-    // The LM head runs in groups of rows so that a step returning every row's logits does not need a
-    // [max_batch_tokens, vocab] buffer.
-    logit_rows_capacity_ = std::max(1, std::min(options.max_batch_tokens, options.max_batch_sequences));
+    attention_shape_ =
+        AttentionShape{config.num_attention_heads, config.num_key_value_heads, config.head_dim,
+                       static_cast<float>(1.0 / std::sqrt(static_cast<double>(config.head_dim)))};
+    limits_ = StepLimits{
+        .vocab_size = config.vocab_size,
+        .max_position_embeddings = config.max_position_embeddings,
+        .kv_num_blocks = options.kv_num_blocks,
+        .kv_block_size = options.kv_block_size,
+        .max_batch_tokens = options.max_batch_tokens,
+        .max_batch_sequences = options.max_batch_sequences,
+        // A sequence's positions occupy distinct slots, so it never needs more
+        // blocks than the pool holds.
+        .max_blocks_per_sequence = std::min(
+            options.kv_num_blocks,
+            (config.max_position_embeddings + options.kv_block_size - 1) / options.kv_block_size)};
+    // The LM head runs in groups of rows so that a step returning every row's logits does not need
+    // a [max_batch_tokens, vocab] buffer.
+    logit_rows_capacity_ =
+        std::max(1, std::min(options.max_batch_tokens, options.max_batch_sequences));
   }
 
   absl::Status Allocate() {
@@ -73,20 +75,21 @@ class LlamaTransformer final : public Transformer {
     absl::StatusOr<DeviceBuffer> pool =
         backend_.Allocate(static_cast<size_t>(kv_layout_.total_elements()) * element);
     if (!pool.ok()) {
-      return absl::ResourceExhaustedError(absl::StrCat("allocating the KV pool of ", options_.kv_num_blocks,
-                                                       " blocks: ", pool.status().message(),
-                                                       "; lower kv_num_blocks"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("allocating the KV pool of ", options_.kv_num_blocks,
+                       " blocks: ", pool.status().message(), "; lower kv_num_blocks"));
     }
     kv_pool_ = std::move(*pool);
 
     // rows * width elements of `bytes_per_element` each.
-    const auto make = [&](DeviceBuffer& buffer, size_t count, size_t bytes_per_element) -> absl::Status {
-      absl::StatusOr<DeviceBuffer> allocated = backend_.Allocate(std::max<size_t>(1, count) * bytes_per_element);
+    const auto make = [&](DeviceBuffer& buffer, size_t count,
+                          size_t bytes_per_element) -> absl::Status {
+      absl::StatusOr<DeviceBuffer> allocated =
+          backend_.Allocate(std::max<size_t>(1, count) * bytes_per_element);
       if (!allocated.ok()) {
-        return absl::ResourceExhaustedError(absl::StrCat("allocating step buffers for max_batch_tokens ",
-                                                         options_.max_batch_tokens, ": ",
-                                                         allocated.status().message(),
-                                                         "; lower max_batch_tokens"));
+        return absl::ResourceExhaustedError(
+            absl::StrCat("allocating step buffers for max_batch_tokens ", options_.max_batch_tokens,
+                         ": ", allocated.status().message(), "; lower max_batch_tokens"));
       }
       workspace_bytes_ += allocated->bytes();
       buffer = std::move(*allocated);
@@ -116,9 +119,11 @@ class LlamaTransformer final : public Transformer {
       return absl::InternalError(absl::StrCat("RopeInverseFrequencies returned ", inv_freq.size(),
                                               " values for head_dim ", config_.head_dim));
     }
-    // inv_freq stays F32 whatever the compute dtype (RopeParams says so), hence Allocate, not UploadWeight.
+    // inv_freq stays F32 whatever the compute dtype (RopeParams says so), hence Allocate, not
+    // UploadWeight.
     RETURN_IF_ERROR(make(inv_freq_, inv_freq.size(), sizeof(float)));
-    RETURN_IF_ERROR(backend_.CopyToDevice(inv_freq_.data(), inv_freq.data(), inv_freq.size() * sizeof(float)));
+    RETURN_IF_ERROR(
+        backend_.CopyToDevice(inv_freq_.data(), inv_freq.data(), inv_freq.size() * sizeof(float)));
     return absl::OkStatus();
   }
 
@@ -145,7 +150,8 @@ class LlamaTransformer final : public Transformer {
 
  private:
   absl::Status Copy(DeviceBuffer& destination, const std::vector<int32_t>& source) {
-    return backend_.CopyToDevice(destination.data(), source.data(), source.size() * sizeof(int32_t));
+    return backend_.CopyToDevice(destination.data(), source.data(),
+                                 source.size() * sizeof(int32_t));
   }
 
   absl::Status UploadStep(const StepBatch& step) {
@@ -185,13 +191,13 @@ class LlamaTransformer final : public Transformer {
 
     RETURN_IF_ERROR(backend_.Embed(b.token_ids.as<int32_t>(), tokens, weights_.embed_tokens.data(),
                                    hidden, b.residual.data()));
-    RETURN_IF_ERROR(backend_.RmsNorm(b.residual.data(), weights_.layers[0].input_norm.data(), tokens,
-                                     hidden, eps, b.normed.data()));
+    RETURN_IF_ERROR(backend_.RmsNorm(b.residual.data(), weights_.layers[0].input_norm.data(),
+                                     tokens, hidden, eps, b.normed.data()));
     for (int32_t l = 0; l < config_.num_hidden_layers; ++l) {
       const LlamaLayerWeights& layer = weights_.layers[l];
       // Attention half: b.normed holds input_layernorm(residual).
-      RETURN_IF_ERROR(backend_.Matmul(b.normed.data(), layer.qkv_proj.data(), tokens, qkv_width, hidden,
-                                      b.qkv.data()));
+      RETURN_IF_ERROR(backend_.Matmul(b.normed.data(), layer.qkv_proj.data(), tokens, qkv_width,
+                                      hidden, b.qkv.data()));
       RETURN_IF_ERROR(backend_.RopeAppendKv(b.qkv.data(), batch, attention_shape_, rope, cache, l));
       RETURN_IF_ERROR(backend_.PagedAttention(b.qkv.data(), batch, attention_shape_, cache, l,
                                               b.attention_out.data()));
@@ -204,12 +210,12 @@ class LlamaTransformer final : public Transformer {
       RETURN_IF_ERROR(backend_.Matmul(b.normed.data(), layer.gate_up_proj.data(), tokens, 2 * inter,
                                       hidden, b.gate_up.data()));
       RETURN_IF_ERROR(backend_.SiluMul(b.gate_up.data(), tokens, inter, b.mlp_hidden.data()));
-      RETURN_IF_ERROR(backend_.Matmul(b.mlp_hidden.data(), layer.down_proj.data(), tokens, hidden, inter,
-                                      b.projection.data()));
+      RETURN_IF_ERROR(backend_.Matmul(b.mlp_hidden.data(), layer.down_proj.data(), tokens, hidden,
+                                      inter, b.projection.data()));
       if (l + 1 < config_.num_hidden_layers) {
         RETURN_IF_ERROR(backend_.AddRmsNorm(b.residual.data(), b.projection.data(),
-                                            weights_.layers[l + 1].input_norm.data(), tokens, hidden,
-                                            eps, b.normed.data()));
+                                            weights_.layers[l + 1].input_norm.data(), tokens,
+                                            hidden, eps, b.normed.data()));
       } else {
         RETURN_IF_ERROR(backend_.Add(b.residual.data(), b.projection.data(),
                                      static_cast<int64_t>(tokens) * hidden));
@@ -224,32 +230,35 @@ class LlamaTransformer final : public Transformer {
                                       std::vector<ChunkResult>& results) {
     const int32_t hidden = config_.hidden_size, vocab = config_.vocab_size;
     for (size_t c = 0; c < chunks.size(); ++c) {
-      if (chunks[c].return_logits) results[c].logits.resize(chunks[c].tokens.size() * static_cast<size_t>(vocab));
+      if (chunks[c].return_logits)
+        results[c].logits.resize(chunks[c].tokens.size() * static_cast<size_t>(vocab));
     }
     std::vector<SampledToken> sampled(step.num_sample_rows);
     const int32_t total_rows = static_cast<int32_t>(step.logit_rows.size());
     StepBuffers& b = buffers_;
     for (int32_t first = 0; first < total_rows; first += logit_rows_capacity_) {
       const int32_t rows = std::min(logit_rows_capacity_, total_rows - first);
-      RETURN_IF_ERROR(backend_.GatherRows(b.residual.data(), b.logit_rows.as<int32_t>() + first, rows,
-                                          hidden, b.gathered.data()));
+      RETURN_IF_ERROR(backend_.GatherRows(b.residual.data(), b.logit_rows.as<int32_t>() + first,
+                                          rows, hidden, b.gathered.data()));
       RETURN_IF_ERROR(backend_.RmsNorm(b.gathered.data(), weights_.final_norm.data(), rows, hidden,
                                        config_.rms_norm_eps, b.gathered_normed.data()));
-      RETURN_IF_ERROR(backend_.Matmul(b.gathered_normed.data(), weights_.lm_head_data(), rows, vocab,
-                                      hidden, b.logits.data(), /*out_f32=*/true));
+      RETURN_IF_ERROR(backend_.Matmul(b.gathered_normed.data(), weights_.lm_head_data(), rows,
+                                      vocab, hidden, b.logits.data(), /*out_f32=*/true));
       // Rows [first, first + rows) of the logit list: a prefix may be sampling rows.
       const int32_t sample_end = std::min(first + rows, step.num_sample_rows);
       if (first < sample_end) {
         const int32_t count = sample_end - first;
-        RETURN_IF_ERROR(backend_.Sample(b.logits.as<float>(), count, vocab,
-                                        std::span<const SamplingParams>(step.sample_params).subspan(first, count),
-                                        std::span<SampledToken>(sampled).subspan(first, count)));
+        RETURN_IF_ERROR(backend_.Sample(
+            b.logits.as<float>(), count, vocab,
+            std::span<const SamplingParams>(step.sample_params).subspan(first, count),
+            std::span<SampledToken>(sampled).subspan(first, count)));
       }
       for (int32_t row = std::max(first, step.num_sample_rows); row < first + rows; ++row) {
         const auto [chunk, token] = step.logits_destination[row - step.num_sample_rows];
-        RETURN_IF_ERROR(backend_.CopyToHost(
-            results[chunk].logits.data() + static_cast<size_t>(token) * vocab,
-            b.logits.as<float>() + static_cast<size_t>(row - first) * vocab, vocab * sizeof(float)));
+        RETURN_IF_ERROR(
+            backend_.CopyToHost(results[chunk].logits.data() + static_cast<size_t>(token) * vocab,
+                                b.logits.as<float>() + static_cast<size_t>(row - first) * vocab,
+                                vocab * sizeof(float)));
       }
     }
     for (int32_t i = 0; i < step.num_sample_rows; ++i) {
@@ -277,38 +286,41 @@ absl::Status ValidateOptions(const ModelConfig& config, const TransformerOptions
       options.max_batch_sequences <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "TransformerOptions need positive kv_num_blocks, kv_block_size, max_batch_tokens and "
-        "max_batch_sequences; got ", options.kv_num_blocks, ", ", options.kv_block_size, ", ",
-        options.max_batch_tokens, ", ", options.max_batch_sequences));
+        "max_batch_sequences; got ",
+        options.kv_num_blocks, ", ", options.kv_block_size, ", ", options.max_batch_tokens, ", ",
+        options.max_batch_sequences));
   }
   if (config.num_attention_heads <= 0 || config.num_key_value_heads <= 0 ||
       config.num_attention_heads % config.num_key_value_heads != 0 || config.head_dim <= 0 ||
       config.head_dim % 2 != 0 || config.hidden_size <= 0 || config.intermediate_size <= 0 ||
-      config.num_hidden_layers <= 0 || config.vocab_size <= 0 || config.max_position_embeddings <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model config is not a usable Llama architecture: num_attention_heads ", config.num_attention_heads,
-        " must be a multiple of num_key_value_heads ", config.num_key_value_heads, ", head_dim ",
-        config.head_dim, " must be even, and sizes must be positive"));
+      config.num_hidden_layers <= 0 || config.vocab_size <= 0 ||
+      config.max_position_embeddings <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model config is not a usable Llama architecture: num_attention_heads ",
+                     config.num_attention_heads, " must be a multiple of num_key_value_heads ",
+                     config.num_key_value_heads, ", head_dim ", config.head_dim,
+                     " must be even, and sizes must be positive"));
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Create(const Checkpoint& checkpoint,
-                                                                 Backend& backend,
-                                                                 const TransformerOptions& options) {
+absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Create(
+    const Checkpoint& checkpoint, Backend& backend, const TransformerOptions& options) {
   const ModelConfig& config = checkpoint.config();
   RETURN_IF_ERROR(ValidateOptions(config, options));
   absl::StatusOr<LlamaWeights> weights = UploadLlamaWeights(checkpoint, backend);
   if (!weights.ok()) return weights.status();
-  auto transformer = std::make_unique<LlamaTransformer>(config, backend, options, std::move(*weights));
+  auto transformer =
+      std::make_unique<LlamaTransformer>(config, backend, options, std::move(*weights));
   RETURN_IF_ERROR(transformer->Allocate());
   return transformer;
 }
 
 size_t KvBlockBytes(const ModelConfig& config, int32_t block_size, DType dtype) {
-  return 2ull * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * block_size *
-         DTypeSize(dtype);
+  return 2ull * config.num_hidden_layers * config.num_key_value_heads * config.head_dim *
+         block_size * DTypeSize(dtype);
 }
 
 }  // namespace llm

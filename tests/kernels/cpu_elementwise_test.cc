@@ -1,5 +1,5 @@
-// RMSNorm, residual add + RMSNorm, SwiGLU, embedding lookup, row gather and add, against naive loops
-// in double.
+// RMSNorm, residual add + RMSNorm, SwiGLU, embedding lookup, row gather and add, against naive
+// loops in double.
 #include <cmath>
 #include <vector>
 
@@ -25,13 +25,16 @@ TEST(RmsNormTest, MatchesNaiveDoubleRmsNorm) {
   ThreadPool pool(2);
   for (int32_t hidden : {1, 7, 64, 4096}) {
     const int32_t rows = 13;
-    const std::vector<float> x = testing::RandomFloats(static_cast<size_t>(rows) * hidden, hidden, -3.0f, 3.0f);
+    const std::vector<float> x =
+        testing::RandomFloats(static_cast<size_t>(rows) * hidden, hidden, -3.0f, 3.0f);
     const std::vector<float> weight = testing::RandomFloats(hidden, hidden + 1, 0.5f, 1.5f);
     std::vector<float> out(x.size());
     RmsNorm(pool, x.data(), weight.data(), rows, hidden, 1e-5f, out.data());
     for (int32_t r = 0; r < rows; ++r) {
-      const std::vector<double> expected = NaiveRmsNorm(&x[r * hidden], weight.data(), hidden, 1e-5);
-      EXPECT_LT(testing::RelativeError(&out[r * hidden], expected), 1e-6) << "hidden " << hidden << " row " << r;
+      const std::vector<double> expected =
+          NaiveRmsNorm(&x[r * hidden], weight.data(), hidden, 1e-5);
+      EXPECT_LT(testing::RelativeError(&out[r * hidden], expected), 1e-6)
+          << "hidden " << hidden << " row " << r;
     }
   }
 }
@@ -61,7 +64,9 @@ TEST(AddRmsNormTest, UpdatesResidualAndNormalisesTheSum) {
     ASSERT_EQ(residual[i], sum[i]);
   }
   for (int32_t r = 0; r < rows; ++r) {
-    EXPECT_LT(testing::RelativeError(&out[r * hidden], NaiveRmsNorm(&sum[r * hidden], weight.data(), hidden, 1e-6)), 1e-6);
+    EXPECT_LT(testing::RelativeError(&out[r * hidden],
+                                     NaiveRmsNorm(&sum[r * hidden], weight.data(), hidden, 1e-6)),
+              1e-6);
   }
 }
 
@@ -86,9 +91,11 @@ TEST(RowOpsTest, EmbedCopiesTheTokensRows) {
   const std::vector<float> table = testing::RandomFloats(vocab * hidden, 5);
   const std::vector<int32_t> tokens = {3, 49, 0, 3, 17};
   std::vector<float> out(tokens.size() * hidden);
-  EmbedRows(pool, tokens.data(), static_cast<int32_t>(tokens.size()), table.data(), hidden, out.data());
+  EmbedRows(pool, tokens.data(), static_cast<int32_t>(tokens.size()), table.data(), hidden,
+            out.data());
   for (size_t t = 0; t < tokens.size(); ++t) {
-    for (int32_t d = 0; d < hidden; ++d) ASSERT_EQ(out[t * hidden + d], table[tokens[t] * hidden + d]);
+    for (int32_t d = 0; d < hidden; ++d)
+      ASSERT_EQ(out[t * hidden + d], table[tokens[t] * hidden + d]);
   }
 }
 

@@ -1,9 +1,8 @@
 // x W^T through OpenBLAS against a naive triple loop in double, including degenerate shapes.
-#include "kernels/cpu/matmul.h"
-
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/matmul.h"
 #include "tests/kernels/random_tensors.h"
 
 namespace llm::cpu {
@@ -22,7 +21,8 @@ TEST(MatmulTest, MatchesNaiveXTimesWeightTransposed) {
           for (int32_t j = 0; j < n; ++j)
             for (int32_t l = 0; l < k; ++l)
               expected[i * n + j] += static_cast<double>(x[i * k + l]) * w[j * k + l];
-        EXPECT_LT(testing::RelativeError(out, expected), 1e-6) << "m=" << m << " n=" << n << " k=" << k;
+        EXPECT_LT(testing::RelativeError(out, expected), 1e-6)
+            << "m=" << m << " n=" << n << " k=" << k;
       }
     }
   }

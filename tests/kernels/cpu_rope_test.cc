@@ -1,12 +1,11 @@
 // RoPE + KV append against the Hugging Face rotate-half formula evaluated in double, plus the
 // property RoPE exists for: q(m) . k(n) depends only on m - n.
-#include "kernels/cpu/rope.h"
-
 #include <cmath>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/rope.h"
 #include "kvcache/kv_layout.h"
 #include "tests/kernels/random_tensors.h"
 
@@ -46,11 +45,16 @@ TEST(RopeAppendKvTest, RotatesQueryAndKeyHeadsAndWritesKeyValueToTheirSlots) {
     const std::vector<float> inv_freq = DefaultInverseFrequencies(head_dim, 500000.0);
     const float scaling = head_dim == 80 ? 1.25f : 1.0f;  // exercise attention_scaling too
     const std::vector<int32_t> positions = {0, 1, 17, 255, 4095, 131000};
-    const std::vector<int32_t> slot_mapping = {5 * 16 + 0, 5 * 16 + 1, 2 * 16 + 1, 0 * 16 + 15, 7 * 16 + 9, 3 * 16 + 4};
-    const std::vector<float> original = testing::RandomFloats(static_cast<size_t>(num_tokens) * width, head_dim);
+    const std::vector<int32_t> slot_mapping = {5 * 16 + 0,  5 * 16 + 1, 2 * 16 + 1,
+                                               0 * 16 + 15, 7 * 16 + 9, 3 * 16 + 4};
+    const std::vector<float> original =
+        testing::RandomFloats(static_cast<size_t>(num_tokens) * width, head_dim);
     std::vector<float> qkv = original;
-    KvLayout layout{.num_layers = 3, .num_blocks = 8, .block_size = block_size,
-                    .num_kv_heads = num_kv_heads, .head_dim = head_dim};
+    KvLayout layout{.num_layers = 3,
+                    .num_blocks = 8,
+                    .block_size = block_size,
+                    .num_kv_heads = num_kv_heads,
+                    .head_dim = head_dim};
     std::vector<float> pool_memory(layout.total_elements(), 0.0f);
     AttentionBatch batch;
     batch.num_tokens = num_tokens;
@@ -60,7 +64,8 @@ TEST(RopeAppendKvTest, RotatesQueryAndKeyHeadsAndWritesKeyValueToTheirSlots) {
     RopeParams rope{inv_freq.data(), scaling};
     ThreadPool pool(2);
     const int32_t layer = 2;
-    RopeAppendKv(pool, qkv.data(), batch, shape, rope, KvCacheView{pool_memory.data(), layout}, layer);
+    RopeAppendKv(pool, qkv.data(), batch, shape, rope, KvCacheView{pool_memory.data(), layout},
+                 layer);
 
     for (int32_t t = 0; t < num_tokens; ++t) {
       const float* source_row = &original[static_cast<size_t>(t) * width];
@@ -79,8 +84,10 @@ TEST(RopeAppendKvTest, RotatesQueryAndKeyHeadsAndWritesKeyValueToTheirSlots) {
           const int64_t in_layer = layout.offset_in_layer(block, kv_head, slot, d);
           const int32_t k_column = (num_q_heads + kv_head) * head_dim + d;
           const int32_t v_column = (num_q_heads + num_kv_heads + kv_head) * head_dim + d;
-          ASSERT_EQ(pool_memory[layout.layer_offset(layer, KvKind::kKey) + in_layer], row[k_column]);
-          ASSERT_EQ(pool_memory[layout.layer_offset(layer, KvKind::kValue) + in_layer], source_row[v_column]);
+          ASSERT_EQ(pool_memory[layout.layer_offset(layer, KvKind::kKey) + in_layer],
+                    row[k_column]);
+          ASSERT_EQ(pool_memory[layout.layer_offset(layer, KvKind::kValue) + in_layer],
+                    source_row[v_column]);
           ASSERT_EQ(row[v_column], source_row[v_column]) << "V must not be rotated";
         }
       }
@@ -95,7 +102,8 @@ TEST(RopeAppendKvTest, RotatesQueryAndKeyHeadsAndWritesKeyValueToTheirSlots) {
 TEST(RopeAppendKvTest, QueryKeyDotProductDependsOnlyOnRelativePosition) {
   const int32_t head_dim = 64;
   const std::vector<float> inv_freq = DefaultInverseFrequencies(head_dim, 10000.0);
-  const std::vector<float> q = testing::RandomFloats(head_dim, 1), k = testing::RandomFloats(head_dim, 2);
+  const std::vector<float> q = testing::RandomFloats(head_dim, 1),
+                           k = testing::RandomFloats(head_dim, 2);
   const auto rotated_dot = [&](int32_t q_position, int32_t k_position) {
     std::vector<float> q_rotated = q, k_rotated = k;
     RotateHalf(q_rotated.data(), head_dim, q_position, inv_freq.data(), 1.0f);
@@ -106,7 +114,8 @@ TEST(RopeAppendKvTest, QueryKeyDotProductDependsOnlyOnRelativePosition) {
   };
   EXPECT_NEAR(rotated_dot(10, 3), rotated_dot(107, 100), 1e-4);
   EXPECT_NEAR(rotated_dot(5, 5), rotated_dot(0, 0), 1e-4);
-  EXPECT_GT(std::abs(rotated_dot(10, 3) - rotated_dot(10, 4)), 1e-3) << "a different offset must change the score";
+  EXPECT_GT(std::abs(rotated_dot(10, 3) - rotated_dot(10, 4)), 1e-3)
+      << "a different offset must change the score";
 }
 
 }  // namespace

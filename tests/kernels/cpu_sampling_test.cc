@@ -1,7 +1,5 @@
 // The sampling contract of kernels/cpu/sampling.h: greedy ties, top-k/top-p masks, seeded
 // reproducibility, raw-logit log-probs, and draws that follow the (cut, renormalised) softmax.
-#include "kernels/cpu/sampling.h"
-
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -9,6 +7,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/sampling.h"
 
 namespace llm::cpu {
 namespace {
@@ -34,8 +33,10 @@ std::vector<int> Histogram(const std::vector<float>& logits, SamplingParams para
   return counts;
 }
 
-// Pearson chi-square of observed counts against expected probabilities (tokens with p = 0 must not occur).
-double ChiSquare(const std::vector<int>& counts, const std::vector<double>& probabilities, int draws) {
+// Pearson chi-square of observed counts against expected probabilities (tokens with p = 0 must not
+// occur).
+double ChiSquare(const std::vector<int>& counts, const std::vector<double>& probabilities,
+                 int draws) {
   double statistic = 0.0;
   for (size_t i = 0; i < counts.size(); ++i) {
     const double expected = probabilities[i] * draws;
@@ -72,7 +73,8 @@ TEST(SamplingTest, LogprobAndTopLogprobsUseRawLogitsRegardlessOfTemperature) {
   EXPECT_EQ(sampled.top_logprobs[0].first, 1);  // tie between 1 and 3: lower id first
   EXPECT_EQ(sampled.top_logprobs[1].first, 3);
   EXPECT_EQ(sampled.top_logprobs[2].first, 0);
-  for (const auto& [token, logprob] : sampled.top_logprobs) EXPECT_NEAR(logprob, expected[token], 1e-6);
+  for (const auto& [token, logprob] : sampled.top_logprobs)
+    EXPECT_NEAR(logprob, expected[token], 1e-6);
 
   params.temperature = 0.0f;
   params.num_top_logprobs = 10;  // more than the vocabulary: clamped
@@ -109,7 +111,8 @@ TEST(SamplingTest, TopKKeepsOnlyTheKMostLikelyTokens) {
   EXPECT_EQ(counts[0] + counts[3] + counts[5], 0);
   std::vector<double> probabilities(6, 0.0);
   const double mass = std::exp(2.0) + std::exp(1.9) + std::exp(1.5);
-  for (int token : {1, 4, 2}) probabilities[token] = std::exp(static_cast<double>(logits[token])) / mass;
+  for (int token : {1, 4, 2})
+    probabilities[token] = std::exp(static_cast<double>(logits[token])) / mass;
   // 2 degrees of freedom: P(chi2 > 20) ~ 5e-5.
   EXPECT_LT(ChiSquare(counts, probabilities, draws), 20.0);
 
@@ -120,7 +123,8 @@ TEST(SamplingTest, TopKKeepsOnlyTheKMostLikelyTokens) {
 
 TEST(SamplingTest, TopPKeepsTheSmallestPrefixReachingTheMass) {
   // Probabilities 0.5, 0.3, 0.15, 0.05 (token order shuffled).
-  const std::vector<float> logits = {std::log(0.15f), std::log(0.5f), std::log(0.05f), std::log(0.3f)};
+  const std::vector<float> logits = {std::log(0.15f), std::log(0.5f), std::log(0.05f),
+                                     std::log(0.3f)};
   SamplingParams params;
   params.temperature = 1.0f;
   params.top_p = 0.75f;  // 0.5 < 0.75 <= 0.8: tokens 1 and 3
@@ -147,18 +151,21 @@ TEST(SamplingTest, DrawsFollowTheTemperedSoftmax) {
   const std::vector<int> counts = Histogram(logits, params, draws);
   std::vector<double> probabilities;
   for (double lp : LogSoftmax(logits, 0.7)) probabilities.push_back(std::exp(lp));
-  // 7 degrees of freedom: P(chi2 > 30) ~ 1e-4; a biased sampler (e.g. no temperature) lands far above.
+  // 7 degrees of freedom: P(chi2 > 30) ~ 1e-4; a biased sampler (e.g. no temperature) lands far
+  // above.
   EXPECT_LT(ChiSquare(counts, probabilities, draws), 30.0);
 
   std::vector<double> untempered;
   for (double lp : LogSoftmax(logits)) untempered.push_back(std::exp(lp));
-  EXPECT_GT(ChiSquare(counts, untempered, draws), 100.0) << "temperature must change the distribution";
+  EXPECT_GT(ChiSquare(counts, untempered, draws), 100.0)
+      << "temperature must change the distribution";
 }
 
 TEST(SamplingTest, TopKThenTopPComposeOnTheRenormalisedDistribution) {
-  // Probabilities 0.4, 0.3, 0.2, 0.1. top_k = 3 leaves mass 0.9; top_p = 0.7 of that is 0.63, so the
-  // first two tokens (0.7) suffice.
-  const std::vector<float> logits = {std::log(0.1f), std::log(0.2f), std::log(0.3f), std::log(0.4f)};
+  // Probabilities 0.4, 0.3, 0.2, 0.1. top_k = 3 leaves mass 0.9; top_p = 0.7 of that is 0.63, so
+  // the first two tokens (0.7) suffice.
+  const std::vector<float> logits = {std::log(0.1f), std::log(0.2f), std::log(0.3f),
+                                     std::log(0.4f)};
   SamplingParams params;
   params.temperature = 1.0f;
   params.top_k = 3;

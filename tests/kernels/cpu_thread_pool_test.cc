@@ -1,10 +1,10 @@
-// ThreadPool::ParallelFor must cover every index exactly once, whatever the count, grain and pool size.
-#include "kernels/cpu/thread_pool.h"
-
+// ThreadPool::ParallelFor must cover every index exactly once, whatever the count, grain and pool
+// size.
 #include <atomic>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/thread_pool.h"
 
 namespace llm::cpu {
 namespace {
