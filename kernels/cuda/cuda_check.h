@@ -20,8 +20,8 @@ inline absl::Status CudaStatus(cudaError_t error, const char* call, const char* 
 inline absl::Status CublasStatus(cublasStatus_t status, const char* call, const char* file,
                                  int line) {
   if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat("cuBLAS error ", cublasGetStatusName(status), " (",
-                                          cublasGetStatusString(status), ") in ", call, " at ",
+  return absl::InternalError(absl::StrCat("cuBLAS error ", cublasLtGetStatusName(status), " (",
+                                          cublasLtGetStatusString(status), ") in ", call, " at ",
                                           file, ":", line));
 }
 

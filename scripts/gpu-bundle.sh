@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Packs binaries built here (Debian 12) for the GPU machine, which has CUDA but no Abseil, gRPC,
+# GoogleTest or prometheus-cpp: copies them into .gpu/bin and their shared-library closure (minus the
+# C/C++ runtime and the CUDA libraries the GPU machine has) into .gpu/lib. .gpu/ is git-ignored;
+# send it with the device call's `carry: [".gpu"]` and run with LD_LIBRARY_PATH=$PWD/.gpu/lib.
+#
+# usage: scripts/gpu-bundle.sh [build-dir] [binary-or-library ...]
+#   default build dir: build-cuda; default binaries: kernels_gpu_tests, llm-bench-kernels and the
+#   plugin libllm_cuda_backend.so (whatever of them exists).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="${1:-$root/build-cuda}"
+shift || true
+files=("$@")
+if [ ${#files[@]} -eq 0 ]; then
+  for f in tests/kernels/kernels_gpu_tests bench/llm-bench-kernels tests/model/model_gpu_tests \
+           kernels/cuda/libllm_cuda_backend.so; do
+    [ -e "$build/$f" ] && files+=("$build/$f")
+  done
+fi
+out="$root/.gpu"
+rm -rf "$out"
+mkdir -p "$out/bin" "$out/lib"
+# Present on the GPU machine (system or CUDA toolkit): never bundled.
+skip='^(linux-vdso|ld-linux|libc\.|libm\.|libstdc\+\+|libgcc_s|libpthread|libdl|librt|libcuda\.|libcudart|libcublas)'
+for f in "${files[@]}"; do
+  case "$f" in
+    *.so|*.so.*) cp -L "$f" "$out/lib/" ;;
+    *) cp -L "$f" "$out/bin/" ;;
+  esac
+  ldd "$f" | awk '/=>/ {print $1, $3}' | while read -r name path; do
+    if [[ ! "$name" =~ $skip ]] && [ -f "$path" ] && [ ! -e "$out/lib/$name" ]; then
+      cp -L "$path" "$out/lib/$name"
+    fi
+  done
+done
+strip --strip-unneeded "$out"/bin/* "$out"/lib/*.so* 2>/dev/null || true
+du -sh "$out"
+ls "$out/bin" "$out/lib"

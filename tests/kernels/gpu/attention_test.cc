@@ -1,0 +1,327 @@
+// Paged attention on the CUDA backend (flash decode, flash prefill, the generic kernel, and the
+// automatic choice) against the CPU backend's fp32 PagedAttention on the same bf16-rounded inputs.
+// Batches are ragged, block tables shuffled, chunks start mid-sequence and mid-block, the tested
+// layer is 1 (so layer offsets count), and outputs are poisoned first. Error: ||out - ref|| / ||ref||
+// < 1e-2 and no NaN. The large cases (32k decode, 8k prefill chunk) use few heads to keep the CPU
+// reference quick.
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "kvcache/kv_layout.h"
+#include "tests/kernels/gpu/gpu_test_util.h"
+
+namespace llm {
+namespace {
+
+using gpu_testing::CountNonFinite;
+using gpu_testing::RelativeError;
+using Kernel = CudaBackendOptions::Attention;
+
+constexpr double kTolerance = 1e-2;
+
+struct Sequence {
+  int32_t cached;      // tokens in the cache before this step
+  int32_t new_tokens;  // query tokens of this step, at positions [cached, cached + new_tokens)
+};
+
+struct Problem {
+  int32_t head_dim = 128;
+  int32_t num_q_heads = 8;
+  int32_t num_kv_heads = 2;
+  int32_t block_size = 16;
+  std::vector<Sequence> sequences;
+  uint32_t seed = 1;
+};
+
+std::string KernelName(Kernel kernel) {
+  switch (kernel) {
+    case Kernel::kAuto: return "auto";
+    case Kernel::kFlashDecode: return "flash_decode";
+    case Kernel::kFlashPrefill: return "flash_prefill";
+    case Kernel::kGeneric: return "generic";
+  }
+  return "?";
+}
+
+Backend& CudaBackendFor(Kernel kernel) {
+  static std::map<Kernel, std::unique_ptr<Backend>> backends;
+  auto& backend = backends[kernel];
+  if (backend == nullptr) {
+    CudaBackendOptions options;
+    options.attention = kernel;
+    auto created = CreateCudaBackend(options);
+    EXPECT_TRUE(created.ok()) << created.status();
+    backend = std::move(*created);
+  }
+  return *backend;
+}
+
+Backend& CpuReference() {
+  static std::unique_ptr<Backend> backend = CreateCpuBackend(0);
+  return *backend;
+}
+
+// Host inputs of one attention call, its CPU reference output, and a runner for any CUDA kernel.
+class AttentionCase {
+ public:
+  explicit AttentionCase(const Problem& problem) : problem_(problem) {
+    std::mt19937 generator(problem.seed);
+    const int32_t bs = problem.block_size;
+    int32_t total_blocks = 3;
+    max_blocks_ = 1;
+    for (const Sequence& s : problem.sequences) {
+      const int32_t blocks = (s.cached + s.new_tokens + bs - 1) / bs;
+      total_blocks += blocks;
+      max_blocks_ = std::max(max_blocks_, blocks);
+    }
+    layout_ = kvcache::KvLayout{2, total_blocks, bs, problem.num_kv_heads, problem.head_dim};
+    std::vector<int32_t> free_blocks(total_blocks);
+    std::iota(free_blocks.begin(), free_blocks.end(), 0);
+    std::shuffle(free_blocks.begin(), free_blocks.end(), generator);
+
+    const int32_t stride = max_blocks_ + 1;
+    block_tables_.assign(problem.sequences.size() * stride, -1);
+    query_start_.push_back(0);
+    size_t next_block = 0;
+    for (size_t s = 0; s < problem.sequences.size(); ++s) {
+      const Sequence& sequence = problem.sequences[s];
+      const int32_t kv_len = sequence.cached + sequence.new_tokens;
+      for (int32_t b = 0; b < (kv_len + bs - 1) / bs; ++b) block_tables_[s * stride + b] = free_blocks[next_block++];
+      for (int32_t i = 0; i < sequence.new_tokens; ++i) {
+        const int32_t position = sequence.cached + i;
+        positions_.push_back(position);
+        slot_mapping_.push_back(kvcache::FlatSlot(&block_tables_[s * stride], bs, position));
+      }
+      query_start_.push_back(static_cast<int32_t>(positions_.size()));
+      kv_lens_.push_back(kv_len);
+      max_query_len_ = std::max(max_query_len_, sequence.new_tokens);
+      max_kv_len_ = std::max(max_kv_len_, kv_len);
+    }
+    num_tokens_ = static_cast<int32_t>(positions_.size());
+    shape_ = AttentionShape{problem.num_q_heads, problem.num_kv_heads, problem.head_dim,
+                            1.0f / std::sqrt(static_cast<float>(problem.head_dim))};
+    const int64_t row = static_cast<int64_t>(problem.num_q_heads + 2 * problem.num_kv_heads) * problem.head_dim;
+    // Queries at twice the keys' scale give peakier softmaxes than uniform noise alone.
+    qkv_ = gpu_testing::RandomBf16Values(num_tokens_ * row, generator, -2.f, 2.f);
+    pool_ = gpu_testing::RandomBf16Values(layout_.total_elements(), generator);
+
+    AttentionBatch batch = HostBatch();
+    reference_.assign(static_cast<size_t>(num_tokens_) * problem.num_q_heads * problem.head_dim, 0.f);
+    const absl::Status status = CpuReference().PagedAttention(
+        qkv_.data(), batch, shape_, KvCacheView{pool_.data(), layout_}, kLayer, reference_.data());
+    EXPECT_TRUE(status.ok()) << status;
+  }
+
+  // Runs `kernel` on the CUDA backend; returns the output as floats.
+  std::vector<float> RunCuda(Kernel kernel) {
+    Backend& gpu = CudaBackendFor(kernel);
+    DeviceBuffer qkv = gpu_testing::Upload(gpu, gpu_testing::ToBf16(qkv_));
+    DeviceBuffer pool = gpu_testing::Upload(gpu, gpu_testing::ToBf16(pool_));
+    DeviceBuffer positions = gpu_testing::Upload(gpu, positions_);
+    DeviceBuffer slots = gpu_testing::Upload(gpu, slot_mapping_);
+    DeviceBuffer query_start = gpu_testing::Upload(gpu, query_start_);
+    DeviceBuffer kv_lens = gpu_testing::Upload(gpu, kv_lens_);
+    DeviceBuffer tables = gpu_testing::Upload(gpu, block_tables_);
+    DeviceBuffer out = gpu_testing::Poisoned(gpu, reference_.size() * 2);
+    AttentionBatch batch = HostBatch();
+    batch.positions = positions.as<int32_t>();
+    batch.slot_mapping = slots.as<int32_t>();
+    batch.query_start = query_start.as<int32_t>();
+    batch.kv_lens = kv_lens.as<int32_t>();
+    batch.block_tables = tables.as<int32_t>();
+    const absl::Status status =
+        gpu.PagedAttention(qkv.data(), batch, shape_, KvCacheView{pool.data(), layout_}, kLayer, out.data());
+    EXPECT_TRUE(status.ok()) << KernelName(kernel) << ": " << status;
+    const absl::Status synced = gpu.Synchronize();
+    EXPECT_TRUE(synced.ok()) << KernelName(kernel) << ": " << synced;
+    return gpu_testing::FromBf16(gpu_testing::Download<uint16_t>(gpu, out, reference_.size()));
+  }
+
+  // Runs `kernel` and checks it against the reference; returns the relative error.
+  double Check(Kernel kernel) {
+    const std::vector<float> out = RunCuda(kernel);
+    EXPECT_EQ(CountNonFinite(out), 0u) << KernelName(kernel) << ": unwritten or NaN outputs";
+    const double error = RelativeError(out, reference_);
+    EXPECT_LT(error, kTolerance) << KernelName(kernel);
+    RecordProperty(KernelName(kernel) + "_relative_error", std::to_string(error));
+    std::printf("    %-14s relative error %.3e (tokens %d, seqs %zu, max kv %d, hd %d, Hq/Hkv %d/%d, bs %d)\n",
+                KernelName(kernel).c_str(), error, num_tokens_, problem_.sequences.size(), max_kv_len_,
+                problem_.head_dim, problem_.num_q_heads, problem_.num_kv_heads, problem_.block_size);
+    return error;
+  }
+
+  bool DecodeApplies() const {
+    return max_query_len_ * (problem_.num_q_heads / problem_.num_kv_heads) <= 16 &&
+           (problem_.head_dim == 64 || problem_.head_dim == 128);
+  }
+
+ private:
+  static constexpr int32_t kLayer = 1;
+
+  static void RecordProperty(const std::string& key, const std::string& value) {
+    ::testing::Test::RecordProperty(key, value);
+  }
+
+  AttentionBatch HostBatch() const {
+    AttentionBatch batch;
+    batch.num_tokens = num_tokens_;
+    batch.num_seqs = static_cast<int32_t>(problem_.sequences.size());
+    batch.positions = positions_.data();
+    batch.slot_mapping = slot_mapping_.data();
+    batch.query_start = query_start_.data();
+    batch.kv_lens = kv_lens_.data();
+    batch.block_tables = block_tables_.data();
+    batch.block_table_stride = max_blocks_ + 1;
+    batch.max_query_len = max_query_len_;
+    batch.max_kv_len = max_kv_len_;
+    return batch;
+  }
+
+  Problem problem_;
+  kvcache::KvLayout layout_;
+  AttentionShape shape_;
+  int32_t max_blocks_ = 0;
+  int32_t num_tokens_ = 0;
+  int32_t max_query_len_ = 0;
+  int32_t max_kv_len_ = 0;
+  std::vector<int32_t> positions_, slot_mapping_, query_start_, kv_lens_, block_tables_;
+  std::vector<float> qkv_, pool_, reference_;
+};
+
+std::vector<Sequence> RandomSequences(int count, int max_cached, int max_new, std::mt19937& generator) {
+  std::uniform_int_distribution<int> cached(0, max_cached);
+  std::uniform_int_distribution<int> fresh(1, max_new);
+  std::vector<Sequence> sequences;
+  for (int i = 0; i < count; ++i) sequences.push_back({cached(generator), fresh(generator)});
+  return sequences;
+}
+
+// (head_dim, group size, block size)
+class AttentionGridTest : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+
+TEST_P(AttentionGridTest, RaggedPrefillMatchesCpuReference) {
+  SKIP_WITHOUT_GPU();
+  const auto [head_dim, group, block_size] = GetParam();
+  Problem problem;
+  problem.head_dim = head_dim;
+  problem.num_kv_heads = 2;
+  problem.num_q_heads = 2 * group;
+  problem.block_size = block_size;
+  problem.seed = head_dim * 1000 + group * 100 + block_size;
+  std::mt19937 generator(problem.seed);
+  // Fresh prompts, chunks starting mid-block and mid-sequence, decode tokens, block boundaries.
+  problem.sequences = {{0, 7}, {13, 9}, {40, 1}, {31, 1}, {0, 1}, {5, 20}, {64, 3}, {100, 70}, {250, 130}};
+  for (const Sequence& s : RandomSequences(6, 600, 50, generator)) problem.sequences.push_back(s);
+  AttentionCase test_case(problem);
+  for (Kernel kernel : {Kernel::kAuto, Kernel::kFlashPrefill, Kernel::kGeneric}) test_case.Check(kernel);
+}
+
+TEST_P(AttentionGridTest, DecodeBatchMatchesCpuReference) {
+  SKIP_WITHOUT_GPU();
+  const auto [head_dim, group, block_size] = GetParam();
+  Problem problem;
+  problem.head_dim = head_dim;
+  problem.num_kv_heads = 2;
+  problem.num_q_heads = 2 * group;
+  problem.block_size = block_size;
+  problem.seed = 7 + head_dim * 1000 + group * 100 + block_size;
+  std::mt19937 generator(problem.seed);
+  // One query token per sequence, and a few per sequence where the group leaves room (rows <= 16).
+  const int max_new = std::max(1, 16 / group);
+  problem.sequences = {{0, 1}, {15, 1}, {16, 1}, {1, max_new}};
+  for (const Sequence& s : RandomSequences(12, 1500, 1, generator)) problem.sequences.push_back(s);
+  for (const Sequence& s : RandomSequences(4, 900, max_new, generator)) problem.sequences.push_back(s);
+  AttentionCase test_case(problem);
+  ASSERT_TRUE(test_case.DecodeApplies());
+  for (Kernel kernel : {Kernel::kAuto, Kernel::kFlashDecode, Kernel::kFlashPrefill, Kernel::kGeneric}) {
+    test_case.Check(kernel);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadDimGroupBlock, AttentionGridTest,
+                         ::testing::Combine(::testing::Values(64, 128), ::testing::Values(1, 2, 4, 8),
+                                            ::testing::Values(16, 32, 64)),
+                         [](const auto& info) {
+                           return "hd" + std::to_string(std::get<0>(info.param)) + "_g" +
+                                  std::to_string(std::get<1>(info.param)) + "_bs" +
+                                  std::to_string(std::get<2>(info.param));
+                         });
+
+TEST(AttentionLargeTest, Decode64SequencesUpTo8k) {
+  SKIP_WITHOUT_GPU();
+  Problem problem{128, 8, 2, 16, {}, 21};
+  std::mt19937 generator(problem.seed);
+  problem.sequences = RandomSequences(63, 8191, 1, generator);
+  problem.sequences.push_back({8191, 1});
+  AttentionCase test_case(problem);
+  test_case.Check(Kernel::kAuto);
+  test_case.Check(Kernel::kFlashDecode);
+}
+
+TEST(AttentionLargeTest, SingleSequence32kDecodeSplitsKv) {
+  SKIP_WITHOUT_GPU();
+  for (int32_t new_tokens : {1, 2}) {
+    Problem problem{128, 8, 1, 32, {{32768 - new_tokens, new_tokens}}, 33u + new_tokens};
+    AttentionCase test_case(problem);
+    const std::vector<float> first = test_case.RunCuda(Kernel::kFlashDecode);
+    const std::vector<float> second = test_case.RunCuda(Kernel::kFlashDecode);
+    EXPECT_EQ(first, second) << "flash decode is not deterministic: a race?";
+    test_case.Check(Kernel::kFlashDecode);
+    test_case.Check(Kernel::kFlashPrefill);
+  }
+}
+
+TEST(AttentionLargeTest, SingleSequence32kDecodeHeadDim64) {
+  SKIP_WITHOUT_GPU();
+  Problem problem{64, 4, 1, 16, {{32767, 1}}, 35};
+  AttentionCase test_case(problem);
+  test_case.Check(Kernel::kAuto);
+}
+
+TEST(AttentionLargeTest, PrefillChunkMidBlockAt8k) {
+  SKIP_WITHOUT_GPU();
+  Problem problem{128, 4, 1, 16, {{8190 - 203, 203}}, 41};
+  AttentionCase test_case(problem);
+  const std::vector<float> first = test_case.RunCuda(Kernel::kFlashPrefill);
+  const std::vector<float> second = test_case.RunCuda(Kernel::kFlashPrefill);
+  EXPECT_EQ(first, second) << "flash prefill is not deterministic: a race?";
+  test_case.Check(Kernel::kAuto);
+}
+
+TEST(AttentionLargeTest, OneShotPrefill2048HeadDim64) {
+  SKIP_WITHOUT_GPU();
+  Problem problem{64, 8, 2, 32, {{0, 2048}}, 43};
+  AttentionCase test_case(problem);
+  test_case.Check(Kernel::kAuto);
+}
+
+TEST(AttentionLargeTest, RaggedBatchOf64Sequences) {
+  SKIP_WITHOUT_GPU();
+  Problem problem{128, 16, 4, 16, {}, 47};
+  std::mt19937 generator(problem.seed);
+  problem.sequences = RandomSequences(64, 400, 40, generator);
+  AttentionCase test_case(problem);
+  test_case.Check(Kernel::kAuto);
+}
+
+TEST(AttentionLargeTest, GenericKernelTakesOtherHeadDims) {
+  SKIP_WITHOUT_GPU();
+  for (int32_t head_dim : {80, 96, 256}) {
+    Problem problem{head_dim, 4, 2, 16, {{0, 9}, {30, 1}, {17, 12}}, 50u + head_dim};
+    AttentionCase test_case(problem);
+    test_case.Check(Kernel::kAuto);
+  }
+}
+
+}  // namespace
+}  // namespace llm
