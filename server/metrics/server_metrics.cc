@@ -20,27 +20,40 @@ std::string HostName() {
 
 }  // namespace
 
-ServerMetrics::ServerMetrics(const ServerMetricsOptions& options, const engine::Engine& engine)
+ServerMetrics::ServerMetrics(const ServerMetricsOptions& options)
     : registry_(std::make_shared<prometheus::Registry>()),
       serving_(std::make_unique<ServingMetrics>(registry_)),
       step_observer_(*serving_),
-      stats_sync_(*serving_, options.memory, engine.kv_layout().block_size),
-      replica_id_(options.replica_id.empty() ? HostName() : options.replica_id) {
-  serving_->SetModelInfo(options.model_info);
-  stats_sync_.Sync(engine.stats());
-}
+      replica_id_(options.replica_id.empty() ? HostName() : options.replica_id) {}
 
 absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(
-    const ServerMetricsOptions& options, const engine::Engine& engine) {
-  std::unique_ptr<ServerMetrics> metrics(new ServerMetrics(options, engine));
+    const ServerMetricsOptions& options) {
+  // The constructor is private: make_unique cannot reach it.
+  std::unique_ptr<ServerMetrics> metrics(new ServerMetrics(options));
   ServerMetrics* self = metrics.get();
-  auto refreshed_registry = std::make_shared<RefreshingCollectable>(
-      [self, &engine] { self->stats_sync_.Sync(engine.stats()); }, metrics->registry_);
+  auto refreshed_registry =
+      std::make_shared<RefreshingCollectable>([self] { self->Refresh(); }, metrics->registry_);
   absl::StatusOr<std::unique_ptr<MetricsExposer>> exposer = MetricsExposer::Start(
       options.bind_address, {refreshed_registry, std::make_shared<ProcessCollector>()});
   if (!exposer.ok()) return exposer.status();
   metrics->exposer_ = *std::move(exposer);
   return metrics;
+}
+
+void ServerMetrics::AttachEngine(const engine::Engine& engine, const ModelInfo& model_info,
+                                 const MemorySample& memory) {
+  ModelInfo info = model_info;
+  if (info.server_version.empty()) info.server_version = LLM_METRICS_SERVER_VERSION;
+  serving_->SetModelInfo(info);
+  std::lock_guard<std::mutex> lock(mutex_);
+  engine_ = &engine;
+  stats_sync_ = std::make_unique<EngineStatsSync>(*serving_, memory, engine.kv_layout().block_size);
+  stats_sync_->Sync(engine.stats());
+}
+
+void ServerMetrics::Refresh() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (engine_ != nullptr) stats_sync_->Sync(engine_->stats());
 }
 
 std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>

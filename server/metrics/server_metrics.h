@@ -1,13 +1,17 @@
 // Everything llm-server needs for metrics, wired together: the registry and ServingMetrics, the
 // engine step observer, scrape-time engine and process gauges, /metrics, and the RPC interceptor.
 //
-// main() needs three calls (docs/METRICS.md, "Wiring"):
-//   auto metrics = ServerMetrics::Start(options, *engine);               // serves /metrics
+// Two phases, because llm-server listens for gRPC before its model is loaded:
+//   auto metrics = ServerMetrics::Start({.bind_address = "0.0.0.0:9090"});   // serves /metrics
+//   ... grpc::ServerBuilder: builder.experimental().SetInterceptorCreators(
+//           (*metrics)->MakeInterceptors());
+//   ... after the model and engine exist:
+//   (*metrics)->AttachEngine(*engine, model_info, ToMemorySample(transformer));
 //   engine->Start((*metrics)->engine_observer());
-//   builder.experimental().SetInterceptorCreators((*metrics)->MakeInterceptors());
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -25,20 +29,23 @@ namespace llm::metrics {
 
 struct ServerMetricsOptions {
   std::string bind_address = "0.0.0.0:9090";  // where /metrics listens
-  ModelInfo model_info;
-  MemorySample memory;     // memory_sample.h: ToMemorySample(transformer) before the engine owns it
-  std::string replica_id;  // x-llm-replica reply header; empty: the host name
+  std::string replica_id;                     // x-llm-replica reply header; empty: the host name
 };
 
 class ServerMetrics {
  public:
-  // Starts serving /metrics. `engine` must outlive the returned object; its stats() is read at
-  // every scrape.
-  static absl::StatusOr<std::unique_ptr<ServerMetrics>> Start(const ServerMetricsOptions& options,
-                                                              const engine::Engine& engine);
+  // Starts serving /metrics (process gauges and zeroed serving series until AttachEngine).
+  static absl::StatusOr<std::unique_ptr<ServerMetrics>> Start(const ServerMetricsOptions& options);
 
+  // Sets llm_model_info (server_version defaults to the project version). From now on every scrape first reads `engine.stats()`; `engine` must outlive this object or the
+  // next AttachEngine. `memory`: memory_sample.h, ToMemorySample(transformer) before the engine
+  // takes the transformer.
+  void AttachEngine(const engine::Engine& engine, const ModelInfo& model_info,
+                    const MemorySample& memory);
+
+  // For engine::Engine::Start.
   engine::EngineObserver* engine_observer() { return &step_observer_; }
-  // Interceptor factories for grpc::ServerBuilder; the server must stop before this object dies.
+  // Interceptor factories for grpc::ServerBuilder; the gRPC server must stop before this object dies.
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
   MakeInterceptors();
 
@@ -48,13 +55,19 @@ class ServerMetrics {
   const std::string& replica_id() const { return replica_id_; }
 
  private:
-  ServerMetrics(const ServerMetricsOptions& options, const engine::Engine& engine);
+  explicit ServerMetrics(const ServerMetricsOptions& options);
+  // Runs before every scrape.
+  void Refresh();
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<ServingMetrics> serving_;
   EngineStepObserver step_observer_;
-  EngineStatsSync stats_sync_;
   std::string replica_id_;
+
+  std::mutex mutex_;
+  const engine::Engine* engine_ = nullptr;
+  std::unique_ptr<EngineStatsSync> stats_sync_;
+
   std::unique_ptr<MetricsExposer> exposer_;  // last: its HTTP threads read the members above
 };
 
