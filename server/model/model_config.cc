@@ -6,6 +6,7 @@
 // included, in `rope_parameters`. Both are accepted and normalised into ModelConfig.
 #include "server/model/model_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <numbers>
@@ -270,7 +271,7 @@ absl::Status Validate(const FieldReader& fields, const ModelConfig& config) {
 
 // Features of the Llama family that this implementation does not compute; accepting them would give
 // silently wrong outputs.
-absl::Status RejectUnsupportedFeatures(const FieldReader& fields, const ModelConfig& config) {
+absl::Status RejectUnsupportedFeatures(const FieldReader& fields) {
   for (std::string_view key : {"attention_bias", "mlp_bias"}) {
     bool enabled = false;
     LLM_ASSIGN_OR_RETURN(enabled, fields.Bool(key, false));
@@ -284,18 +285,21 @@ absl::Status RejectUnsupportedFeatures(const FieldReader& fields, const ModelCon
     return fields.Error("hidden_act",
                         absl::StrCat("is \"", activation, "\"; only silu (SwiGLU) is supported"));
   }
-  if (fields.Has("sliding_window")) {
-    int32_t window = 0;
-    LLM_ASSIGN_OR_RETURN(window, fields.Int("sliding_window"));
-    if (window < config.max_position_embeddings) {
-      return fields.Error(
-          "sliding_window",
-          absl::StrCat("is ", window, ", below max_position_embeddings ",
-                       config.max_position_embeddings,
-                       "; sliding-window attention is not implemented (set it to null to run the "
-                       "model with full attention only if that is what it was trained with)"));
-    }
-  }
+  return absl::OkStatus();
+}
+
+// Mistral's sliding window lets a query see the keys at distance < sliding_window
+// (transformers' mask: kv_idx > q_idx - sliding_window). Within a context no longer than the window
+// that is exactly full causal attention, so the model is served with its context capped at the
+// window instead of being computed wrongly beyond it; longer requests are refused by the server's
+// length checks.
+absl::Status CapContextAtSlidingWindow(const FieldReader& fields, ModelConfig& config) {
+  if (!fields.Has("sliding_window")) return absl::OkStatus();
+  int32_t window = 0;
+  LLM_ASSIGN_OR_RETURN(window, fields.Int("sliding_window"));
+  if (window <= 0)
+    return fields.Error("sliding_window", absl::StrCat("is ", window, ", expected > 0"));
+  config.max_position_embeddings = std::min(config.max_position_embeddings, window);
   return absl::OkStatus();
 }
 
@@ -350,7 +354,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text,
   if (status = ParseTokenIds(fields, config); !status.ok()) return status;
   if (status = ParseRope(fields, source, config); !status.ok()) return status;
   if (status = Validate(fields, config); !status.ok()) return status;
-  if (status = RejectUnsupportedFeatures(fields, config); !status.ok()) return status;
+  if (status = RejectUnsupportedFeatures(fields); !status.ok()) return status;
+  if (status = CapContextAtSlidingWindow(fields, config); !status.ok()) return status;
   return config;
 }
 

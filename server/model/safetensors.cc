@@ -203,6 +203,11 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     return absl::InternalError(
         absl::StrCat("cannot stat safetensors file ", path.string(), ": ", std::strerror(error)));
   }
+  if (!S_ISREG(info.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(
+        absl::StrCat("safetensors path ", path.string(), " is not a regular file"));
+  }
   const auto size = static_cast<size_t>(info.st_size);
   const uint8_t* mapping = nullptr;
   if (size > 0) {

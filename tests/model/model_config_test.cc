@@ -190,14 +190,20 @@ TEST(ModelConfigTest, AcceptsMistralWithFullAttention) {
   absl::StatusOr<ModelConfig> parsed = Parse(config);
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(parsed->architecture, "MistralForCausalLM");
-  config["sliding_window"] = 256;  // never narrower than the context: full attention
-  EXPECT_TRUE(Parse(config).ok());
+  config["sliding_window"] = 4096;  // wider than the context: full attention
+  absl::StatusOr<ModelConfig> wide = Parse(config);
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  EXPECT_EQ(wide->max_position_embeddings, 256);
 }
 
-TEST(ModelConfigTest, RejectsSlidingWindowNarrowerThanTheContext) {
+TEST(ModelConfigTest, SlidingWindowNarrowerThanTheContextCapsTheContext) {
   json config = Minimal();
   config["architectures"] = {"MistralForCausalLM"};
-  config["sliding_window"] = 128;
+  config["sliding_window"] = 128;  // Mistral-7B-v0.1 style: window 4096, context 32768
+  absl::StatusOr<ModelConfig> parsed = Parse(config);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->max_position_embeddings, 128);
+  config["sliding_window"] = 0;
   EXPECT_THAT(ErrorOf(config), AllOf(HasSubstr(kSource), HasSubstr("sliding_window")));
 }
 
