@@ -2,7 +2,8 @@
 // reproducibility, raw-logit log-probs, and draws that follow the (cut, renormalised) softmax.
 #include <algorithm>
 #include <cmath>
-#include <map>
+#include <numeric>
+#include <random>
 #include <set>
 #include <vector>
 
@@ -174,6 +175,82 @@ TEST(SamplingTest, TopKThenTopPComposeOnTheRenormalisedDistribution) {
   const std::vector<int> counts = Histogram(logits, params, draws);
   EXPECT_EQ(counts[0] + counts[1], 0);
   EXPECT_LT(ChiSquare(counts, {0.0, 0.0, 0.3 / 0.7, 0.4 / 0.7}, draws), 16.0);
+}
+
+// The contract of sampling.h written the plain way: full sort, explicit masks. The optimised
+// sampler (partial sorts, growing top-p prefix) must pick exactly the same token.
+int32_t NaiveContractSample(const std::vector<float>& logits, const SamplingParams& params) {
+  const int32_t vocab = static_cast<int32_t>(logits.size());
+  std::vector<int32_t> order(vocab);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  const float max_logit = logits[order[0]];
+  std::vector<double> weights(vocab);
+  for (int32_t i = 0; i < vocab; ++i) {
+    weights[i] = std::exp(static_cast<double>(logits[i] / params.temperature) -
+                          static_cast<double>(max_logit / params.temperature));
+  }
+  std::vector<bool> keep(vocab, true);
+  if (params.top_k > 0 && params.top_k < vocab) {
+    for (int32_t r = params.top_k; r < vocab; ++r) keep[order[r]] = false;
+  }
+  if (params.top_p < 1.0f) {
+    double mass = 0.0;
+    for (int32_t i = 0; i < vocab; ++i) mass += keep[i] ? weights[i] : 0.0;
+    double running = 0.0;
+    bool reached = false;
+    for (int32_t r = 0; r < vocab; ++r) {
+      if (!keep[order[r]]) continue;
+      if (reached) {
+        keep[order[r]] = false;
+        continue;
+      }
+      running += weights[order[r]];
+      reached = running >= params.top_p * mass;
+    }
+  }
+  double kept_mass = 0.0;
+  int32_t last_kept = 0;
+  for (int32_t i = 0; i < vocab; ++i) {
+    if (keep[i]) kept_mass += weights[i], last_kept = i;
+  }
+  const double target = SampleUniform(params.seed, params.draw_index) * kept_mass;
+  double running = 0.0;
+  for (int32_t i = 0; i < vocab; ++i) {
+    if (!keep[i]) continue;
+    running += weights[i];
+    if (running > target) return i;
+  }
+  return last_kept;
+}
+
+TEST(SamplingTest, MatchesThePlainContractImplementationOnALargeVocabulary) {
+  std::mt19937 generator(77);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> logits(5000);
+  for (float& l : logits) l = std::round(normal(generator) * 8.0f) / 8.0f;  // many exact ties
+  struct Case {
+    float temperature;
+    int32_t top_k;
+    float top_p;
+  };
+  // top_p 0.9 over a wide distribution needs hundreds of tokens: the sorted prefix must grow.
+  for (const Case c : {Case{1.0f, 0, 1.0f}, Case{1.0f, 0, 0.9f}, Case{0.6f, 40, 1.0f},
+                       Case{1.3f, 700, 0.95f}, Case{2.0f, 0, 0.5f}}) {
+    SamplingParams params;
+    params.temperature = c.temperature;
+    params.top_k = c.top_k;
+    params.top_p = c.top_p;
+    for (uint64_t seed = 0; seed < 50; ++seed) {
+      params.seed = seed;
+      params.draw_index = seed + 3;
+      ASSERT_EQ(SampleFromLogits(logits.data(), 5000, params).token,
+                NaiveContractSample(logits, params))
+          << "temperature " << c.temperature << " top_k " << c.top_k << " top_p " << c.top_p
+          << " seed " << seed;
+    }
+  }
 }
 
 }  // namespace
