@@ -18,7 +18,7 @@
 namespace llm {
 namespace {
 
-#define RETURN_IF_ERROR(expr)                                         \
+#define LLM_RETURN_IF_ERROR(expr)                                         \
   do {                                                                \
     if (absl::Status _status = (expr); !_status.ok()) return _status; \
   } while (0)
@@ -96,23 +96,23 @@ class LlamaTransformer final : public Transformer {
       return absl::OkStatus();
     };
     StepBuffers& b = buffers_;
-    RETURN_IF_ERROR(make(b.token_ids, tokens, 4));
-    RETURN_IF_ERROR(make(b.positions, tokens, 4));
-    RETURN_IF_ERROR(make(b.slot_mapping, tokens, 4));
-    RETURN_IF_ERROR(make(b.query_start, sequences + 1, 4));
-    RETURN_IF_ERROR(make(b.kv_lens, sequences, 4));
-    RETURN_IF_ERROR(make(b.block_tables, sequences * limits_.max_blocks_per_sequence, 4));
-    RETURN_IF_ERROR(make(b.logit_rows, tokens + sequences, 4));
-    RETURN_IF_ERROR(make(b.residual, tokens * hidden, element));
-    RETURN_IF_ERROR(make(b.normed, tokens * hidden, element));
-    RETURN_IF_ERROR(make(b.qkv, tokens * qkv_width, element));
-    RETURN_IF_ERROR(make(b.attention_out, tokens * q_width, element));
-    RETURN_IF_ERROR(make(b.projection, tokens * hidden, element));
-    RETURN_IF_ERROR(make(b.gate_up, tokens * 2 * inter, element));
-    RETURN_IF_ERROR(make(b.mlp_hidden, tokens * inter, element));
-    RETURN_IF_ERROR(make(b.gathered, logit_rows * hidden, element));
-    RETURN_IF_ERROR(make(b.gathered_normed, logit_rows * hidden, element));
-    RETURN_IF_ERROR(make(b.logits, logit_rows * static_cast<size_t>(config_.vocab_size), 4));
+    LLM_RETURN_IF_ERROR(make(b.token_ids, tokens, 4));
+    LLM_RETURN_IF_ERROR(make(b.positions, tokens, 4));
+    LLM_RETURN_IF_ERROR(make(b.slot_mapping, tokens, 4));
+    LLM_RETURN_IF_ERROR(make(b.query_start, sequences + 1, 4));
+    LLM_RETURN_IF_ERROR(make(b.kv_lens, sequences, 4));
+    LLM_RETURN_IF_ERROR(make(b.block_tables, sequences * limits_.max_blocks_per_sequence, 4));
+    LLM_RETURN_IF_ERROR(make(b.logit_rows, tokens + sequences, 4));
+    LLM_RETURN_IF_ERROR(make(b.residual, tokens * hidden, element));
+    LLM_RETURN_IF_ERROR(make(b.normed, tokens * hidden, element));
+    LLM_RETURN_IF_ERROR(make(b.qkv, tokens * qkv_width, element));
+    LLM_RETURN_IF_ERROR(make(b.attention_out, tokens * q_width, element));
+    LLM_RETURN_IF_ERROR(make(b.projection, tokens * hidden, element));
+    LLM_RETURN_IF_ERROR(make(b.gate_up, tokens * 2 * inter, element));
+    LLM_RETURN_IF_ERROR(make(b.mlp_hidden, tokens * inter, element));
+    LLM_RETURN_IF_ERROR(make(b.gathered, logit_rows * hidden, element));
+    LLM_RETURN_IF_ERROR(make(b.gathered_normed, logit_rows * hidden, element));
+    LLM_RETURN_IF_ERROR(make(b.logits, logit_rows * static_cast<size_t>(config_.vocab_size), 4));
 
     const std::vector<float> inv_freq = RopeInverseFrequencies(config_);
     if (static_cast<int32_t>(inv_freq.size()) != config_.head_dim / 2) {
@@ -121,8 +121,8 @@ class LlamaTransformer final : public Transformer {
     }
     // inv_freq stays F32 whatever the compute dtype (RopeParams says so), hence Allocate, not
     // UploadWeight.
-    RETURN_IF_ERROR(make(inv_freq_, inv_freq.size(), sizeof(float)));
-    RETURN_IF_ERROR(
+    LLM_RETURN_IF_ERROR(make(inv_freq_, inv_freq.size(), sizeof(float)));
+    LLM_RETURN_IF_ERROR(
         backend_.CopyToDevice(inv_freq_.data(), inv_freq.data(), inv_freq.size() * sizeof(float)));
     return absl::OkStatus();
   }
@@ -133,11 +133,11 @@ class LlamaTransformer final : public Transformer {
     std::vector<ChunkResult> results(chunks.size());
     if (chunks.empty()) return results;
 
-    RETURN_IF_ERROR(UploadStep(*step));
+    LLM_RETURN_IF_ERROR(UploadStep(*step));
     const AttentionBatch batch = DeviceAttentionBatch(*step);
-    RETURN_IF_ERROR(RunLayers(batch));
-    RETURN_IF_ERROR(ComputeLogitsAndSample(*step, chunks, results));
-    RETURN_IF_ERROR(backend_.Synchronize());
+    LLM_RETURN_IF_ERROR(RunLayers(batch));
+    LLM_RETURN_IF_ERROR(ComputeLogitsAndSample(*step, chunks, results));
+    LLM_RETURN_IF_ERROR(backend_.Synchronize());
     return results;
   }
 
@@ -155,12 +155,12 @@ class LlamaTransformer final : public Transformer {
   }
 
   absl::Status UploadStep(const StepBatch& step) {
-    RETURN_IF_ERROR(Copy(buffers_.token_ids, step.token_ids));
-    RETURN_IF_ERROR(Copy(buffers_.positions, step.positions));
-    RETURN_IF_ERROR(Copy(buffers_.slot_mapping, step.slot_mapping));
-    RETURN_IF_ERROR(Copy(buffers_.query_start, step.query_start));
-    RETURN_IF_ERROR(Copy(buffers_.kv_lens, step.kv_lens));
-    RETURN_IF_ERROR(Copy(buffers_.block_tables, step.block_tables));
+    LLM_RETURN_IF_ERROR(Copy(buffers_.token_ids, step.token_ids));
+    LLM_RETURN_IF_ERROR(Copy(buffers_.positions, step.positions));
+    LLM_RETURN_IF_ERROR(Copy(buffers_.slot_mapping, step.slot_mapping));
+    LLM_RETURN_IF_ERROR(Copy(buffers_.query_start, step.query_start));
+    LLM_RETURN_IF_ERROR(Copy(buffers_.kv_lens, step.kv_lens));
+    LLM_RETURN_IF_ERROR(Copy(buffers_.block_tables, step.block_tables));
     return Copy(buffers_.logit_rows, step.logit_rows);
   }
 
@@ -189,35 +189,35 @@ class LlamaTransformer final : public Transformer {
     const RopeParams rope{inv_freq_.as<float>(), 1.0f};
     StepBuffers& b = buffers_;
 
-    RETURN_IF_ERROR(backend_.Embed(b.token_ids.as<int32_t>(), tokens, weights_.embed_tokens.data(),
+    LLM_RETURN_IF_ERROR(backend_.Embed(b.token_ids.as<int32_t>(), tokens, weights_.embed_tokens.data(),
                                    hidden, b.residual.data()));
-    RETURN_IF_ERROR(backend_.RmsNorm(b.residual.data(), weights_.layers[0].input_norm.data(),
+    LLM_RETURN_IF_ERROR(backend_.RmsNorm(b.residual.data(), weights_.layers[0].input_norm.data(),
                                      tokens, hidden, eps, b.normed.data()));
     for (int32_t l = 0; l < config_.num_hidden_layers; ++l) {
       const LlamaLayerWeights& layer = weights_.layers[l];
       // Attention half: b.normed holds input_layernorm(residual).
-      RETURN_IF_ERROR(backend_.Matmul(b.normed.data(), layer.qkv_proj.data(), tokens, qkv_width,
+      LLM_RETURN_IF_ERROR(backend_.Matmul(b.normed.data(), layer.qkv_proj.data(), tokens, qkv_width,
                                       hidden, b.qkv.data()));
-      RETURN_IF_ERROR(backend_.RopeAppendKv(b.qkv.data(), batch, attention_shape_, rope, cache, l));
-      RETURN_IF_ERROR(backend_.PagedAttention(b.qkv.data(), batch, attention_shape_, cache, l,
+      LLM_RETURN_IF_ERROR(backend_.RopeAppendKv(b.qkv.data(), batch, attention_shape_, rope, cache, l));
+      LLM_RETURN_IF_ERROR(backend_.PagedAttention(b.qkv.data(), batch, attention_shape_, cache, l,
                                               b.attention_out.data()));
-      RETURN_IF_ERROR(backend_.Matmul(b.attention_out.data(), layer.o_proj.data(), tokens, hidden,
+      LLM_RETURN_IF_ERROR(backend_.Matmul(b.attention_out.data(), layer.o_proj.data(), tokens, hidden,
                                       q_width, b.projection.data()));
-      RETURN_IF_ERROR(backend_.AddRmsNorm(b.residual.data(), b.projection.data(),
+      LLM_RETURN_IF_ERROR(backend_.AddRmsNorm(b.residual.data(), b.projection.data(),
                                           layer.post_attention_norm.data(), tokens, hidden, eps,
                                           b.normed.data()));
       // MLP half.
-      RETURN_IF_ERROR(backend_.Matmul(b.normed.data(), layer.gate_up_proj.data(), tokens, 2 * inter,
+      LLM_RETURN_IF_ERROR(backend_.Matmul(b.normed.data(), layer.gate_up_proj.data(), tokens, 2 * inter,
                                       hidden, b.gate_up.data()));
-      RETURN_IF_ERROR(backend_.SiluMul(b.gate_up.data(), tokens, inter, b.mlp_hidden.data()));
-      RETURN_IF_ERROR(backend_.Matmul(b.mlp_hidden.data(), layer.down_proj.data(), tokens, hidden,
+      LLM_RETURN_IF_ERROR(backend_.SiluMul(b.gate_up.data(), tokens, inter, b.mlp_hidden.data()));
+      LLM_RETURN_IF_ERROR(backend_.Matmul(b.mlp_hidden.data(), layer.down_proj.data(), tokens, hidden,
                                       inter, b.projection.data()));
       if (l + 1 < config_.num_hidden_layers) {
-        RETURN_IF_ERROR(backend_.AddRmsNorm(b.residual.data(), b.projection.data(),
+        LLM_RETURN_IF_ERROR(backend_.AddRmsNorm(b.residual.data(), b.projection.data(),
                                             weights_.layers[l + 1].input_norm.data(), tokens,
                                             hidden, eps, b.normed.data()));
       } else {
-        RETURN_IF_ERROR(backend_.Add(b.residual.data(), b.projection.data(),
+        LLM_RETURN_IF_ERROR(backend_.Add(b.residual.data(), b.projection.data(),
                                      static_cast<int64_t>(tokens) * hidden));
       }
     }
@@ -238,24 +238,24 @@ class LlamaTransformer final : public Transformer {
     StepBuffers& b = buffers_;
     for (int32_t first = 0; first < total_rows; first += logit_rows_capacity_) {
       const int32_t rows = std::min(logit_rows_capacity_, total_rows - first);
-      RETURN_IF_ERROR(backend_.GatherRows(b.residual.data(), b.logit_rows.as<int32_t>() + first,
+      LLM_RETURN_IF_ERROR(backend_.GatherRows(b.residual.data(), b.logit_rows.as<int32_t>() + first,
                                           rows, hidden, b.gathered.data()));
-      RETURN_IF_ERROR(backend_.RmsNorm(b.gathered.data(), weights_.final_norm.data(), rows, hidden,
+      LLM_RETURN_IF_ERROR(backend_.RmsNorm(b.gathered.data(), weights_.final_norm.data(), rows, hidden,
                                        config_.rms_norm_eps, b.gathered_normed.data()));
-      RETURN_IF_ERROR(backend_.Matmul(b.gathered_normed.data(), weights_.lm_head_data(), rows,
+      LLM_RETURN_IF_ERROR(backend_.Matmul(b.gathered_normed.data(), weights_.lm_head_data(), rows,
                                       vocab, hidden, b.logits.data(), /*out_f32=*/true));
       // Rows [first, first + rows) of the logit list: a prefix may be sampling rows.
       const int32_t sample_end = std::min(first + rows, step.num_sample_rows);
       if (first < sample_end) {
         const int32_t count = sample_end - first;
-        RETURN_IF_ERROR(backend_.Sample(
+        LLM_RETURN_IF_ERROR(backend_.Sample(
             b.logits.as<float>(), count, vocab,
             std::span<const SamplingParams>(step.sample_params).subspan(first, count),
             std::span<SampledToken>(sampled).subspan(first, count)));
       }
       for (int32_t row = std::max(first, step.num_sample_rows); row < first + rows; ++row) {
         const auto [chunk, token] = step.logits_destination[row - step.num_sample_rows];
-        RETURN_IF_ERROR(
+        LLM_RETURN_IF_ERROR(
             backend_.CopyToHost(results[chunk].logits.data() + static_cast<size_t>(token) * vocab,
                                 b.logits.as<float>() + static_cast<size_t>(row - first) * vocab,
                                 vocab * sizeof(float)));
@@ -309,12 +309,12 @@ absl::Status ValidateOptions(const ModelConfig& config, const TransformerOptions
 absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Create(
     const Checkpoint& checkpoint, Backend& backend, const TransformerOptions& options) {
   const ModelConfig& config = checkpoint.config();
-  RETURN_IF_ERROR(ValidateOptions(config, options));
+  LLM_RETURN_IF_ERROR(ValidateOptions(config, options));
   absl::StatusOr<LlamaWeights> weights = UploadLlamaWeights(checkpoint, backend);
   if (!weights.ok()) return weights.status();
   auto transformer =
       std::make_unique<LlamaTransformer>(config, backend, options, std::move(*weights));
-  RETURN_IF_ERROR(transformer->Allocate());
+  LLM_RETURN_IF_ERROR(transformer->Allocate());
   return transformer;
 }
 
