@@ -2,6 +2,7 @@
 // every kind of malformed file fails with a message naming the file and the tensor or field.
 #include "server/model/safetensors.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -155,6 +156,47 @@ INSTANTIATE_TEST_SUITE_P(
         name += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
       return name;
     });
+
+// Every single-byte corruption and every truncation of a valid file either fails cleanly or yields
+// a header whose tensors all lie inside the buffer, aligned and disjoint: the invariants the views
+// rely on. (A cheap, deterministic stand-in for fuzzing.)
+TEST(SafetensorsHeaderTest, CorruptedOrTruncatedFilesNeverYieldOutOfRangeTensors) {
+  const std::string valid =
+      BuildSafetensors({{"a", "F32", {2, 2}, RawBytes(std::vector<float>{1, 2, 3, 4})},
+                        {"b", "BF16", {3}, RawBytes(std::vector<uint16_t>{1, 2, 3})},
+                        {"c", "F16", {1}, RawBytes(std::vector<uint16_t>{9})}});
+  ASSERT_TRUE(Parse(valid).ok());
+  auto check = [](const std::string& bytes) {
+    absl::StatusOr<SafetensorsHeader> parsed = Parse(bytes);
+    if (!parsed.ok()) {
+      EXPECT_THAT(std::string(parsed.status().message()), HasSubstr(kFile));
+      return;
+    }
+    uint64_t previous_end = 0;
+    std::vector<std::pair<uint64_t, uint64_t>> spans;
+    for (const auto& [name, entry] : parsed->tensors) {
+      ASSERT_LE(parsed->data_section_offset + entry.data_end, bytes.size()) << name;
+      ASSERT_EQ((parsed->data_section_offset + entry.data_begin) % DTypeSize(entry.dtype), 0u);
+      int64_t elements = 1;
+      for (int64_t d : entry.shape) elements *= d;
+      ASSERT_EQ(entry.data_end - entry.data_begin, elements * DTypeSize(entry.dtype)) << name;
+      if (entry.data_end > entry.data_begin) spans.emplace_back(entry.data_begin, entry.data_end);
+    }
+    std::sort(spans.begin(), spans.end());
+    for (const auto& [begin, end] : spans) {
+      ASSERT_GE(begin, previous_end);
+      previous_end = end;
+    }
+  };
+  for (size_t cut = 0; cut < valid.size(); ++cut) check(valid.substr(0, cut));
+  for (size_t i = 0; i < valid.size(); ++i) {
+    for (const char replacement : {'\0', '1', '9', '"', ']', '}', ',', '-', '\xff'}) {
+      std::string corrupted = valid;
+      corrupted[i] = replacement;
+      check(corrupted);
+    }
+  }
+}
 
 TEST(SafetensorsFileTest, TensorsAreViewsOfTheStoredBytes) {
   const std::filesystem::path directory = FreshTempDir();
