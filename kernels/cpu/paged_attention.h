@@ -9,6 +9,9 @@
 // K[s, p, kv_head] lives in block block_tables[s][p / block_size], slot p % block_size, addressed
 // only through kvcache/kv_layout.h. Scores are computed and normalised in fp32 with the row maximum
 // subtracted first (plain two-pass softmax; the CUDA kernels use the online form).
+// Work is split over (query token, kv head) pairs: the Hq / Hkv query heads of a group walk the
+// sequence's pages together, one contiguous block_size x head_dim tile at a time, so each K/V tile
+// is loaded once per group rather than once per query head.
 #pragma once
 
 #include <cstdint>
