@@ -84,7 +84,7 @@ class FieldReader {
 
  private:
   const json& object_;
-  const std::string& source_;
+  std::string source_;
   std::string prefix_;
 };
 
