@@ -1,6 +1,7 @@
 // The CPU paged attention against a naive contiguous attention (double precision) over a grid of
-// head dims, GQA ratios and block sizes, on ragged batches that mix a fresh prefill, prefill chunks
-// starting mid-block and mid-sequence, and decode tokens, with shuffled physical block tables.
+// head dims (36 exercises the non-multiple-of-8/16 tails), GQA ratios and block sizes, on ragged
+// batches that mix a fresh prefill, prefill chunks starting mid-block and mid-sequence, and decode
+// tokens, with shuffled physical block tables.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -164,7 +165,7 @@ TEST_P(PagedAttentionTest, MatchesNaiveContiguousAttention) {
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadDimGroupBlock, PagedAttentionTest,
-                         ::testing::Combine(::testing::Values(32, 64, 80, 128),
+                         ::testing::Combine(::testing::Values(32, 36, 64, 80, 128),
                                             ::testing::Values(1, 2, 4, 8),
                                             ::testing::Values(1, 16, 32)),
                          [](const ::testing::TestParamInfo<PagedAttentionTest::ParamType>& info) {
