@@ -1,6 +1,7 @@
 // Every Hugging Face fixture checkpoint (tests/fixtures/hf, written by transformers through
-// make_hf_reference.py) opens, its config reads back the values transformers itself read, and its
-// tensors hold the values the safetensors library read (digests in reference.json).
+// make_hf_reference.py) and the embedded default model opens, its config reads back the values
+// transformers itself read, and its tensors hold the values the safetensors library read (digests
+// in reference.json).
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -46,10 +47,27 @@ std::vector<float> ToFloat(const HostTensor& tensor) {
   return values;
 }
 
-class HfFixtureTest : public testing::TestWithParam<std::string> {
+struct Fixture {
+  std::string name;
+  std::filesystem::path checkpoint;  // the checkpoint directory
+  std::filesystem::path reference;   // where reference.json / reference.safetensors live
+};
+
+std::vector<Fixture> AllFixtures() {
+  std::vector<Fixture> fixtures;
+  for (const std::string& name : FixtureNames()) {
+    fixtures.push_back({name, FixtureRoot() / name, FixtureRoot() / name});
+  }
+  fixtures.push_back({"default_model", LLM_DEFAULT_MODEL_DIR,
+                      std::filesystem::path(LLM_FIXTURES_DIR) / "default_model"});
+  return fixtures;
+}
+
+class HfFixtureTest : public testing::TestWithParam<Fixture> {
  protected:
-  std::filesystem::path directory() const { return FixtureRoot() / GetParam(); }
-  json reference() const { return ReadJson(directory() / "reference.json"); }
+  std::filesystem::path directory() const { return GetParam().checkpoint; }
+  std::filesystem::path reference_directory() const { return GetParam().reference; }
+  json reference() const { return ReadJson(reference_directory() / "reference.json"); }
 };
 
 TEST_P(HfFixtureTest, ConfigMatchesWhatTransformersRead) {
@@ -127,7 +145,7 @@ TEST_P(HfFixtureTest, RopeInverseFrequenciesMatchTransformersWithinOneUlp) {
   absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint = Checkpoint::Open(directory());
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
-      SafetensorsFile::Open(directory() / "reference.safetensors");
+      SafetensorsFile::Open(reference_directory() / "reference.safetensors");
   ASSERT_TRUE(file.ok()) << file.status();
   absl::StatusOr<HostTensor> reference = (*file)->Tensor("rope_inv_freq");
   ASSERT_TRUE(reference.ok()) << reference.status();
@@ -144,7 +162,7 @@ TEST_P(HfFixtureTest, RopeInverseFrequenciesMatchTransformersWithinOneUlp) {
 TEST_P(HfFixtureTest, ReferenceLogitsHaveOneRowPerPromptPosition) {
   const json ref = reference();
   absl::StatusOr<std::unique_ptr<SafetensorsFile>> file =
-      SafetensorsFile::Open(directory() / "reference.safetensors");
+      SafetensorsFile::Open(reference_directory() / "reference.safetensors");
   ASSERT_TRUE(file.ok()) << file.status();
   const auto prompts = ref["prompts"].get<std::vector<std::vector<int32_t>>>();
   ASSERT_EQ(prompts.size(), 2u);
@@ -158,9 +176,9 @@ TEST_P(HfFixtureTest, ReferenceLogitsHaveOneRowPerPromptPosition) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, HfFixtureTest, testing::ValuesIn(FixtureNames()),
-                         [](const testing::TestParamInfo<std::string>& info) {
-                           return info.param;
+INSTANTIATE_TEST_SUITE_P(Fixtures, HfFixtureTest, testing::ValuesIn(AllFixtures()),
+                         [](const testing::TestParamInfo<Fixture>& info) {
+                           return info.param.name;
                          });
 
 TEST(HfFixtureSetTest, CoversTheRequiredVariants) {
