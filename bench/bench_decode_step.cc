@@ -1,0 +1,161 @@
+// End-to-end decode step of a TinyLlama-1.1B-shaped model (hidden 2048, 22 layers, 32/4 heads,
+// head_dim 64, intermediate 5632, vocab 32000) on the CUDA backend, with random bf16 weights made in
+// process (a fake Checkpoint: no download). Each sequence first prefills 511 tokens; a step then
+// decodes one token per sequence at position 511 (rewriting that slot each time, so the context stays
+// 512) and samples greedily. Wall time of Transformer::Forward, which ends synchronised (sampling
+// copies tokens back), median of `iterations` after warm-up.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bench/bench_common.h"
+
+#ifdef LLM_BENCH_HAS_TRANSFORMER
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/dtype.h"
+#include "server/model/checkpoint.h"
+#include "server/model/transformer.h"
+#endif
+
+namespace llm::bench {
+
+#ifdef LLM_BENCH_HAS_TRANSFORMER
+namespace {
+
+class RandomCheckpoint final : public Checkpoint {
+ public:
+  RandomCheckpoint() {
+    config_.architecture = "LlamaForCausalLM";
+    config_.hidden_size = 2048;
+    config_.intermediate_size = 5632;
+    config_.num_hidden_layers = 22;
+    config_.num_attention_heads = 32;
+    config_.num_key_value_heads = 4;
+    config_.head_dim = 64;
+    config_.rms_norm_eps = 1e-5f;
+    config_.vocab_size = 32000;
+    config_.max_position_embeddings = 2048;
+    config_.rope_theta = 10000.f;
+    config_.torch_dtype = "bfloat16";
+    std::mt19937 generator(5);
+    std::uniform_real_distribution<float> projection(-0.03f, 0.03f), norm(0.8f, 1.2f);
+    // One random buffer backs every matrix (as large as the biggest, the embedding), one every norm.
+    matrix_.resize(static_cast<size_t>(config_.vocab_size) * config_.hidden_size);
+    for (uint16_t& v : matrix_) v = FloatToBF16(projection(generator));
+    norm_.resize(config_.hidden_size);
+    for (uint16_t& v : norm_) v = FloatToBF16(norm(generator));
+  }
+  const ModelConfig& config() const override { return config_; }
+  const std::filesystem::path& directory() const override { return directory_; }
+  bool HasTensor(std::string_view name) const override { return !ShapeOf(name).empty(); }
+  size_t stored_bytes() const override { return matrix_.size() * 2; }
+  absl::StatusOr<HostTensor> Tensor(std::string_view name) const override {
+    std::vector<int64_t> shape = ShapeOf(name);
+    if (shape.empty()) return absl::NotFoundError(std::string(name));
+    const bool is_norm = shape.size() == 1;
+    return HostTensor{DType::kBF16, shape, is_norm ? static_cast<const void*>(norm_.data()) : matrix_.data()};
+  }
+
+ private:
+  std::vector<int64_t> ShapeOf(std::string_view name) const {
+    const int64_t h = config_.hidden_size, i = config_.intermediate_size, v = config_.vocab_size;
+    const int64_t q = int64_t{config_.num_attention_heads} * config_.head_dim;
+    const int64_t kv = int64_t{config_.num_key_value_heads} * config_.head_dim;
+    auto ends = [&](std::string_view suffix) { return name.ends_with(suffix); };
+    if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return {v, h};
+    if (name == "model.norm.weight" || ends("layernorm.weight")) return {h};
+    if (ends("q_proj.weight")) return {q, h};
+    if (ends("k_proj.weight") || ends("v_proj.weight")) return {kv, h};
+    if (ends("o_proj.weight")) return {h, q};
+    if (ends("gate_proj.weight") || ends("up_proj.weight")) return {i, h};
+    if (ends("down_proj.weight")) return {h, i};
+    return {};
+  }
+  ModelConfig config_;
+  std::filesystem::path directory_ = "<random TinyLlama-shaped weights>";
+  std::vector<uint16_t> matrix_, norm_;
+};
+
+}  // namespace
+
+std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int>& batch_sizes, int iterations) {
+  std::vector<Result> results;
+  auto backend = CreateCudaBackend();
+  if (!backend.ok()) {
+    std::fprintf(stderr, "decode_step: %s\n", backend.status().ToString().c_str());
+    return results;
+  }
+  RandomCheckpoint checkpoint;
+  const int max_batch = *std::max_element(batch_sizes.begin(), batch_sizes.end());
+  const int block_size = 16;
+  const int blocks_per_seq = (context_tokens + block_size - 1) / block_size;
+  TransformerOptions options;
+  options.kv_block_size = block_size;
+  options.kv_num_blocks = max_batch * blocks_per_seq + 8;
+  options.max_batch_tokens = 2048;
+  options.max_batch_sequences = std::max(64, max_batch);
+  auto model = Transformer::Create(checkpoint, **backend, options);
+  if (!model.ok()) {
+    std::fprintf(stderr, "decode_step: %s\n", model.status().ToString().c_str());
+    return results;
+  }
+  std::mt19937 generator(3);
+  std::uniform_int_distribution<int32_t> token(1, checkpoint.config().vocab_size - 1);
+  std::vector<SequenceChunk> sequences(max_batch);
+  for (int s = 0; s < max_batch; ++s) {
+    for (int b = 0; b < blocks_per_seq; ++b) sequences[s].block_table.push_back(s * blocks_per_seq + b);
+    for (int t = 0; t < context_tokens - 1; ++t) sequences[s].tokens.push_back(token(generator));
+  }
+  // Prefill the contexts, a few sequences per step.
+  const int per_step = std::max(1, options.max_batch_tokens / context_tokens);
+  for (int s = 0; s < max_batch; s += per_step) {
+    std::vector<SequenceChunk> chunks(sequences.begin() + s,
+                                      sequences.begin() + std::min(max_batch, s + per_step));
+    auto prefill = (*model)->Forward(chunks);
+    if (!prefill.ok()) {
+      std::fprintf(stderr, "decode_step prefill: %s\n", prefill.status().ToString().c_str());
+      return results;
+    }
+  }
+  std::printf("\n%-34s %10s %12s\n", "decode step (TinyLlama-1.1B shape)", "ms", "tokens/s");
+  for (int batch : batch_sizes) {
+    std::vector<SequenceChunk> chunks(batch);
+    for (int s = 0; s < batch; ++s) {
+      chunks[s].tokens = {token(generator)};
+      chunks[s].start_position = context_tokens - 1;
+      chunks[s].block_table = sequences[s].block_table;
+    }
+    std::vector<double> ms;
+    for (int i = 0; i < iterations + 3; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      auto step = (*model)->Forward(chunks);
+      const auto end = std::chrono::steady_clock::now();
+      if (!step.ok()) {
+        std::fprintf(stderr, "decode_step: %s\n", step.status().ToString().c_str());
+        return results;
+      }
+      if (i >= 3) ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
+    }
+    std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+    const double median = ms[ms.size() / 2];
+    char shape[64];
+    std::snprintf(shape, sizeof(shape), "B%d context %d", batch, context_tokens);
+    results.push_back(Result{"decode_step", shape, median, 0, 0, "wall time of Forward, greedy sampling"});
+    std::printf("%-34s %10.3f %12.0f\n", shape, median, batch / (median * 1e-3));
+  }
+  return results;
+}
+
+#else
+
+std::vector<Result> RunDecodeStepBench(int, const std::vector<int>&, int) {
+  std::printf("\ndecode step: skipped (the transformer library is not built)\n");
+  return {};
+}
+
+#endif
+
+}  // namespace llm::bench

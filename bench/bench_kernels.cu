@@ -1,0 +1,289 @@
+// llm-bench-kernels: timings of the CUDA backend's attention kernels on the device it runs on.
+//   prefill  flash prefill over a paged cache, causal, TFLOP/s = 4 * B * Hq * D * S(S+1)/2 / time
+//   decode   split-KV flash decode (+ merge), bandwidth = K+V bytes read / time
+//   copy     cudaMemcpy device-to-device of 1 GiB, bandwidth = bytes read + written / time
+//   decode_step  (when the transformer is built) one Forward() decode step of a TinyLlama-1.1B-shaped
+//            model with random weights, wall time
+// Each timing: warm-up, then the median of many runs timed with CUDA events; inputs are random
+// (never zeros) and, where they would fit in L2, rotated among several copies so the runs read DRAM.
+// Prints a table; --json PATH writes the rows (bench/compare.py puts them next to torch SDPA's).
+// Anchor: bench/sdpa_anchor.py times torch scaled_dot_product_attention on the same shapes.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bench/bench_common.h"
+#include "kernels/cuda/attention_params.h"
+
+namespace llm::bench {
+namespace {
+
+#define BENCH_CHECK(call)                                                                    \
+  do {                                                                                       \
+    const cudaError_t error_ = (call);                                                       \
+    if (error_ != cudaSuccess) {                                                             \
+      std::fprintf(stderr, "%s failed at %s:%d: %s\n", #call, __FILE__, __LINE__,            \
+                   cudaGetErrorString(error_));                                              \
+      std::exit(1);                                                                          \
+    }                                                                                        \
+  } while (0)
+
+#define BENCH_STATUS(expression)                                                             \
+  do {                                                                                       \
+    const absl::Status status_ = (expression);                                               \
+    if (!status_.ok()) {                                                                     \
+      std::fprintf(stderr, "%s failed: %s\n", #expression, status_.ToString().c_str());      \
+      std::exit(1);                                                                          \
+    }                                                                                        \
+  } while (0)
+
+__global__ void FillRandomBf16(__nv_bfloat16* data, size_t count, uint32_t seed, float scale) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    uint32_t x = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    x ^= x >> 16;
+    x *= 0x7feb352du;
+    x ^= x >> 15;
+    x *= 0x846ca68bu;
+    x ^= x >> 16;
+    data[i] = __float2bfloat16((static_cast<float>(x & 0xffffff) / 16777216.f * 2.f - 1.f) * scale);
+  }
+}
+
+template <typename T>
+T* DeviceAlloc(size_t count) {
+  T* p = nullptr;
+  BENCH_CHECK(cudaMalloc(&p, count * sizeof(T)));
+  return p;
+}
+
+void FillRandom(__nv_bfloat16* data, size_t count, uint32_t seed, float scale = 1.f) {
+  FillRandomBf16<<<1024, 256>>>(data, count, seed, scale);
+  BENCH_CHECK(cudaGetLastError());
+}
+
+template <typename T>
+T* Upload(const std::vector<T>& host) {
+  T* p = DeviceAlloc<T>(host.size());
+  BENCH_CHECK(cudaMemcpy(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return p;
+}
+
+// Median milliseconds of `iterations` runs of body(i) after `warmup` runs, each timed with events.
+template <typename Body>
+double MedianMs(cudaStream_t stream, int warmup, int iterations, Body&& body) {
+  for (int i = 0; i < warmup; ++i) body(i);
+  BENCH_CHECK(cudaStreamSynchronize(stream));
+  std::vector<cudaEvent_t> events(2 * iterations);
+  for (auto& e : events) BENCH_CHECK(cudaEventCreate(&e));
+  for (int i = 0; i < iterations; ++i) {
+    BENCH_CHECK(cudaEventRecord(events[2 * i], stream));
+    body(warmup + i);
+    BENCH_CHECK(cudaEventRecord(events[2 * i + 1], stream));
+  }
+  BENCH_CHECK(cudaStreamSynchronize(stream));
+  std::vector<float> ms(iterations);
+  for (int i = 0; i < iterations; ++i) BENCH_CHECK(cudaEventElapsedTime(&ms[i], events[2 * i], events[2 * i + 1]));
+  for (auto& e : events) BENCH_CHECK(cudaEventDestroy(e));
+  std::nth_element(ms.begin(), ms.begin() + iterations / 2, ms.end());
+  return ms[iterations / 2];
+}
+
+// A paged batch: `copies` independent KV sets (disjoint shuffled blocks), B sequences of kv_len
+// tokens each, the last `query_len` of them queried.
+struct PagedBatch {
+  cuda::PagedAttentionParams params;
+  std::vector<int32_t*> block_tables;  // one per copy
+  __nv_bfloat16* pool = nullptr;
+  __nv_bfloat16* qkv = nullptr;
+  __nv_bfloat16* out = nullptr;
+  float* partial = nullptr;
+  void Free() {
+    for (int32_t* t : block_tables) cudaFree(t);
+    cudaFree(pool);
+    cudaFree(qkv);
+    cudaFree(out);
+    cudaFree(const_cast<int32_t*>(params.positions));
+    cudaFree(const_cast<int32_t*>(params.query_start));
+    cudaFree(const_cast<int32_t*>(params.kv_lens));
+    if (partial != nullptr) cudaFree(partial);
+  }
+};
+
+PagedBatch MakeBatch(int batch, int kv_len, int query_len, int hq, int hkv, int head_dim, int block_size,
+                     int copies, uint32_t seed) {
+  PagedBatch b;
+  const int blocks_per_seq = (kv_len + block_size - 1) / block_size;
+  const int total_blocks = blocks_per_seq * batch * copies;
+  kvcache::KvLayout layout{1, total_blocks, block_size, hkv, head_dim};
+  b.pool = DeviceAlloc<__nv_bfloat16>(layout.total_elements());
+  FillRandom(b.pool, layout.total_elements(), seed);
+  std::mt19937 generator(seed);
+  std::vector<int32_t> blocks(total_blocks);
+  std::iota(blocks.begin(), blocks.end(), 0);
+  std::shuffle(blocks.begin(), blocks.end(), generator);
+  for (int c = 0; c < copies; ++c) {
+    std::vector<int32_t> table(blocks.begin() + static_cast<size_t>(c) * batch * blocks_per_seq,
+                               blocks.begin() + static_cast<size_t>(c + 1) * batch * blocks_per_seq);
+    b.block_tables.push_back(Upload(table));
+  }
+  std::vector<int32_t> positions, query_start{0}, kv_lens;
+  for (int s = 0; s < batch; ++s) {
+    for (int i = 0; i < query_len; ++i) positions.push_back(kv_len - query_len + i);
+    query_start.push_back(static_cast<int32_t>(positions.size()));
+    kv_lens.push_back(kv_len);
+  }
+  const int tokens = static_cast<int>(positions.size());
+  const int64_t row = static_cast<int64_t>(hq + 2 * hkv) * head_dim;
+  b.qkv = DeviceAlloc<__nv_bfloat16>(tokens * row);
+  FillRandom(b.qkv, tokens * row, seed + 1, 2.f);
+  b.out = DeviceAlloc<__nv_bfloat16>(static_cast<size_t>(tokens) * hq * head_dim);
+  cuda::PagedAttentionParams& p = b.params;
+  p.q = b.qkv;
+  p.q_row_stride = row;
+  p.out = b.out;
+  p.out_row_stride = static_cast<int64_t>(hq) * head_dim;
+  p.k_cache = b.pool + layout.layer_offset(0, kvcache::KvKind::kKey);
+  p.v_cache = b.pool + layout.layer_offset(0, kvcache::KvKind::kValue);
+  p.layout = layout;
+  p.positions = Upload(positions);
+  p.query_start = Upload(query_start);
+  p.kv_lens = Upload(kv_lens);
+  p.block_tables = b.block_tables[0];
+  p.block_table_stride = blocks_per_seq;
+  p.num_seqs = batch;
+  p.num_tokens = tokens;
+  p.max_query_len = query_len;
+  p.max_kv_len = kv_len;
+  p.num_q_heads = hq;
+  p.num_kv_heads = hkv;
+  p.head_dim = head_dim;
+  p.softmax_scale = 1.f / std::sqrt(static_cast<float>(head_dim));
+  BENCH_CHECK(cudaDeviceSynchronize());
+  return b;
+}
+
+std::string Shape(const char* fmt, int a, int b, int c, int d, int e) {
+  char buffer[128];
+  std::snprintf(buffer, sizeof(buffer), fmt, a, b, c, d, e);
+  return buffer;
+}
+
+void BenchPrefill(cudaStream_t stream, std::vector<Result>& results, bool quick) {
+  struct Case { int hq, hkv, d, s, b; };
+  std::vector<Case> cases;
+  for (auto [hq, hkv, d] : {std::tuple{32, 8, 128}, std::tuple{32, 4, 64}}) {
+    for (int s : {512, 1024, 2048, 4096, 8192, 16384}) {
+      cases.push_back({hq, hkv, d, s, std::max(1, 16384 / s)});
+      if (!quick && s >= 2048 && s <= 8192) cases.push_back({hq, hkv, d, s, 1});
+    }
+  }
+  std::printf("\n%-34s %10s %10s\n", "prefill (causal, paged bs=16)", "ms", "TFLOP/s");
+  for (const Case& c : cases) {
+    PagedBatch batch = MakeBatch(c.b, c.s, c.s, c.hq, c.hkv, c.d, 16, 1, 100 + c.s);
+    const double ms = MedianMs(stream, 3, quick ? 10 : 30, [&](int) {
+      BENCH_STATUS(cuda::LaunchFlashPrefill(batch.params, stream));
+    });
+    const double flops = 4.0 * c.b * c.hq * c.d * (static_cast<double>(c.s) * (c.s + 1) / 2);
+    Result r{"prefill", Shape("B%d S%d Hq%d Hkv%d D%d", c.b, c.s, c.hq, c.hkv, c.d), ms,
+             flops / (ms * 1e-3) / 1e12, 0, ""};
+    std::printf("%-34s %10.3f %10.1f\n", r.shape.c_str(), ms, r.tflops);
+    results.push_back(r);
+    batch.Free();
+  }
+}
+
+void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results, bool quick) {
+  const int hq = 32, hkv = 8, d = 128;
+  std::printf("\n%-34s %10s %10s %8s\n", "decode (Hq32 Hkv8 D128, bs=16)", "ms", "GB/s", "splits");
+  for (auto [b, c] : {std::pair{1, 4096}, std::pair{1, 32768}, std::pair{8, 4096}, std::pair{32, 4096},
+                      std::pair{64, 2048}, std::pair{16, 16384}}) {
+    const double kv_bytes = 2.0 * b * c * hkv * d * 2;
+    // Enough copies that one pass over all of them (>= 256 MB) cannot stay in L2.
+    const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
+    PagedBatch batch = MakeBatch(b, c, 1, hq, hkv, d, 16, copies, 200 + b);
+    cuda::ChooseDecodeSplits(batch.params, num_sms);
+    const size_t floats = cuda::FlashDecodeWorkspaceFloats(batch.params);
+    if (floats > 0) {
+      batch.partial = DeviceAlloc<float>(floats);
+      batch.params.partial_out = batch.partial;
+      batch.params.partial_lse =
+          batch.partial + static_cast<size_t>(batch.params.num_tokens) * hq * batch.params.num_splits * d;
+    }
+    const double ms = MedianMs(stream, 5, quick ? 20 : 100, [&](int i) {
+      cuda::PagedAttentionParams p = batch.params;
+      p.block_tables = batch.block_tables[i % copies];
+      BENCH_STATUS(cuda::LaunchFlashDecode(p, stream));
+    });
+    Result r{"decode", Shape("B%d C%d Hq%d Hkv%d D%d", b, c, hq, hkv, d), ms, 0, kv_bytes / (ms * 1e-3) / 1e9,
+             "splits=" + std::to_string(batch.params.num_splits)};
+    std::printf("%-34s %10.4f %10.1f %8d\n", r.shape.c_str(), ms, r.gbytes_per_s, batch.params.num_splits);
+    results.push_back(r);
+    batch.Free();
+  }
+}
+
+void BenchCopy(cudaStream_t stream, std::vector<Result>& results) {
+  const size_t bytes = size_t{1} << 30;
+  __nv_bfloat16* a = DeviceAlloc<__nv_bfloat16>(bytes / 2);
+  __nv_bfloat16* b = DeviceAlloc<__nv_bfloat16>(bytes / 2);
+  FillRandom(a, bytes / 2, 7);
+  const double ms = MedianMs(stream, 3, 20, [&](int) {
+    BENCH_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream));
+  });
+  Result r{"copy", "D2D 1GiB", ms, 0, 2.0 * bytes / (ms * 1e-3) / 1e9, "bytes read + written"};
+  std::printf("\n%-34s %10.3f %10.1f GB/s (read + write)\n", r.shape.c_str(), ms, r.gbytes_per_s);
+  results.push_back(r);
+  cudaFree(a);
+  cudaFree(b);
+}
+
+}  // namespace
+}  // namespace llm::bench
+
+int main(int argc, char** argv) {
+  using namespace llm::bench;
+  std::string json_path;
+  std::string sections = "copy,prefill,decode,decode_step";
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+    else if (!std::strcmp(argv[i], "--sections") && i + 1 < argc) sections = argv[++i];
+    else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else {
+      std::fprintf(stderr, "usage: %s [--json PATH] [--sections copy,prefill,decode,decode_step] [--quick]\n", argv[0]);
+      return 2;
+    }
+  }
+  cudaDeviceProp properties{};
+  BENCH_CHECK(cudaGetDeviceProperties(&properties, 0));
+  std::printf("device: %s (%d SMs, L2 %d MB)\n", properties.name, properties.multiProcessorCount,
+              properties.l2CacheSize >> 20);
+  cudaStream_t stream;
+  BENCH_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  std::vector<Result> results;
+  std::vector<std::string> wanted;
+  for (size_t begin = 0; begin <= sections.size();) {
+    const size_t end = std::min(sections.find(',', begin), sections.size());
+    wanted.push_back(sections.substr(begin, end - begin));
+    begin = end + 1;
+  }
+  auto wants = [&](const char* name) { return std::find(wanted.begin(), wanted.end(), name) != wanted.end(); };
+  if (wants("copy")) BenchCopy(stream, results);
+  if (wants("prefill")) BenchPrefill(stream, results, quick);
+  if (wants("decode")) BenchDecode(stream, properties.multiProcessorCount, results, quick);
+  if (wants("decode_step")) {
+    std::vector<Result> step = RunDecodeStepBench(512, {1, 32, 64}, quick ? 5 : 20);
+    results.insert(results.end(), step.begin(), step.end());
+  }
+  if (!json_path.empty()) WriteJson(json_path, properties.name, results);
+  return 0;
+}
