@@ -76,13 +76,27 @@ struct MalformedCase {
 
 class MalformedSafetensorsTest : public testing::TestWithParam<MalformedCase> {};
 
-TEST_P(MalformedSafetensorsTest, FailsNamingFileAndCause) {
+TEST_P(MalformedSafetensorsTest, HeaderParserFailsNamingFileAndCause) {
   const MalformedCase& c = GetParam();
   absl::StatusOr<SafetensorsHeader> parsed = Parse(c.bytes);
   ASSERT_FALSE(parsed.ok()) << c.description << " was accepted";
   EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
   const std::string message(parsed.status().message());
   EXPECT_THAT(message, HasSubstr(kFile));
+  for (const std::string& part : c.message_parts) {
+    EXPECT_THAT(message, HasSubstr(part)) << c.description;
+  }
+}
+
+TEST_P(MalformedSafetensorsTest, OpeningTheFileFailsNamingItsPathAndCause) {
+  const MalformedCase& c = GetParam();
+  const std::filesystem::path path = FreshTempDir() / "malformed.safetensors";
+  WriteFile(path, c.bytes);
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(path);
+  ASSERT_FALSE(file.ok()) << c.description << " was accepted";
+  EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string message(file.status().message());
+  EXPECT_THAT(message, HasSubstr(path.string()));
   for (const std::string& part : c.message_parts) {
     EXPECT_THAT(message, HasSubstr(part)) << c.description;
   }
