@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <utility>
 
 #include "server/metrics/process_collector.h"
@@ -12,7 +13,10 @@
 namespace llm::metrics {
 namespace {
 
-std::string HostName() {
+// The replica's name for the x-llm-replica header: the LLM_REPLICA_ID environment variable (the
+// Kubernetes manifest sets it to the pod IP), else the host name.
+std::string DefaultReplicaId() {
+  if (const char* id = std::getenv("LLM_REPLICA_ID"); id != nullptr && *id != '\0') return id;
   char name[256] = {};
   if (gethostname(name, sizeof(name) - 1) != 0) return "";
   return name;
@@ -24,7 +28,7 @@ ServerMetrics::ServerMetrics(const ServerMetricsOptions& options)
     : registry_(std::make_shared<prometheus::Registry>()),
       serving_(std::make_unique<ServingMetrics>(registry_)),
       step_observer_(*serving_),
-      replica_id_(options.replica_id.empty() ? HostName() : options.replica_id) {}
+      replica_id_(options.replica_id.empty() ? DefaultReplicaId() : options.replica_id) {}
 
 absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(
     const ServerMetricsOptions& options) {

@@ -29,7 +29,8 @@ namespace llm::metrics {
 
 struct ServerMetricsOptions {
   std::string bind_address = "0.0.0.0:9090";  // where /metrics listens
-  std::string replica_id;                     // x-llm-replica reply header; empty: the host name
+  // x-llm-replica reply header; empty: $LLM_REPLICA_ID, else the host name.
+  std::string replica_id;
 };
 
 class ServerMetrics {
