@@ -45,7 +45,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, std::st
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::filesystem::path& path);
 
 // Per-pair inverse frequencies [head_dim / 2] for RoPE with the config's theta and scaling, computed
-// as transformers' rope init functions do (in float64 then rounded to float32 where they do).
+// step by step in float32 as transformers 5.x's rope init functions do (within 1 ulp of torch's pow).
 std::vector<float> RopeInverseFrequencies(const ModelConfig& config);
 
 }  // namespace llm
