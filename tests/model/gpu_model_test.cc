@@ -1,0 +1,186 @@
+// The whole model on the CUDA backend (bf16) against the Hugging Face fixtures (tests/fixtures/hf,
+// logits and greedy tokens computed by transformers in fp32) and against itself:
+//  * one-shot prefill logits vs transformers: ||ours - ref|| / ||ref|| < kLogitTolerance (bf16);
+//  * chunked prefill (pieces of 5: mid-block, across blocks) and token-by-token prefill (pieces of
+//    1: the decode kernel) vs our own one-shot prefill, same tolerance;
+//  * greedy decoding, teacher-forced with transformers' tokens so one near-tie cannot derail the
+//    rest: every step's argmax must equal transformers' token, except at steps whose reference top-2
+//    margin is below kNearTieMargin (bf16 logit error can legitimately flip those; each is printed).
+// Fixture head dims 8..128 exercise both the flash kernels (64, 128) and the generic fallback.
+// Skips without a GPU (label gpu).
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/dtype.h"
+#include "nlohmann/json.hpp"
+#include "server/model/checkpoint.h"
+#include "server/model/safetensors.h"
+#include "server/model/transformer.h"
+#include "tests/kernels/gpu/gpu_test_util.h"
+
+namespace llm {
+namespace {
+
+constexpr double kLogitTolerance = 2e-2;
+constexpr double kNearTieMargin = 0.05;
+constexpr int32_t kBlockSize = 16;
+
+// The fixtures: $LLM_FIXTURES_DIR, else the source tree's, else ./tests/fixtures (the GPU machine
+// runs from a copy of the tree at another path).
+std::filesystem::path FixtureRoot() {
+  if (const char* env = std::getenv("LLM_FIXTURES_DIR")) return std::filesystem::path(env) / "hf";
+  const std::filesystem::path built = std::filesystem::path(LLM_FIXTURES_DIR) / "hf";
+  if (std::filesystem::is_directory(built)) return built;
+  return std::filesystem::path("tests/fixtures/hf");
+}
+
+std::vector<std::string> FixtureNames() {
+  std::vector<std::string> names;
+  if (!std::filesystem::is_directory(FixtureRoot())) return names;
+  for (const auto& entry : std::filesystem::directory_iterator(FixtureRoot())) {
+    if (std::filesystem::exists(entry.path() / "reference.json")) names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+class GpuModelTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    SKIP_WITHOUT_GPU();
+    const std::filesystem::path directory = FixtureRoot() / GetParam();
+    std::ifstream file(directory / "reference.json");
+    std::stringstream text;
+    text << file.rdbuf();
+    reference_ = nlohmann::json::parse(text.str());
+    auto checkpoint = Checkpoint::Open(directory);
+    ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
+    checkpoint_ = std::move(*checkpoint);
+    auto logits = SafetensorsFile::Open(directory / "reference.safetensors");
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    reference_logits_ = std::move(*logits);
+    auto backend = CreateCudaBackend();
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    backend_ = std::move(*backend);
+    TransformerOptions options;
+    options.kv_num_blocks = 64;
+    options.kv_block_size = kBlockSize;
+    options.max_batch_tokens = 64;
+    options.max_batch_sequences = 4;
+    auto transformer = Transformer::Create(*checkpoint_, *backend_, options);
+    ASSERT_TRUE(transformer.ok()) << transformer.status();
+    transformer_ = std::move(*transformer);
+  }
+
+  std::vector<std::vector<int32_t>> Prompts() const {
+    return reference_["prompts"].get<std::vector<std::vector<int32_t>>>();
+  }
+
+  std::vector<float> ReferenceLogits(size_t prompt) const {
+    auto tensor = reference_logits_->Tensor("logits_prompt" + std::to_string(prompt));
+    EXPECT_TRUE(tensor.ok()) << tensor.status();
+    if (!tensor.ok()) return {};
+    std::vector<float> values(static_cast<size_t>(tensor->num_elements()));
+    ConvertToFloat(tensor->dtype, tensor->data, values.size(), values.data());
+    return values;
+  }
+
+  std::vector<int32_t> NewBlockTable(int32_t tokens) {
+    std::vector<int32_t> table;
+    for (int32_t b = 0; b < (tokens + kBlockSize - 1) / kBlockSize; ++b) table.push_back(next_block_++ % 64);
+    return table;
+  }
+
+  // Prefills `prompt` in pieces of `piece` tokens; returns every position's logits.
+  std::vector<float> Prefill(const std::vector<int32_t>& prompt, int32_t piece) {
+    const std::vector<int32_t> table = NewBlockTable(prompt.size());
+    std::vector<float> logits;
+    for (int32_t begin = 0; begin < static_cast<int32_t>(prompt.size()); begin += piece) {
+      SequenceChunk chunk;
+      const int32_t end = std::min<int32_t>(begin + piece, prompt.size());
+      chunk.tokens.assign(prompt.begin() + begin, prompt.begin() + end);
+      chunk.start_position = begin;
+      chunk.block_table = table;
+      chunk.return_logits = true;
+      auto result = transformer_->Forward(std::span(&chunk, 1));
+      EXPECT_TRUE(result.ok()) << result.status();
+      if (!result.ok()) return {};
+      logits.insert(logits.end(), (*result)[0].logits.begin(), (*result)[0].logits.end());
+    }
+    return logits;
+  }
+
+  void ExpectClose(const std::vector<float>& actual, const std::vector<float>& expected, const std::string& what) {
+    ASSERT_EQ(actual.size(), expected.size()) << what;
+    EXPECT_EQ(gpu_testing::CountNonFinite(actual), 0u) << what;
+    double max_diff = 0;
+    for (size_t i = 0; i < actual.size(); ++i) max_diff = std::max(max_diff, std::abs(double(actual[i]) - expected[i]));
+    const double error = gpu_testing::RelativeError(actual, expected);
+    std::printf("    %-22s %-28s relative error %.3e, max |diff| %.4f\n", GetParam().c_str(), what.c_str(), error,
+                max_diff);
+    EXPECT_LT(error, kLogitTolerance) << GetParam() << " " << what;
+  }
+
+  nlohmann::json reference_;
+  std::unique_ptr<Checkpoint> checkpoint_;
+  std::unique_ptr<SafetensorsFile> reference_logits_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Transformer> transformer_;
+  int32_t next_block_ = 0;
+};
+
+TEST_P(GpuModelTest, PrefillLogitsMatchTransformersAndEachOther) {
+  const auto prompts = Prompts();
+  ASSERT_FALSE(prompts.empty());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const std::vector<float> one_shot = Prefill(prompts[i], prompts[i].size());
+    ExpectClose(one_shot, ReferenceLogits(i), "prompt" + std::to_string(i) + " one-shot vs HF");
+    ExpectClose(Prefill(prompts[i], 5), one_shot, "prompt" + std::to_string(i) + " pieces of 5 vs one-shot");
+    ExpectClose(Prefill(prompts[i], 1), one_shot, "prompt" + std::to_string(i) + " token-by-token vs one-shot");
+  }
+}
+
+TEST_P(GpuModelTest, GreedyTokensMatchTransformers) {
+  const auto prompts = Prompts();
+  const auto expected = reference_["greedy_tokens"].get<std::vector<std::vector<int32_t>>>();
+  const auto margins = reference_["greedy_top2_margins"].get<std::vector<std::vector<double>>>();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const std::vector<int32_t> table = NewBlockTable(prompts[i].size() + expected[i].size());
+    int32_t position = 0;
+    for (size_t step = 0; step < expected[i].size(); ++step) {
+      SequenceChunk chunk;
+      if (step == 0) {
+        chunk.tokens = prompts[i];
+      } else {
+        chunk.tokens = {expected[i][step - 1]};  // teacher forcing with transformers' tokens
+      }
+      chunk.start_position = position;
+      chunk.block_table = table;
+      auto result = transformer_->Forward(std::span(&chunk, 1));
+      ASSERT_TRUE(result.ok()) << result.status();
+      position += chunk.tokens.size();
+      const int32_t ours = (*result)[0].sampled.token;
+      if (ours != expected[i][step]) {
+        std::printf("    %s prompt %zu step %zu: ours %d, transformers %d (reference top-2 margin %.4f)\n",
+                    GetParam().c_str(), i, step, ours, expected[i][step], margins[i][step]);
+        EXPECT_LT(margins[i][step], kNearTieMargin)
+            << GetParam() << " prompt " << i << " step " << step << ": greedy token differs at a clear margin";
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, GpuModelTest, ::testing::ValuesIn(FixtureNames()),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
+}  // namespace
+}  // namespace llm
