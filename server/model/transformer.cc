@@ -18,7 +18,7 @@
 namespace llm {
 namespace {
 
-#define LLM_RETURN_IF_ERROR(expr)                                         \
+#define LLM_RETURN_IF_ERROR(expr)                                     \
   do {                                                                \
     if (absl::Status _status = (expr); !_status.ok()) return _status; \
   } while (0)
@@ -189,36 +189,37 @@ class LlamaTransformer final : public Transformer {
     const RopeParams rope{inv_freq_.as<float>(), 1.0f};
     StepBuffers& b = buffers_;
 
-    LLM_RETURN_IF_ERROR(backend_.Embed(b.token_ids.as<int32_t>(), tokens, weights_.embed_tokens.data(),
-                                   hidden, b.residual.data()));
+    LLM_RETURN_IF_ERROR(backend_.Embed(b.token_ids.as<int32_t>(), tokens,
+                                       weights_.embed_tokens.data(), hidden, b.residual.data()));
     LLM_RETURN_IF_ERROR(backend_.RmsNorm(b.residual.data(), weights_.layers[0].input_norm.data(),
-                                     tokens, hidden, eps, b.normed.data()));
+                                         tokens, hidden, eps, b.normed.data()));
     for (int32_t l = 0; l < config_.num_hidden_layers; ++l) {
       const LlamaLayerWeights& layer = weights_.layers[l];
       // Attention half: b.normed holds input_layernorm(residual).
       LLM_RETURN_IF_ERROR(backend_.Matmul(b.normed.data(), layer.qkv_proj.data(), tokens, qkv_width,
-                                      hidden, b.qkv.data()));
-      LLM_RETURN_IF_ERROR(backend_.RopeAppendKv(b.qkv.data(), batch, attention_shape_, rope, cache, l));
+                                          hidden, b.qkv.data()));
+      LLM_RETURN_IF_ERROR(
+          backend_.RopeAppendKv(b.qkv.data(), batch, attention_shape_, rope, cache, l));
       LLM_RETURN_IF_ERROR(backend_.PagedAttention(b.qkv.data(), batch, attention_shape_, cache, l,
-                                              b.attention_out.data()));
-      LLM_RETURN_IF_ERROR(backend_.Matmul(b.attention_out.data(), layer.o_proj.data(), tokens, hidden,
-                                      q_width, b.projection.data()));
+                                                  b.attention_out.data()));
+      LLM_RETURN_IF_ERROR(backend_.Matmul(b.attention_out.data(), layer.o_proj.data(), tokens,
+                                          hidden, q_width, b.projection.data()));
       LLM_RETURN_IF_ERROR(backend_.AddRmsNorm(b.residual.data(), b.projection.data(),
-                                          layer.post_attention_norm.data(), tokens, hidden, eps,
-                                          b.normed.data()));
+                                              layer.post_attention_norm.data(), tokens, hidden, eps,
+                                              b.normed.data()));
       // MLP half.
-      LLM_RETURN_IF_ERROR(backend_.Matmul(b.normed.data(), layer.gate_up_proj.data(), tokens, 2 * inter,
-                                      hidden, b.gate_up.data()));
+      LLM_RETURN_IF_ERROR(backend_.Matmul(b.normed.data(), layer.gate_up_proj.data(), tokens,
+                                          2 * inter, hidden, b.gate_up.data()));
       LLM_RETURN_IF_ERROR(backend_.SiluMul(b.gate_up.data(), tokens, inter, b.mlp_hidden.data()));
-      LLM_RETURN_IF_ERROR(backend_.Matmul(b.mlp_hidden.data(), layer.down_proj.data(), tokens, hidden,
-                                      inter, b.projection.data()));
+      LLM_RETURN_IF_ERROR(backend_.Matmul(b.mlp_hidden.data(), layer.down_proj.data(), tokens,
+                                          hidden, inter, b.projection.data()));
       if (l + 1 < config_.num_hidden_layers) {
         LLM_RETURN_IF_ERROR(backend_.AddRmsNorm(b.residual.data(), b.projection.data(),
-                                            weights_.layers[l + 1].input_norm.data(), tokens,
-                                            hidden, eps, b.normed.data()));
+                                                weights_.layers[l + 1].input_norm.data(), tokens,
+                                                hidden, eps, b.normed.data()));
       } else {
         LLM_RETURN_IF_ERROR(backend_.Add(b.residual.data(), b.projection.data(),
-                                     static_cast<int64_t>(tokens) * hidden));
+                                         static_cast<int64_t>(tokens) * hidden));
       }
     }
     return absl::OkStatus();
@@ -239,11 +240,11 @@ class LlamaTransformer final : public Transformer {
     for (int32_t first = 0; first < total_rows; first += logit_rows_capacity_) {
       const int32_t rows = std::min(logit_rows_capacity_, total_rows - first);
       LLM_RETURN_IF_ERROR(backend_.GatherRows(b.residual.data(), b.logit_rows.as<int32_t>() + first,
-                                          rows, hidden, b.gathered.data()));
-      LLM_RETURN_IF_ERROR(backend_.RmsNorm(b.gathered.data(), weights_.final_norm.data(), rows, hidden,
-                                       config_.rms_norm_eps, b.gathered_normed.data()));
+                                              rows, hidden, b.gathered.data()));
+      LLM_RETURN_IF_ERROR(backend_.RmsNorm(b.gathered.data(), weights_.final_norm.data(), rows,
+                                           hidden, config_.rms_norm_eps, b.gathered_normed.data()));
       LLM_RETURN_IF_ERROR(backend_.Matmul(b.gathered_normed.data(), weights_.lm_head_data(), rows,
-                                      vocab, hidden, b.logits.data(), /*out_f32=*/true));
+                                          vocab, hidden, b.logits.data(), /*out_f32=*/true));
       // Rows [first, first + rows) of the logit list: a prefix may be sampling rows.
       const int32_t sample_end = std::min(first + rows, step.num_sample_rows);
       if (first < sample_end) {
@@ -253,12 +254,20 @@ class LlamaTransformer final : public Transformer {
             std::span<const SamplingParams>(step.sample_params).subspan(first, count),
             std::span<SampledToken>(sampled).subspan(first, count)));
       }
-      for (int32_t row = std::max(first, step.num_sample_rows); row < first + rows; ++row) {
+      // The remaining rows are returned logits; consecutive rows of one chunk go back in one copy.
+      int32_t row = std::max(first, step.num_sample_rows);
+      while (row < first + rows) {
         const auto [chunk, token] = step.logits_destination[row - step.num_sample_rows];
+        int32_t run = 1;
+        while (row + run < first + rows &&
+               step.logits_destination[row + run - step.num_sample_rows].first == chunk) {
+          ++run;
+        }
         LLM_RETURN_IF_ERROR(
             backend_.CopyToHost(results[chunk].logits.data() + static_cast<size_t>(token) * vocab,
                                 b.logits.as<float>() + static_cast<size_t>(row - first) * vocab,
-                                vocab * sizeof(float)));
+                                static_cast<size_t>(run) * vocab * sizeof(float)));
+        row += run;
       }
     }
     for (int32_t i = 0; i < step.num_sample_rows; ++i) {
