@@ -745,6 +745,11 @@ void Engine::PublishStats() {
   published_stats_ = stats;
 }
 
+bool Engine::accepting() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return accepting_;
+}
+
 EngineStats Engine::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return published_stats_;

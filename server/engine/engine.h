@@ -59,7 +59,11 @@ class Engine {
   // Tells the engine thread that a request was cancelled so that it frees its blocks now.
   void Wake();
 
+  // The stats as of the end of the engine's latest loop iteration (a request's callback may run
+  // slightly before the stats reflect it).
   EngineStats stats() const;
+  // False once Shutdown has begun.
+  bool accepting() const;
   const ModelConfig& config() const { return config_; }
   const Transformer& model() const { return *model_; }
   const EngineOptions& options() const { return options_; }
