@@ -31,6 +31,9 @@ if plugin=$(find_one libllm_cuda_backend.so 2>/dev/null); then
 fi
 strip --strip-unneeded "$prefix"/bin/* "$prefix"/lib/*.so 2>/dev/null || true
 cp -r models/default "$prefix/share/llm-inference/models/default"
+# The server runs as an unprivileged user: everything readable, nothing writable, whatever the
+# modes were in the build context.
+chmod -R u=rwX,go=rX "$prefix"
 
 # Every shared library the binaries and the plugin load, mapped to the package that ships it.
 # libcuda.so comes from the host's driver (NVIDIA container toolkit), never from the image.

@@ -67,23 +67,25 @@ socks = [socket.socket() for _ in range(2)]
 for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
 container=$(buildah from "$image")
-buildah run --isolation chroot --network host "$container" -- id -u | grep -qx 10001 \
-  || { echo "FAIL: processes in the image do not run as uid 10001"; exit 1; }
-buildah run --isolation chroot --network host "$container" -- sh -c \
-  "echo \$\$ > /tmp/llm-server.pid; exec timeout 600 llm-server --host=127.0.0.1 \
-   --port=$grpc_port --metrics_port=$metrics_port --backend=cpu --threads=2" \
-  > "$work/server.log" 2>&1 &
-for _ in $(seq 120); do
-  server_pid=$(buildah run "$container" -- cat /tmp/llm-server.pid 2>/dev/null || true)
-  if buildah run --isolation chroot --network host "$container" -- \
-       llm-client --target="127.0.0.1:$grpc_port" --timeout=2s health >/dev/null 2>&1; then
+in_image() { buildah run --isolation chroot --network host "$container" -- "$@"; }
+in_image id -u | grep -qx 10001 || { echo "FAIL: processes in the image do not run as uid 10001"; exit 1; }
+# Chroot isolation shares the host's PID namespace: the pid the shell writes is the host pid.
+in_image sh -c "echo \$\$ > /tmp/llm-server.pid; exec timeout 600 llm-server --host=127.0.0.1 \
+  --port=$grpc_port --metrics_port=$metrics_port --backend=cpu --threads=2" > "$work/server.log" 2>&1 &
+run_pid=$!
+healthy=""
+for _ in $(seq 90); do
+  kill -0 "$run_pid" 2>/dev/null || { cat "$work/server.log"; echo "FAIL: llm-server exited"; exit 1; }
+  if in_image llm-client --target="127.0.0.1:$grpc_port" --timeout=2s health >/dev/null 2>&1; then
+    healthy=1
     break
   fi
   sleep 1
 done
+[[ -n "$healthy" ]] || { cat "$work/server.log"; echo "FAIL: llm-server not healthy in time"; exit 1; }
+server_pid=$(in_image cat /tmp/llm-server.pid)
 echo "== llm-client smoke (the image's client against the image's server)"
-buildah run --isolation chroot --network host "$container" -- \
-  llm-client --target="127.0.0.1:$grpc_port" smoke || { cat "$work/server.log"; echo "FAIL: smoke"; exit 1; }
+in_image llm-client --target="127.0.0.1:$grpc_port" smoke || { cat "$work/server.log"; echo "FAIL: smoke"; exit 1; }
 
 echo "== /metrics from the host"
 scrape=$(python3 -c "import urllib.request,sys; print(urllib.request.urlopen('http://127.0.0.1:$metrics_port/metrics', timeout=5).read().decode())") \
