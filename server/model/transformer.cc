@@ -33,6 +33,8 @@ struct StepBuffers {
   DeviceBuffer gathered, gathered_normed, logits;
 };
 
+// Not thread-safe: its step buffers and KV pool are reused by every Forward(), so one thread (the
+// engine's) owns it.
 class LlamaTransformer final : public Transformer {
  public:
   LlamaTransformer(const ModelConfig& config, Backend& backend, const TransformerOptions& options,
@@ -186,6 +188,7 @@ class LlamaTransformer final : public Transformer {
     const int32_t qkv_width = q_width + 2 * config_.num_key_value_heads * config_.head_dim;
     const float eps = config_.rms_norm_eps;
     const KvCacheView cache{kv_pool_.data(), kv_layout_};
+    // attention_scaling is 1 for every RoPE type ModelConfig admits (default, linear, llama3).
     const RopeParams rope{inv_freq_.as<float>(), 1.0f};
     StepBuffers& b = buffers_;
 
