@@ -1,0 +1,135 @@
+// Starts the real llm-server binary on a free port (--port=0, read back from its log), runs
+// `llm-client smoke` against it, and stops it with SIGTERM: the way an operator would.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+extern char** environ;
+
+namespace {
+
+using ::testing::HasSubstr;
+
+// A child process whose stdout and stderr are collected by a reader thread.
+class ChildProcess {
+ public:
+  explicit ChildProcess(std::vector<std::string> argv) {
+    int pipe_fds[2];
+    EXPECT_EQ(pipe(pipe_fds), 0);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDERR_FILENO);
+    posix_spawn_file_actions_addclose(&actions, pipe_fds[0]);
+    std::vector<char*> args;
+    for (std::string& arg : argv) args.push_back(arg.data());
+    args.push_back(nullptr);
+    EXPECT_EQ(posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ), 0)
+        << "could not start " << argv[0];
+    posix_spawn_file_actions_destroy(&actions);
+    close(pipe_fds[1]);
+    reader_ = std::thread([this, fd = pipe_fds[0]] {
+      std::array<char, 4096> buffer;
+      ssize_t n;
+      while ((n = read(fd, buffer.data(), buffer.size())) > 0) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        output_.append(buffer.data(), n);
+      }
+      close(fd);
+    });
+  }
+  ~ChildProcess() {
+    if (pid_ > 0 && !exited_) {
+      kill(pid_, SIGKILL);
+      Wait();
+    }
+    if (reader_.joinable()) reader_.join();
+  }
+
+  std::string output() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return output_;
+  }
+  // Waits for `pattern` in the output; returns its first capture group ("" on timeout).
+  std::string WaitForOutput(const std::regex& pattern, std::chrono::seconds timeout) {
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      std::smatch match;
+      const std::string text = output();
+      if (std::regex_search(text, match, pattern)) return match.size() > 1 ? match[1].str() : "";
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return "";
+  }
+  void Signal(int signal_number) { kill(pid_, signal_number); }
+  // Exit code, or 128 + signal.
+  int Wait() {
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    exited_ = true;
+    if (reader_.joinable()) reader_.join();
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  std::mutex mutex_;
+  std::string output_;
+  std::thread reader_;
+};
+
+TEST(ServerProcessTest, SmokePassesAgainstTheRealServerAndSigtermExitsCleanly) {
+  ChildProcess server({LLM_SERVER_BINARY, "--host=127.0.0.1", "--port=0", "--backend=auto",
+                       "--kv_blocks=256", "--threads=2"});
+  const std::string port = server.WaitForOutput(std::regex("SERVING llm\\.v1\\.LlmService on [0-9.]+:([0-9]+)"),
+                                                std::chrono::seconds(60));
+  ASSERT_FALSE(port.empty()) << "server did not come up:\n" << server.output();
+  EXPECT_THAT(server.output(), HasSubstr("models/default"));
+  EXPECT_THAT(server.output(), HasSubstr("KV cache"));
+
+  ChildProcess smoke({LLM_CLIENT_BINARY, "--target=127.0.0.1:" + port, "--timeout=30s", "smoke"});
+  const int smoke_exit = smoke.Wait();
+  EXPECT_EQ(smoke_exit, 0) << smoke.output();
+  EXPECT_THAT(smoke.output(), HasSubstr("smoke: all checks passed"));
+  EXPECT_THAT(smoke.output(), ::testing::Not(HasSubstr("FAIL")));
+
+  ChildProcess generate({LLM_CLIENT_BINARY, "--target=127.0.0.1:" + port, "--tokens=1,20,30",
+                         "--max_tokens=4", "--ignore_eos", "generate"});
+  EXPECT_EQ(generate.Wait(), 0) << generate.output();
+  EXPECT_THAT(generate.output(), HasSubstr("finished: FINISH_REASON_LENGTH"));
+
+  server.Signal(SIGTERM);
+  EXPECT_EQ(server.Wait(), 0) << server.output();
+  EXPECT_THAT(server.output(), HasSubstr("draining"));
+  EXPECT_THAT(server.output(), HasSubstr("stopped"));
+}
+
+TEST(ServerProcessTest, SmokeFailsWithNonZeroExitWhenNoServerListens) {
+  ChildProcess smoke({LLM_CLIENT_BINARY, "--target=127.0.0.1:1", "--timeout=2s", "smoke"});
+  EXPECT_NE(smoke.Wait(), 0);
+  EXPECT_THAT(smoke.output(), HasSubstr("FAIL health is SERVING"));
+}
+
+TEST(ServerProcessTest, MissingCheckpointExitsWithAMessageNamingThePath) {
+  ChildProcess server({LLM_SERVER_BINARY, "--host=127.0.0.1", "--port=0",
+                       "--model=/nonexistent/checkpoint"});
+  EXPECT_NE(server.Wait(), 0);
+  EXPECT_THAT(server.output(), HasSubstr("/nonexistent/checkpoint"));
+}
+
+}  // namespace
