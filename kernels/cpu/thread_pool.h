@@ -27,6 +27,7 @@ class ThreadPool {
 
   // Calls body(begin, end) on disjoint ranges covering [0, count). Ranges hold at least
   // min_grain items (except the last) so tiny loops do not pay for waking workers.
+  // body must not call ParallelFor on the same pool (calls are serialised, so that would deadlock).
   void ParallelFor(int64_t count, int64_t min_grain,
                    const std::function<void(int64_t begin, int64_t end)>& body);
 
