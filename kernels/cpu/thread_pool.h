@@ -25,9 +25,10 @@ class ThreadPool {
 
   int num_threads() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // Calls body(begin, end) on disjoint ranges covering [0, count). Ranges hold at least
-  // min_grain items (except the last) so tiny loops do not pay for waking workers.
-  // body must not call ParallelFor on the same pool (calls are serialised, so that would deadlock).
+  // Calls body(begin, end) on disjoint, near-equal ranges covering [0, count), at most one per
+  // thread and at most ceil(count / min_grain) of them, so tiny loops do not pay for waking
+  // workers. body must not call ParallelFor on the same pool (calls are serialised, so that would
+  // deadlock).
   void ParallelFor(int64_t count, int64_t min_grain,
                    const std::function<void(int64_t begin, int64_t end)>& body);
 
