@@ -1,6 +1,7 @@
 // Conformance with Hugging Face transformers: for every fixture under tests/fixtures/hf (tiny
 // random checkpoints written by transformers, with the logits and greedy tokens transformers
-// computed; see tests/fixtures/make_hf_reference.py), the checkpoint loaded through
+// computed; see tests/fixtures/make_hf_reference.py) and for the embedded default model
+// (models/default against tests/fixtures/default_model), the checkpoint loaded through
 // Checkpoint::Open and run on the CPU backend must give the reference logits at every prompt
 // position (max |diff| < 1e-3), prefilled in one shot and in chunks, and the same greedy
 // continuation when decoding token by token.
@@ -29,17 +30,36 @@ constexpr double kLogitTolerance = 1e-3;
 
 std::filesystem::path FixtureRoot() { return std::filesystem::path(LLM_FIXTURES_DIR) / "hf"; }
 
+// The embedded default model keeps its checkpoint in models/default and its reference outputs in
+// tests/fixtures/default_model; every other fixture holds both in tests/fixtures/hf/<name>.
+constexpr char kDefaultModel[] = "default_model";
+
 std::vector<std::string> FixtureNames() {
   std::vector<std::string> names;
-  if (!std::filesystem::is_directory(FixtureRoot())) return names;
-  for (const auto& entry : std::filesystem::directory_iterator(FixtureRoot())) {
-    if (std::filesystem::exists(entry.path() / "reference.json") &&
-        std::filesystem::exists(entry.path() / "reference.safetensors")) {
-      names.push_back(entry.path().filename().string());
+  if (std::filesystem::is_directory(FixtureRoot())) {
+    for (const auto& entry : std::filesystem::directory_iterator(FixtureRoot())) {
+      if (std::filesystem::exists(entry.path() / "reference.json") &&
+          std::filesystem::exists(entry.path() / "reference.safetensors")) {
+        names.push_back(entry.path().filename().string());
+      }
     }
   }
   std::sort(names.begin(), names.end());
+  if (std::filesystem::exists(std::filesystem::path(LLM_FIXTURES_DIR) / kDefaultModel /
+                              "reference.json")) {
+    names.push_back(kDefaultModel);
+  }
   return names;
+}
+
+std::filesystem::path CheckpointDirectory(const std::string& name) {
+  return name == kDefaultModel ? std::filesystem::path(LLM_DEFAULT_MODEL_DIR)
+                               : FixtureRoot() / name;
+}
+
+std::filesystem::path ReferenceDirectory(const std::string& name) {
+  return name == kDefaultModel ? std::filesystem::path(LLM_FIXTURES_DIR) / kDefaultModel
+                               : FixtureRoot() / name;
 }
 
 nlohmann::json ReadJson(const std::filesystem::path& path) {
@@ -60,13 +80,14 @@ class HfConformanceTest : public ::testing::TestWithParam<std::string> {
   static constexpr int32_t kBlockSize = 16;
 
   void SetUp() override {
-    directory_ = FixtureRoot() / GetParam();
-    reference_ = ReadJson(directory_ / "reference.json");
-    absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint = Checkpoint::Open(directory_);
+    const std::filesystem::path reference_directory = ReferenceDirectory(GetParam());
+    reference_ = ReadJson(reference_directory / "reference.json");
+    absl::StatusOr<std::unique_ptr<Checkpoint>> checkpoint =
+        Checkpoint::Open(CheckpointDirectory(GetParam()));
     ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
     checkpoint_ = std::move(*checkpoint);
     absl::StatusOr<std::unique_ptr<SafetensorsFile>> logits =
-        SafetensorsFile::Open(directory_ / "reference.safetensors");
+        SafetensorsFile::Open(reference_directory / "reference.safetensors");
     ASSERT_TRUE(logits.ok()) << logits.status();
     reference_logits_ = std::move(*logits);
     backend_ = CreateCpuBackend(2);
@@ -140,7 +161,6 @@ class HfConformanceTest : public ::testing::TestWithParam<std::string> {
         << ")";
   }
 
-  std::filesystem::path directory_;
   nlohmann::json reference_;
   std::unique_ptr<Checkpoint> checkpoint_;
   std::unique_ptr<SafetensorsFile> reference_logits_;
