@@ -6,10 +6,12 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/server.h"
+#include "grpcpp/support/server_interceptor.h"
 #include "server/engine/engine.h"
 #include "server/service/llm_service.h"
 
@@ -17,9 +19,14 @@ namespace llm::service {
 
 class GrpcServer {
  public:
+  using InterceptorFactories =
+      std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>;
+
   // Listens on `address` ("host:port"; port 0 picks a free one). The service answers UNAVAILABLE and
-  // health says NOT_SERVING until AttachEngine.
-  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const std::string& address);
+  // health says NOT_SERVING until AttachEngine. `interceptors` (e.g. the metrics module's) see every
+  // call; their owners must outlive this server.
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const std::string& address,
+                                                           InterceptorFactories interceptors = {});
   ~GrpcServer();
 
   int port() const { return port_; }

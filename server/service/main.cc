@@ -21,6 +21,10 @@
 #include "server/model/transformer.h"
 #include "server/service/backend_selection.h"
 #include "server/service/grpc_server.h"
+#if LLM_HAVE_SERVER_METRICS
+#include "server/metrics/memory_sample.h"
+#include "server/metrics/server_metrics.h"
+#endif
 
 ABSL_FLAG(std::string, model, "",
           "Hugging Face checkpoint directory (config.json + *.safetensors). Empty: the bundled "
@@ -29,8 +33,7 @@ ABSL_FLAG(std::string, model, "",
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
 ABSL_FLAG(int, port, 50051, "gRPC port; 0 picks a free one (printed at startup).");
 ABSL_FLAG(int, metrics_port, 0,
-          "Port of the Prometheus /metrics endpoint (accepted; metrics arrive with the metrics "
-          "module). 0 = off.");
+          "Port of the Prometheus /metrics endpoint (on --host). 0 = no metrics.");
 ABSL_FLAG(std::string, backend, "auto", "Compute backend: auto (CUDA if available, else CPU), cpu, cuda.");
 ABSL_FLAG(int64_t, kv_cache_bytes, 256ll << 20,
           "Memory budget of the paged KV cache in bytes; sets the number of blocks unless "
@@ -84,6 +87,13 @@ absl::StatusOr<std::filesystem::path> DefaultModelDirectory() {
       absl::StrCat("no default model found (looked in ", tried, "); pass --model=<checkpoint dir>"));
 }
 
+// The checkpoint directory's base name, for the llm_model_info label.
+std::string ModelName(const std::filesystem::path& directory) {
+  std::filesystem::path normal = directory.lexically_normal();
+  if (!normal.has_filename()) normal = normal.parent_path();
+  return normal.filename().string();
+}
+
 std::string Bytes(size_t bytes) {
   return absl::StrFormat("%.1f MiB", static_cast<double>(bytes) / (1 << 20));
 }
@@ -112,20 +122,42 @@ int Run() {
     return 2;
   }
 
-  // Listen first: clients get UNAVAILABLE and health NOT_SERVING while the model loads.
+  // Metrics first, so that their interceptors see every call from the start.
+  service::GrpcServer::InterceptorFactories interceptors;
+#if LLM_HAVE_SERVER_METRICS
+  std::unique_ptr<metrics::ServerMetrics> server_metrics;
+  if (absl::GetFlag(FLAGS_metrics_port) != 0) {
+    absl::StatusOr<std::unique_ptr<metrics::ServerMetrics>> started = metrics::ServerMetrics::Start(
+        {.bind_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":",
+                                      absl::GetFlag(FLAGS_metrics_port)),
+         .replica_id = ""});
+    if (!started.ok()) {
+      Log(absl::StrCat("starting /metrics failed: ", started.status().message()));
+      return 1;
+    }
+    server_metrics = *std::move(started);
+    interceptors = server_metrics->MakeInterceptors();
+    Log(absl::StrFormat("metrics on http://%s:%d/metrics", absl::GetFlag(FLAGS_host),
+                        server_metrics->port()));
+  }
+#else
+  if (absl::GetFlag(FLAGS_metrics_port) != 0) {
+    Log(absl::StrCat("--metrics_port=", absl::GetFlag(FLAGS_metrics_port),
+                     " ignored: this llm-server was built without the metrics module"));
+  }
+#endif
+
+  // Listen before loading: clients get UNAVAILABLE and health NOT_SERVING while the model loads.
   const std::string address =
       absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
-  absl::StatusOr<std::unique_ptr<service::GrpcServer>> server = service::GrpcServer::Start(address);
+  absl::StatusOr<std::unique_ptr<service::GrpcServer>> server =
+      service::GrpcServer::Start(address, std::move(interceptors));
   if (!server.ok()) {
     Log(std::string(server.status().message()));
     return 1;
   }
   Log(absl::StrFormat("listening on %s:%d (NOT_SERVING until the model is loaded)",
                       absl::GetFlag(FLAGS_host), (*server)->port()));
-  if (absl::GetFlag(FLAGS_metrics_port) != 0) {
-    Log(absl::StrCat("--metrics_port=", absl::GetFlag(FLAGS_metrics_port),
-                     " accepted; this build exports no metrics yet"));
-  }
 
   absl::StatusOr<service::BackendChoice> backend =
       service::SelectBackend(absl::GetFlag(FLAGS_backend), absl::GetFlag(FLAGS_threads));
@@ -172,6 +204,9 @@ int Run() {
       block_size, kv_blocks * block_size, Bytes((*model)->workspace_bytes()),
       absl::FormatDuration(absl::Now() - load_start)));
 
+#if LLM_HAVE_SERVER_METRICS
+  const metrics::MemorySample memory = metrics::ToMemorySample(**model);
+#endif
   engine::EngineOptions engine_options{
       .max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens),
       .max_running_sequences = absl::GetFlag(FLAGS_max_sequences),
@@ -189,7 +224,21 @@ int Run() {
     Log(std::string(warm.message()));
     return 1;
   }
-  (*engine)->Start();
+  engine::EngineObserver* observer = nullptr;
+#if LLM_HAVE_SERVER_METRICS
+  if (server_metrics != nullptr) {
+    server_metrics->AttachEngine(
+        **engine,
+        {.model = ModelName(model_dir),
+         .architecture = config.architecture,
+         .backend = (*engine)->backend_name(),
+         .dtype = std::string(DTypeName((*engine)->compute_dtype())),
+         .server_version = ""},
+        memory);
+    observer = server_metrics->engine_observer();
+  }
+#endif
+  (*engine)->Start(observer);
   (*server)->AttachEngine(engine->get(), model_dir.string());
   Log(absl::StrFormat("SERVING llm.v1.LlmService on %s:%d", absl::GetFlag(FLAGS_host),
                       (*server)->port()));
@@ -201,6 +250,9 @@ int Run() {
                       absl::FormatDuration(grace)));
   (*server)->Drain(grace);
   server->reset();
+#if LLM_HAVE_SERVER_METRICS
+  server_metrics.reset();  // its scrapes read the engine
+#endif
   engine->reset();
   Log("stopped");
   return 0;
