@@ -22,6 +22,8 @@
 
 #include "bench/bench_common.h"
 #include "kernels/cuda/attention_params.h"
+#include "kernels/cuda/flash_decode.cuh"
+#include "kernels/cuda/flash_prefill.cuh"
 
 namespace llm::bench {
 namespace {
@@ -231,6 +233,91 @@ void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results,
   }
 }
 
+// Tile-shape variants of the two flash kernels on a few shapes, to choose the traits that the
+// per-head_dim .cu files instantiate (--sections variants).
+using LaunchFn = absl::Status (*)(const cuda::PagedAttentionParams&, cudaStream_t);
+struct Variant {
+  const char* name;
+  int head_dim;
+  LaunchFn launch;
+};
+
+void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& results) {
+  using cuda::FlashDecodeTraits;
+  using cuda::FlashPrefillTraits;
+  // Names: warps, m-tiles per warp, K/V tile positions, L = lazy rescale, P = block-table prefetch.
+  const Variant prefill_variants[] = {
+      {"w4 m2 n32 LP", 128, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<128, 4, 2, 32, true, true>>},
+      {"w4 m2 n32 -P", 128, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<128, 4, 2, 32, false, true>>},
+      {"w4 m2 n32 L-", 128, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<128, 4, 2, 32, true, false>>},
+      {"w4 m2 n32 --", 128, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<128, 4, 2, 32, false, false>>},
+      {"w8 m1 n64 LP", 128, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<128, 8, 1, 64, true, true>>},
+      {"w8 m1 n64 -P", 128, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<128, 8, 1, 64, false, true>>},
+      {"w4 m1 n64 -P", 128, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<128, 4, 1, 64, false, true>>},
+      {"w4 m2 n64 -P", 128, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<128, 4, 2, 64, false, true>>},
+      {"w4 m2 n64 LP", 64, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<64, 4, 2, 64, true, true>>},
+      {"w4 m2 n64 --", 64, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<64, 4, 2, 64, false, false>>},
+      {"w8 m1 n128 -P", 64, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<64, 8, 1, 128, false, true>>},
+      {"w8 m1 n64 -P", 64, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<64, 8, 1, 64, false, true>>},
+      {"w4 m2 n32 -P", 64, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<64, 4, 2, 32, false, true>>},
+  };
+  std::printf("\n%-22s %-30s %10s %10s\n", "variant", "shape", "ms", "TFLOP/s");
+  for (const Variant& v : prefill_variants) {
+    const int hkv = v.head_dim == 128 ? 8 : 4;
+    for (auto [b, s] : {std::pair{8, 2048}, std::pair{2, 8192}}) {
+      PagedBatch batch = MakeBatch(b, s, s, 32, hkv, v.head_dim, 16, 1, 300 + s);
+      const double ms = MedianMs(stream, 3, 20, [&](int) { BENCH_STATUS(v.launch(batch.params, stream)); });
+      const double flops = 4.0 * b * 32 * v.head_dim * (static_cast<double>(s) * (s + 1) / 2);
+      Result r{"variant", std::string(v.name) + " " + Shape("B%d S%d Hq%d Hkv%d D%d", b, s, 32, hkv, v.head_dim),
+               ms, flops / (ms * 1e-3) / 1e12, 0, ""};
+      std::printf("%-22s %-30s %10.3f %10.1f\n", v.name, r.shape.c_str() + std::strlen(v.name) + 1, ms, r.tflops);
+      results.push_back(r);
+      batch.Free();
+    }
+  }
+  struct DecodeVariant {
+    const char* name;
+    LaunchFn launch;
+    int sm_multiplier;  // > 1: the split heuristic aims at that many times more blocks
+  };
+  const DecodeVariant decode_variants[] = {
+      {"decode w4 n16 s3", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 4, 16, 3>>, 1},
+      {"decode w4 n16 s3 x2", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 4, 16, 3>>, 2},
+      {"decode w4 n16 s4", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 4, 16, 4>>, 1},
+      {"decode w4 n32 s2", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 4, 32, 2>>, 1},
+      {"decode w8 n16 s2", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 8, 16, 2>>, 1},
+  };
+  std::printf("\n%-22s %-30s %10s %10s\n", "variant", "shape", "ms", "GB/s");
+  for (const DecodeVariant& v : decode_variants) {
+    for (auto [b, c] : {std::pair{1, 32768}, std::pair{32, 4096}, std::pair{16, 16384}}) {
+      const double kv_bytes = 2.0 * b * c * 8 * 128 * 2;
+      const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
+      PagedBatch batch = MakeBatch(b, c, 1, 32, 8, 128, 16, copies, 400 + b);
+      cuda::ChooseDecodeSplits(batch.params, num_sms * v.sm_multiplier);
+      // The w8 variant's chunks must be multiples of its 8 x 16 positions: round up.
+      batch.params.kv_chunk_size = (batch.params.kv_chunk_size + 127) / 128 * 128;
+      batch.params.num_splits = (c + batch.params.kv_chunk_size - 1) / batch.params.kv_chunk_size;
+      if (batch.params.num_splits > 1) {
+        batch.partial = DeviceAlloc<float>(cuda::FlashDecodeWorkspaceFloats(batch.params));
+        batch.params.partial_out = batch.partial;
+        batch.params.partial_lse = batch.partial + static_cast<size_t>(b) * 32 * batch.params.num_splits * 128;
+      }
+      const double ms = MedianMs(stream, 5, 50, [&](int i) {
+        cuda::PagedAttentionParams p = batch.params;
+        p.block_tables = batch.block_tables[i % copies];
+        BENCH_STATUS(v.launch(p, stream));
+        if (p.num_splits > 1) BENCH_STATUS(cuda::LaunchMergeSplits(p, stream));
+      });
+      Result r{"variant", std::string(v.name) + " " + Shape("B%d C%d Hq%d Hkv%d D%d", b, c, 32, 8, 128), ms, 0,
+               kv_bytes / (ms * 1e-3) / 1e9, "splits=" + std::to_string(batch.params.num_splits)};
+      std::printf("%-22s %-30s %10.4f %10.1f  splits %d\n", v.name, r.shape.c_str() + std::strlen(v.name) + 1, ms,
+                  r.gbytes_per_s, batch.params.num_splits);
+      results.push_back(r);
+      batch.Free();
+    }
+  }
+}
+
 void BenchCopy(cudaStream_t stream, std::vector<Result>& results) {
   const size_t bytes = size_t{1} << 30;
   __nv_bfloat16* a = DeviceAlloc<__nv_bfloat16>(bytes / 2);
@@ -259,7 +346,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--sections") && i + 1 < argc) sections = argv[++i];
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
     else {
-      std::fprintf(stderr, "usage: %s [--json PATH] [--sections copy,prefill,decode,decode_step] [--quick]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--json PATH] [--sections copy,prefill,decode,decode_step,variants] [--quick]\n", argv[0]);
       return 2;
     }
   }
@@ -280,6 +367,7 @@ int main(int argc, char** argv) {
   if (wants("copy")) BenchCopy(stream, results);
   if (wants("prefill")) BenchPrefill(stream, results, quick);
   if (wants("decode")) BenchDecode(stream, properties.multiProcessorCount, results, quick);
+  if (wants("variants")) BenchVariants(stream, properties.multiProcessorCount, results);
   if (wants("decode_step")) {
     std::vector<Result> step = RunDecodeStepBench(512, {1, 32, 64}, quick ? 5 : 20);
     results.insert(results.end(), step.begin(), step.end());

@@ -18,7 +18,8 @@
 
 namespace llm::cuda {
 
-template <int kHeadDim, int kTileN, int kMTiles>
+// kLazyRescale: skip O's rescale when no row of the warp changed its running max (warp vote).
+template <int kHeadDim, int kTileN, int kMTiles, bool kLazyRescale = true>
 struct WarpFlashState {
   static_assert(kHeadDim % 64 == 0, "head_dim must be a multiple of 64 (swizzled 16-byte chunks)");
   static_assert(kTileN % 16 == 0, "K/V tile must be a multiple of 16 positions");
@@ -79,6 +80,8 @@ struct WarpFlashState {
 
     // Online softmax, row by row (each lane holds two rows: g and g + 8).
     const int quad_lane = lane & 3;
+    float correction[kMTiles][2];
+    bool max_moved = false;
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
@@ -101,7 +104,8 @@ struct WarpFlashState {
         const float new_max = fmaxf(row_max[mt][half], tile_max);
         // A row with nothing valid yet keeps m = -inf; subtracting 0 instead keeps exp2 at 0, not NaN.
         const float offset = new_max == -INFINITY ? 0.f : new_max;
-        const float correction = exp2f(row_max[mt][half] - offset);
+        correction[mt][half] = exp2f(row_max[mt][half] - offset);
+        max_moved |= new_max != row_max[mt][half];
         row_max[mt][half] = new_max;
         float sum = 0.f;
 #pragma unroll
@@ -113,13 +117,21 @@ struct WarpFlashState {
             sum += p;
           }
         }
-        row_sum[mt][half] = row_sum[mt][half] * correction + sum;
+        row_sum[mt][half] = row_sum[mt][half] * correction[mt][half] + sum;
+      }
+    }
+    // Rescaling O costs a multiply per accumulator; once the running maxima settle (most tiles of a
+    // long row) no row of the warp moves and the whole warp skips it.
+    if (!kLazyRescale || __any_sync(0xffffffffu, max_moved)) {
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
         for (int j = 0; j < kOutTiles; ++j) {
-          o[mt][j][half * 2] *= correction;
-          o[mt][j][half * 2 + 1] *= correction;
+          o[mt][j][0] *= correction[mt][0];
+          o[mt][j][1] *= correction[mt][0];
+          o[mt][j][2] *= correction[mt][1];
+          o[mt][j][3] *= correction[mt][1];
         }
-      }
     }
 
     // O += P V. The accumulator layout of two adjacent n8 tiles of S is the A layout of one k16 step;

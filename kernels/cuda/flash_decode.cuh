@@ -218,13 +218,9 @@ __global__ void __launch_bounds__(Traits::kThreads)
 template <typename Traits>
 absl::Status LaunchFlashDecodeWithTraits(const PagedAttentionParams& params, cudaStream_t stream) {
   if (params.num_seqs == 0) return absl::OkStatus();
-  static bool attribute_set = false;
-  if (!attribute_set) {
-    LLM_CUDA_CHECK(cudaFuncSetAttribute(FlashDecodeKernel<Traits>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        Traits::kSharedBytes));
-    attribute_set = true;
-  }
+  LLM_CUDA_CHECK(cudaFuncSetAttribute(FlashDecodeKernel<Traits>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      Traits::kSharedBytes));
   const dim3 grid(params.num_splits, params.num_kv_heads, params.num_seqs);
   FlashDecodeKernel<Traits><<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
   LLM_CUDA_CHECK_LAUNCH(FlashDecodeKernel);

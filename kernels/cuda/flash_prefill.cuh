@@ -26,8 +26,12 @@
 
 namespace llm::cuda {
 
-template <int kHeadDim_, int kWarps_, int kMTiles_, int kTileN_>
+// kLazyRescale: see WarpFlashState. kPrefetchBlocks: read the block table one tile ahead.
+template <int kHeadDim_, int kWarps_, int kMTiles_, int kTileN_, bool kLazyRescale_ = true,
+          bool kPrefetchBlocks_ = true>
 struct FlashPrefillTraits {
+  static constexpr bool kLazyRescale = kLazyRescale_;
+  static constexpr bool kPrefetchBlocks = kPrefetchBlocks_;
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kWarps = kWarps_;
   static constexpr int kMTiles = kMTiles_;
@@ -82,26 +86,44 @@ __global__ void __launch_bounds__(Traits::kThreads)
     }
     CpAsync16(smem_q + SwizzledOffset<D>(r, chunk * 8), source, valid);
   }
-  // K/V tile `tile` into buffer `buffer`: row r is position tile * kTileN + r of the sequence.
+  // K/V tile `tile` into buffer `buffer`: row r is position tile * kTileN + r of the sequence. Each
+  // thread copies the same 16-byte column chunk of kRowsPerThread rows (my_row0 + k * kRowStep) of
+  // every tile. The rows' physical blocks are read from the block table one tile ahead
+  // (fetch_blocks), so that dependent global load hides behind a tile of math instead of stalling
+  // the cp.async issue.
+  constexpr int kRowStep = Traits::kThreads / kChunks;
+  constexpr int kRowsPerThread = kTileN / kRowStep;
+  static_assert(Traits::kThreads % kChunks == 0 && kTileN % kRowStep == 0, "uneven K/V tile copy");
+  const int my_chunk = threadIdx.x % kChunks;
+  const int my_row0 = threadIdx.x / kChunks;
+  int prefetched_block[kRowsPerThread];
+  auto fetch_blocks = [&](int tile) {
+#pragma unroll
+    for (int k = 0; k < kRowsPerThread; ++k) {
+      const int position = tile * kTileN + my_row0 + k * kRowStep;
+      prefetched_block[k] =
+          position < kv_end ? kvcache::LocatePosition(block_table, layout.block_size, position).block : 0;
+    }
+  };
   auto load_kv = [&](int tile, int buffer) {
-    for (int index = threadIdx.x; index < kTileN * kChunks; index += Traits::kThreads) {
-      const int r = index / kChunks;
-      const int chunk = index % kChunks;
+#pragma unroll
+    for (int k = 0; k < kRowsPerThread; ++k) {
+      const int r = my_row0 + k * kRowStep;
       const int position = tile * kTileN + r;
       const bool valid = position < kv_end;
-      int64_t offset = 0;
-      if (valid) {
-        const kvcache::PagedPosition paged =
-            kvcache::LocatePosition(block_table, layout.block_size, position);
-        offset = layout.offset_in_layer(paged.block, kv_head, paged.slot, chunk * 8);
-      }
-      const int destination = buffer * kTileN * D + SwizzledOffset<D>(r, chunk * 8);
+      const int64_t offset =
+          valid ? layout.offset_in_layer(prefetched_block[k], kv_head, position % layout.block_size,
+                                         my_chunk * 8)
+                : 0;
+      const int destination = buffer * kTileN * D + SwizzledOffset<D>(r, my_chunk * 8);
       CpAsync16(smem_k + destination, params.k_cache + offset, valid);
       CpAsync16(smem_v + destination, params.v_cache + offset, valid);
     }
   };
+  fetch_blocks(0);
   load_kv(0, 0);
   CpAsyncCommit();
+  if (Traits::kPrefetchBlocks && num_kv_tiles > 1) fetch_blocks(1);
 
   // Each lane's two query rows per m-tile: their absolute positions (padding rows reuse the first).
   const int warp = threadIdx.x / 32;
@@ -117,12 +139,20 @@ __global__ void __launch_bounds__(Traits::kThreads)
           row < num_rows ? params.positions[q_begin + row / group] : first_position;
     }
 
-  WarpFlashState<D, kTileN, Traits::kMTiles> state;
+  WarpFlashState<D, kTileN, Traits::kMTiles, Traits::kLazyRescale> state;
   state.Init();
   const float scale_log2 = params.softmax_scale * 1.4426950408889634f;
 
   for (int tile = 0; tile < num_kv_tiles; ++tile) {
-    if (tile + 1 < num_kv_tiles) load_kv(tile + 1, (tile + 1) & 1);
+    if (tile + 1 < num_kv_tiles) {
+      if constexpr (Traits::kPrefetchBlocks) {
+        load_kv(tile + 1, (tile + 1) & 1);
+        if (tile + 2 < num_kv_tiles) fetch_blocks(tile + 2);
+      } else {
+        fetch_blocks(tile + 1);
+        load_kv(tile + 1, (tile + 1) & 1);
+      }
+    }
     CpAsyncCommit();
     CpAsyncWait<1>();
     __syncthreads();
@@ -160,13 +190,11 @@ absl::Status LaunchFlashPrefillWithTraits(const PagedAttentionParams& params, cu
   const int64_t row_tiles = (max_rows + Traits::kTileM - 1) / Traits::kTileM;
   if (row_tiles == 0 || params.num_seqs == 0) return absl::OkStatus();
   if (row_tiles > 0x7fffffff) return absl::InvalidArgumentError("flash prefill: too many query rows");
-  static bool attribute_set = false;  // per instantiation; raising the limit twice is harmless
-  if (!attribute_set) {
-    LLM_CUDA_CHECK(cudaFuncSetAttribute(FlashPrefillKernel<Traits>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        Traits::kSharedBytes));
-    attribute_set = true;
-  }
+  // Set on every launch (a cheap host call): a cached flag could be shared between two copies of
+  // this kernel (the plugin's and a benchmark's), leaving one without the larger limit.
+  LLM_CUDA_CHECK(cudaFuncSetAttribute(FlashPrefillKernel<Traits>,
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      Traits::kSharedBytes));
   const dim3 grid(static_cast<unsigned>(row_tiles), params.num_kv_heads, params.num_seqs);
   FlashPrefillKernel<Traits><<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
   LLM_CUDA_CHECK_LAUNCH(FlashPrefillKernel);

@@ -4,8 +4,12 @@
 //  * chunked prefill (pieces of 5: mid-block, across blocks) and token-by-token prefill (pieces of
 //    1: the decode kernel) vs our own one-shot prefill, same tolerance;
 //  * greedy decoding, teacher-forced with transformers' tokens so one near-tie cannot derail the
-//    rest: every step's argmax must equal transformers' token, except at steps whose reference top-2
-//    margin is below kNearTieMargin (bf16 logit error can legitimately flip those; each is printed).
+//    rest: every step's argmax must equal transformers' token, except at a step whose reference top-2
+//    margin is below 2 * delta, delta = the largest |logit - transformers' logit| we measured over
+//    that prompt's prefill: logits within delta of the reference can flip such a near-tie and no
+//    other. Each flip is printed. (The fixtures are fp32 models with near-ties as close as 0.002;
+//    bf16 weights and activations put our logits ~0.1-0.25 from transformers', so exact equality of
+//    every token is not a property bf16 inference has on them.)
 // Fixture head dims 8..128 exercise both the flash kernels (64, 128) and the generic fallback.
 // Skips without a GPU (label gpu).
 #include <cmath>
@@ -31,7 +35,6 @@ namespace llm {
 namespace {
 
 constexpr double kLogitTolerance = 2e-2;
-constexpr double kNearTieMargin = 0.05;
 constexpr int32_t kBlockSize = 16;
 
 // The fixtures: $LLM_FIXTURES_DIR, else the source tree's, else ./tests/fixtures (the GPU machine
@@ -153,13 +156,17 @@ TEST_P(GpuModelTest, GreedyTokensMatchTransformers) {
   const auto prompts = Prompts();
   const auto expected = reference_["greedy_tokens"].get<std::vector<std::vector<int32_t>>>();
   const auto margins = reference_["greedy_top2_margins"].get<std::vector<std::vector<double>>>();
+  int flips = 0, steps = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
     const std::vector<int32_t> table = NewBlockTable(prompts[i].size() + expected[i].size());
+    const std::vector<float> reference = ReferenceLogits(i);
     int32_t position = 0;
+    double delta = 0;
     for (size_t step = 0; step < expected[i].size(); ++step) {
       SequenceChunk chunk;
       if (step == 0) {
         chunk.tokens = prompts[i];
+        chunk.return_logits = true;
       } else {
         chunk.tokens = {expected[i][step - 1]};  // teacher forcing with transformers' tokens
       }
@@ -167,16 +174,25 @@ TEST_P(GpuModelTest, GreedyTokensMatchTransformers) {
       chunk.block_table = table;
       auto result = transformer_->Forward(std::span(&chunk, 1));
       ASSERT_TRUE(result.ok()) << result.status();
+      if (step == 0) {
+        const std::vector<float>& logits = (*result)[0].logits;
+        ASSERT_EQ(logits.size(), reference.size());
+        for (size_t k = 0; k < logits.size(); ++k) delta = std::max(delta, std::abs(double(logits[k]) - reference[k]));
+      }
       position += chunk.tokens.size();
+      ++steps;
       const int32_t ours = (*result)[0].sampled.token;
       if (ours != expected[i][step]) {
-        std::printf("    %s prompt %zu step %zu: ours %d, transformers %d (reference top-2 margin %.4f)\n",
-                    GetParam().c_str(), i, step, ours, expected[i][step], margins[i][step]);
-        EXPECT_LT(margins[i][step], kNearTieMargin)
+        ++flips;
+        std::printf("    %s prompt %zu step %zu: ours %d, transformers %d (reference top-2 margin %.4f, "
+                    "2 * delta %.4f)\n",
+                    GetParam().c_str(), i, step, ours, expected[i][step], margins[i][step], 2 * delta);
+        EXPECT_LT(margins[i][step], 2 * delta)
             << GetParam() << " prompt " << i << " step " << step << ": greedy token differs at a clear margin";
       }
     }
   }
+  std::printf("    %-22s greedy steps %d, near-tie flips %d\n", GetParam().c_str(), steps, flips);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuModelTest, ::testing::ValuesIn(FixtureNames()),
