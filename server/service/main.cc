@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -261,10 +262,28 @@ int Run() {
 }  // namespace
 }  // namespace llm
 
+// Abseil flags are spelled with underscores; operators (and the Kubernetes manifests) often write
+// dashes. "--kv-cache-bytes=1G" is rewritten to "--kv_cache_bytes=1G"; values are left alone.
+std::vector<std::string> NormalizeFlagSpelling(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  for (size_t i = 1; i < args.size(); ++i) {
+    std::string& arg = args[i];
+    if (arg == "--") break;
+    if (arg.size() < 3 || arg.compare(0, 2, "--") != 0) continue;
+    const size_t name_end = std::min(arg.find('='), arg.size());
+    std::replace(arg.begin() + 2, arg.begin() + name_end, '-', '_');
+  }
+  return args;
+}
+
 int main(int argc, char** argv) {
+  std::vector<std::string> args = NormalizeFlagSpelling(argc, argv);
+  std::vector<char*> arg_pointers;
+  for (std::string& arg : args) arg_pointers.push_back(arg.data());
   absl::SetProgramUsageMessage(
       "Serves a Llama-family checkpoint over gRPC (llm.v1.LlmService, grpc.health.v1, reflection).\n"
-      "Example: llm-server --model=models/default --port=50051 --backend=cpu");
-  absl::ParseCommandLine(argc, argv);
+      "Example: llm-server --model=models/default --port=50051 --backend=cpu\n"
+      "Flags may be spelled with dashes or underscores (--max-batch-tokens = --max_batch_tokens).");
+  absl::ParseCommandLine(static_cast<int>(arg_pointers.size()), arg_pointers.data());
   return llm::Run();
 }
