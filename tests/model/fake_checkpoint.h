@@ -65,6 +65,14 @@ class FakeCheckpoint final : public Checkpoint {
     return tensors_.at(name).values;
   }
 
+  // Adds (or replaces) a tensor of zeros, and removes one: for tests of malformed checkpoints.
+  void Put(const std::string& name, std::vector<int64_t> shape) {
+    int64_t count = 1;
+    for (int64_t d : shape) count *= d;
+    tensors_[name] = Stored{std::move(shape), std::vector<float>(count, 0.0f)};
+  }
+  void Remove(const std::string& name) { tensors_.erase(name); }
+
  private:
   struct Stored {
     std::vector<int64_t> shape;
