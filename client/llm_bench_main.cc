@@ -16,6 +16,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "client/latency_summary.h"
@@ -66,6 +68,13 @@ double Seconds(Clock::duration duration) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --help lists this program's own flags (Abseil's default matches files named like the binary).
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "client/");
+  };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
       "llm-bench [flags]: Generate load against llm-server; TTFT, inter-token latency, throughput.");
   absl::ParseCommandLine(argc, argv);

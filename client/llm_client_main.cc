@@ -8,6 +8,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
@@ -43,6 +45,13 @@ bool ParseIds(const std::string& text, std::vector<int32_t>* ids) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --help lists this program's own flags (Abseil's default matches files named like the binary).
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "client/");
+  };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
       "llm-client [flags] <command>\n"
       "commands: health, info, prefill, decode, generate, release, smoke\n"

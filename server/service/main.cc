@@ -13,6 +13,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -280,6 +282,13 @@ int main(int argc, char** argv) {
   std::vector<std::string> args = NormalizeFlagSpelling(argc, argv);
   std::vector<char*> arg_pointers;
   for (std::string& arg : args) arg_pointers.push_back(arg.data());
+  // --help lists this program's own flags (Abseil's default matches files named like the binary).
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "server/service/");
+  };
+  usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
       "Serves a Llama-family checkpoint over gRPC (llm.v1.LlmService, grpc.health.v1, reflection).\n"
       "Example: llm-server --model=models/default --port=50051 --backend=cpu\n"
