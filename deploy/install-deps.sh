@@ -13,6 +13,8 @@ packages=(
   libsentencepiece-dev sentencepiece            # tokenizer
   libopenblas-dev                               # CPU backend GEMM
   python3                                       # test helper scripts
+  python3-yaml                                  # tests/deploy/validate_deploy.py (manifests, compose)
+  prometheus                                    # promtool in metrics/deploy tests; the "prometheus" test
 )
 
 missing=()

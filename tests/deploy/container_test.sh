@@ -36,7 +36,14 @@ if ! podman image exists "$base"; then
   echo "== making $base with debootstrap (minbase bookworm)"
   debootstrap --variant=minbase bookworm "$work/rootfs" http://deb.debian.org/debian \
     > "$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log"; skip "debootstrap failed (no network?)"; }
-  rm -rf "$work"/rootfs/var/cache/apt/archives/*.deb
+  # Slim it the way Debian's -slim images are: no package lists, docs, man pages or locales, and
+  # dpkg told to skip them in later installs too.
+  rm -rf "$work"/rootfs/var/cache/apt/archives/*.deb "$work"/rootfs/var/cache/apt/*.bin \
+         "$work"/rootfs/var/lib/apt/lists/* "$work"/rootfs/usr/share/doc/* \
+         "$work"/rootfs/usr/share/man/* "$work"/rootfs/usr/share/locale/*
+  printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+    'path-exclude /usr/share/man/*' 'path-exclude /usr/share/locale/*' \
+    > "$work/rootfs/etc/dpkg/dpkg.cfg.d/docker-slim"
   tar -C "$work/rootfs" -c . | podman import - "$base" >/dev/null
   rm -rf "$work/rootfs"
 fi
