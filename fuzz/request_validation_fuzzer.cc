@@ -3,12 +3,12 @@
 //
 // The validators are Engine members, so the target builds one Engine around the engine tests' fake
 // model and shuts it down before fuzzing: from then on every Submit* validates and completes at
-// once, with INVALID_ARGUMENT for a bad request and UNAVAILABLE ("shutting down") for one that passed
-// validation, and nothing is queued. Each input is decoded (FuzzedDataProvider) into one work item,
-// and the outcome is compared with an independent statement of the rules (the API contract in
-// proto/ and engine.cc); a disagreement, a callback that runs twice or not at all, or another status
-// code is a crash. A pure validator free function would remove the need for the engine here
-// (docs/RELIABILITY.md, "Request validation").
+// once, with INVALID_ARGUMENT for a bad request and UNAVAILABLE ("shutting down") for one that
+// passed validation, and nothing is queued. Each input is decoded (FuzzedDataProvider) into one
+// work item, and the outcome is compared with an independent statement of the rules (the API
+// contract in proto/ and engine.cc); a disagreement, a callback that runs twice or not at all, or
+// another status code is a crash. A pure validator free function would remove the need for the
+// engine here (docs/RELIABILITY.md, "Request validation").
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cmath>
@@ -48,8 +48,8 @@ Engine& ShutDownEngine() {
     shape.max_position_embeddings = kMaxPositionEmbeddings;
     EngineOptions options;
     options.max_top_logprobs = kMaxTopLogprobs;
-    absl::StatusOr<std::unique_ptr<Engine>> created = Engine::Create(
-        std::make_unique<llm::engine::testing::FakeTransformer>(shape), options);
+    absl::StatusOr<std::unique_ptr<Engine>> created =
+        Engine::Create(std::make_unique<llm::engine::testing::FakeTransformer>(shape), options);
     Require(created.ok());
     (*created)->Shutdown(absl::ZeroDuration());
     return created->release();  // lives for the process, like a server's engine
@@ -65,10 +65,14 @@ int32_t ConsumeTokenId(FuzzedDataProvider& input) {
 
 float ConsumeFloat(FuzzedDataProvider& input) {
   switch (input.ConsumeIntegralInRange<int>(0, 3)) {
-    case 0: return input.ConsumeFloatingPointInRange<float>(-0.5f, 2.0f);
-    case 1: return input.ConsumeFloatingPoint<float>();
-    case 2: return input.ConsumeBool() ? NAN : (input.ConsumeBool() ? INFINITY : -INFINITY);
-    default: return input.ConsumeBool() ? 0.0f : 1.0f;
+    case 0:
+      return input.ConsumeFloatingPointInRange<float>(-0.5f, 2.0f);
+    case 1:
+      return input.ConsumeFloatingPoint<float>();
+    case 2:
+      return input.ConsumeBool() ? NAN : (input.ConsumeBool() ? INFINITY : -INFINITY);
+    default:
+      return input.ConsumeBool() ? 0.0f : 1.0f;
   }
 }
 

@@ -22,6 +22,18 @@ namespace {
 
 using nlohmann::json;
 
+// The value as an error message shows it. Arrays and objects are named rather than printed, since
+// json::dump recurses once per nesting level and a value nested a million deep overflowed the stack
+// (docs/RELIABILITY.md); long values are cut so that a corrupt file cannot make a huge message.
+std::string DescribeJsonValue(const json& value) {
+  if (value.is_array()) return "an array";
+  if (value.is_object()) return "an object";
+  constexpr size_t kMaxChars = 64;
+  std::string text = value.dump();
+  if (text.size() > kMaxChars) text = absl::StrCat(text.substr(0, kMaxChars), "...");
+  return text;
+}
+
 // Reads typed fields of one JSON object and turns problems into errors naming the file and field.
 class FieldReader {
  public:
@@ -46,9 +58,14 @@ class FieldReader {
     return Has(key) ? Int(key) : fallback;
   }
   absl::StatusOr<int32_t> IntValue(std::string_view key, const json& value) const {
-    if (!value.is_number_integer() || value.get<int64_t>() < INT32_MIN ||
-        value.get<int64_t>() > INT32_MAX) {
-      return Error(key, absl::StrCat("is ", value.dump(), ", expected a 32-bit integer"));
+    // An unsigned JSON integer above INT64_MAX would wrap to a negative value through get<int64_t>.
+    const bool in_range = value.is_number_unsigned()
+                              ? value.get<uint64_t>() <= static_cast<uint64_t>(INT32_MAX)
+                              : value.is_number_integer() && value.get<int64_t>() >= INT32_MIN &&
+                                    value.get<int64_t>() <= INT32_MAX;
+    if (!in_range) {
+      return Error(key,
+                   absl::StrCat("is ", DescribeJsonValue(value), ", expected a 32-bit integer"));
     }
     return static_cast<int32_t>(value.get<int64_t>());
   }
@@ -57,7 +74,7 @@ class FieldReader {
     if (!Has(key)) return Error(key, "is missing");
     const json& value = object_.find(key).value();
     if (!value.is_number())
-      return Error(key, absl::StrCat("is ", value.dump(), ", expected a number"));
+      return Error(key, absl::StrCat("is ", DescribeJsonValue(value), ", expected a number"));
     return value.get<double>();
   }
   absl::StatusOr<double> Number(std::string_view key, double fallback) const {
@@ -68,7 +85,7 @@ class FieldReader {
     if (!Has(key)) return fallback;
     const json& value = object_.find(key).value();
     if (!value.is_boolean())
-      return Error(key, absl::StrCat("is ", value.dump(), ", expected true/false"));
+      return Error(key, absl::StrCat("is ", DescribeJsonValue(value), ", expected true/false"));
     return value.get<bool>();
   }
 
@@ -76,7 +93,7 @@ class FieldReader {
     if (!Has(key)) return fallback;
     const json& value = object_.find(key).value();
     if (!value.is_string())
-      return Error(key, absl::StrCat("is ", value.dump(), ", expected a string"));
+      return Error(key, absl::StrCat("is ", DescribeJsonValue(value), ", expected a string"));
     return value.get<std::string>();
   }
 
@@ -159,8 +176,11 @@ absl::Status ParseRopeObject(const json* rope, const std::string& object_name,
   if (type == "default") return absl::OkStatus();
   double factor = 0;
   LLM_ASSIGN_OR_RETURN(factor, fields.Number("factor"));
-  if (!(factor >= 1.0))
-    return fields.Error("factor", absl::StrCat("is ", factor, ", expected >= 1"));
+  // Checked after narrowing too: a double beyond float's range becomes inf.
+  if (!(factor >= 1.0) || !std::isfinite(static_cast<float>(factor))) {
+    return fields.Error("factor",
+                        absl::StrCat("is ", factor, ", expected >= 1 (and within float32)"));
+  }
   scaling.factor = static_cast<float>(factor);
   if (type == "linear") {
     scaling.type = RopeScaling::Type::kLinear;
@@ -171,14 +191,19 @@ absl::Status ParseRopeObject(const json* rope, const std::string& object_name,
     double low = 0, high = 0;
     LLM_ASSIGN_OR_RETURN(low, fields.Number("low_freq_factor"));
     LLM_ASSIGN_OR_RETURN(high, fields.Number("high_freq_factor"));
-    if (!(low > 0) || !(high > low)) {
+    // Compared as the float32 values RopeInverseFrequencies computes with: doubles that round to 0,
+    // to inf or to one same float would make its smoothing divide by zero or give NaN.
+    const auto low_float = static_cast<float>(low);
+    const auto high_float = static_cast<float>(high);
+    if (!(low_float > 0) || !(high_float > low_float) || !std::isfinite(high_float)) {
       return fields.Error(
           "high_freq_factor",
           absl::StrCat("is ", high, " with low_freq_factor ", low,
-                       "; llama3 RoPE needs 0 < low_freq_factor < high_freq_factor"));
+                       "; llama3 RoPE needs 0 < low_freq_factor < high_freq_factor (distinct and "
+                       "finite in float32)"));
     }
-    scaling.low_freq_factor = static_cast<float>(low);
-    scaling.high_freq_factor = static_cast<float>(high);
+    scaling.low_freq_factor = low_float;
+    scaling.high_freq_factor = high_float;
     // As transformers does, the pre-training context defaults to max_position_embeddings.
     LLM_ASSIGN_OR_RETURN(
         scaling.original_max_position_embeddings,
@@ -252,8 +277,10 @@ absl::Status Validate(const FieldReader& fields, const ModelConfig& config) {
     return fields.Error("head_dim", absl::StrCat("is ", config.head_dim,
                                                  "; rotary embeddings need an even head_dim"));
   }
-  if (!(config.rms_norm_eps > 0)) {
-    return fields.Error("rms_norm_eps", absl::StrCat("is ", config.rms_norm_eps, ", expected > 0"));
+  // After narrowing to float: 1e300 in the file is inf here.
+  if (!(config.rms_norm_eps > 0) || !std::isfinite(config.rms_norm_eps)) {
+    return fields.Error("rms_norm_eps", absl::StrCat("is ", config.rms_norm_eps,
+                                                     ", expected > 0 and finite in float32"));
   }
   if (config.bos_token_id < -1 || config.bos_token_id >= config.vocab_size) {
     return fields.Error("bos_token_id",

@@ -33,6 +33,18 @@ absl::StatusOr<DType> ParseDType(std::string_view name) {
   return absl::InvalidArgumentError("unsupported");
 }
 
+// The value as an error message shows it. Arrays and objects are named rather than printed, since
+// json::dump recurses once per nesting level and a value nested a million deep overflowed the stack
+// (docs/RELIABILITY.md); long values are cut so that a corrupt file cannot make a huge message.
+std::string DescribeJsonValue(const json& value) {
+  if (value.is_array()) return "an array";
+  if (value.is_object()) return "an object";
+  constexpr size_t kMaxChars = 64;
+  std::string text = value.dump();
+  if (text.size() > kMaxChars) text = absl::StrCat(text.substr(0, kMaxChars), "...");
+  return text;
+}
+
 absl::Status EntryError(const std::string& file_name, const std::string& tensor,
                         const std::string& what) {
   return absl::InvalidArgumentError(
@@ -68,9 +80,9 @@ absl::StatusOr<SafetensorsEntry> ParseEntry(const json& value, const std::string
   uint64_t num_elements = 1;
   for (const json& dim : *shape_it) {
     if (!dim.is_number_unsigned() || dim.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
-      return EntryError(
-          file_name, tensor,
-          absl::StrCat("field \"shape\" has ", dim.dump(), ", expected non-negative integers"));
+      return EntryError(file_name, tensor,
+                        absl::StrCat("field \"shape\" has ", DescribeJsonValue(dim),
+                                     ", expected non-negative integers"));
     }
     const uint64_t extent = dim.get<uint64_t>();
     if (__builtin_mul_overflow(num_elements, extent, &num_elements)) {

@@ -3,6 +3,7 @@
 #include "server/model/model_config.h"
 
 #include <string>
+#include <utility>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -289,6 +290,49 @@ TEST(ModelConfigTest, RejectsTextThatIsNotAJsonObject) {
     ASSERT_FALSE(parsed.ok()) << text;
     EXPECT_THAT(std::string(parsed.status().message()), HasSubstr(kSource));
   }
+}
+
+// Found by fuzz/model_config_fuzzer (seeds fuzz/corpus/model_config_fuzzer/regression-*): values
+// that pass a check as JSON numbers but change on their way into the config's int32/float fields.
+TEST(ModelConfigTest, RejectsUnsignedIntegersThatWouldWrapToNegative) {
+  json config = Minimal();
+  config["bos_token_id"] = 18446744073709551615ull;  // read as -1 ("absent") before the fix
+  EXPECT_THAT(ErrorOf(config), AllOf(HasSubstr("\"bos_token_id\""), HasSubstr("32-bit integer")));
+  config = Minimal();
+  config["hidden_size"] = 18446744073709551552ull;
+  EXPECT_THAT(ErrorOf(config), HasSubstr("\"hidden_size\""));
+}
+
+TEST(ModelConfigTest, RejectsNumbersThatOverflowOrCollapseInFloat32) {
+  json config = Minimal();
+  config["rms_norm_eps"] = 1e300;  // inf as a float
+  EXPECT_THAT(ErrorOf(config), HasSubstr("\"rms_norm_eps\""));
+  config = Minimal();
+  config["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 1e300}};
+  EXPECT_THAT(ErrorOf(config), HasSubstr("rope_scaling.factor"));
+  const json llama3 = {{"rope_type", "llama3"},
+                       {"factor", 8.0},
+                       {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0},
+                       {"original_max_position_embeddings", 64}};
+  // low rounds to 0, high to inf, and two distinct doubles to one float (a zero denominator).
+  for (const auto& [low, high] : {std::pair{1e-300, 4.0}, {1.0, 1e300}, {1.0, 1.00000001}}) {
+    config = Minimal();
+    config["rope_scaling"] = llama3;
+    config["rope_scaling"]["low_freq_factor"] = low;
+    config["rope_scaling"]["high_freq_factor"] = high;
+    EXPECT_THAT(ErrorOf(config), HasSubstr("rope_scaling.high_freq_factor")) << low << " " << high;
+  }
+}
+
+// Found by fuzz/: the message printed the value, and json::dump recurses once per nesting level.
+TEST(ModelConfigTest, DeeplyNestedValueFailsWithoutPrintingIt) {
+  const std::string nested = std::string(1'000'000, '[') + std::string(1'000'000, ']');
+  absl::StatusOr<ModelConfig> parsed = ParseModelConfig(
+      R"({"architectures": ["LlamaForCausalLM"], "hidden_size": )" + nested + "}", kSource);
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_THAT(std::string(parsed.status().message()),
+              AllOf(HasSubstr("\"hidden_size\""), HasSubstr("an array")));
 }
 
 TEST(ModelConfigTest, LoadReadsTheFileAndNamesAMissingOne) {

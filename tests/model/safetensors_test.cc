@@ -132,6 +132,13 @@ INSTANTIATE_TEST_SUITE_P(
         MalformedCase{"fractional extent",
                       OneTensor(R"({"dtype": "F32", "shape": [1.5], "data_offsets": [0, 8]})", 8),
                       {"\"w\"", "shape"}},
+        // Found by fuzz/ (docs/RELIABILITY.md): printing the extent for the message recursed once
+        // per level and overflowed the stack.
+        MalformedCase{"extent nested a million arrays deep",
+                      OneTensor(R"({"dtype": "F32", "shape": [)" + std::string(1'000'000, '[') +
+                                    std::string(1'000'000, ']') + R"(], "data_offsets": [0, 4]})",
+                                4),
+                      {"\"w\"", "shape", "an array"}},
         MalformedCase{"element count overflows",
                       OneTensor(R"({"dtype": "F32", "shape": [4294967296, 4294967296],
                                     "data_offsets": [0, 0]})",
