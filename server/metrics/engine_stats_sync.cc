@@ -4,8 +4,7 @@
 namespace llm::metrics {
 
 EngineStateSample EngineStatsSync::ToSample(const engine::EngineStats& stats,
-                                            const MemorySample& memory,
-                                            int32_t block_size_tokens) {
+                                            const MemorySample& memory, int32_t block_size_tokens) {
   EngineStateSample sample;
   sample.sequences = {.running = stats.running_requests,
                       .waiting = stats.waiting_requests,

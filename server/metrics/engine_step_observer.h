@@ -1,8 +1,8 @@
 // Forwards the engine's per-step callbacks (engine::EngineObserver) to a ServingObserver.
 //
-// The engine reports each forward step with its prefill and decode token counts; this classifies the
-// step as prefill, decode or mixed and hands over the wall time and batch size, and forwards each
-// admitted request's queue time.
+// The engine reports each forward step with its prefill and decode token counts; this classifies
+// the step as prefill, decode or mixed and hands over the wall time and batch size, and forwards
+// each admitted request's queue time.
 #pragma once
 
 #include "server/engine/engine_stats.h"

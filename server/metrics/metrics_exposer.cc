@@ -24,8 +24,8 @@ absl::StatusOr<std::unique_ptr<MetricsExposer>> MetricsExposer::Start(
   for (const auto& collectable : collectables) exposer->RegisterCollectable(collectable);
   const std::vector<int> ports = exposer->GetListeningPorts();
   if (ports.empty()) {
-    return absl::UnavailableError(absl::StrCat("metrics server on ", bind_address,
-                                               " reports no listening port"));
+    return absl::UnavailableError(
+        absl::StrCat("metrics server on ", bind_address, " reports no listening port"));
   }
   return std::unique_ptr<MetricsExposer>(
       new MetricsExposer(std::move(exposer), std::move(collectables), ports.front()));

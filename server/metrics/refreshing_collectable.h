@@ -14,7 +14,8 @@ namespace llm::metrics {
 
 class RefreshingCollectable final : public prometheus::Collectable {
  public:
-  RefreshingCollectable(std::function<void()> refresh, std::shared_ptr<prometheus::Collectable> inner)
+  RefreshingCollectable(std::function<void()> refresh,
+                        std::shared_ptr<prometheus::Collectable> inner)
       : refresh_(std::move(refresh)), inner_(std::move(inner)) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {

@@ -121,8 +121,8 @@ grpc::experimental::Interceptor* RpcMetricsInterceptorFactory::CreateServerInter
     grpc::experimental::ServerRpcInfo* info) {
   static constexpr char kLlmServicePrefix[] = "/llm.v1.LlmService/";
   const char* method = info->method();
-  const bool is_llm_service =
-      method != nullptr && std::strncmp(method, kLlmServicePrefix, sizeof(kLlmServicePrefix) - 1) == 0;
+  const bool is_llm_service = method != nullptr && std::strncmp(method, kLlmServicePrefix,
+                                                                sizeof(kLlmServicePrefix) - 1) == 0;
   // gRPC's interface hands out a raw pointer and takes ownership of it.
   return new RpcMetricsInterceptor(observer_, options_, RpcShortName(method), is_llm_service);
 }

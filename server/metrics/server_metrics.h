@@ -38,15 +38,16 @@ class ServerMetrics {
   // Starts serving /metrics (process gauges and zeroed serving series until AttachEngine).
   static absl::StatusOr<std::unique_ptr<ServerMetrics>> Start(const ServerMetricsOptions& options);
 
-  // Sets llm_model_info (server_version defaults to the project version). From now on every scrape first reads `engine.stats()`; `engine` must outlive this object or the
-  // next AttachEngine. `memory`: memory_sample.h, ToMemorySample(transformer) before the engine
-  // takes the transformer.
+  // Sets llm_model_info (server_version defaults to the project version). From now on every scrape
+  // first reads `engine.stats()`; `engine` must outlive this object or the next AttachEngine.
+  // `memory`: memory_sample.h, ToMemorySample(transformer) before the engine takes the transformer.
   void AttachEngine(const engine::Engine& engine, const ModelInfo& model_info,
                     const MemorySample& memory);
 
   // For engine::Engine::Start.
   engine::EngineObserver* engine_observer() { return &step_observer_; }
-  // Interceptor factories for grpc::ServerBuilder; the gRPC server must stop before this object dies.
+  // Interceptor factories for grpc::ServerBuilder; the gRPC server must stop before this object
+  // dies.
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
   MakeInterceptors();
 

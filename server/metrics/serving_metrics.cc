@@ -114,22 +114,22 @@ ServingMetrics::ServingMetrics(std::shared_ptr<prometheus::Registry> registry)
                              "KV cache blocks by state (used: held by sequences; free).")),
       kv_blocks_used_(kv_blocks_.Add({{"state", "used"}})),
       kv_blocks_free_(kv_blocks_.Add({{"state", "free"}})),
-      kv_capacity_blocks_(GaugeFamily(*registry_, "llm_kv_cache_capacity_blocks",
-                                      "KV cache blocks in the pool.")
-                              .Add({})),
+      kv_capacity_blocks_(
+          GaugeFamily(*registry_, "llm_kv_cache_capacity_blocks", "KV cache blocks in the pool.")
+              .Add({})),
       kv_used_bytes_(GaugeFamily(*registry_, "llm_kv_cache_used_bytes",
                                  "Bytes of the KV pool held by sequences (used blocks times block "
                                  "bytes).")
                          .Add({})),
-      kv_capacity_bytes_(GaugeFamily(*registry_, "llm_kv_cache_capacity_bytes",
-                                     "Bytes of the whole KV pool.")
-                             .Add({})),
+      kv_capacity_bytes_(
+          GaugeFamily(*registry_, "llm_kv_cache_capacity_bytes", "Bytes of the whole KV pool.")
+              .Add({})),
       kv_usage_ratio_(GaugeFamily(*registry_, "llm_kv_cache_usage_ratio",
                                   "Used KV blocks over all KV blocks, 0 to 1.")
                           .Add({})),
-      kv_block_size_tokens_(GaugeFamily(*registry_, "llm_kv_cache_block_size_tokens",
-                                        "Token slots per KV block.")
-                                .Add({})),
+      kv_block_size_tokens_(
+          GaugeFamily(*registry_, "llm_kv_cache_block_size_tokens", "Token slots per KV block.")
+              .Add({})),
       device_capacity_bytes_(GaugeFamily(*registry_, "llm_device_memory_capacity_bytes",
                                          "Total memory of the compute device (0 on the CPU "
                                          "backend).")

@@ -55,8 +55,8 @@ TEST(DocumentedMetricsTest, TableMatchesTheRegisteredFamilies) {
   // Families whose series appear only once used: give them one each.
   metrics.OnRequestDone("Generate", absl::StatusCode::kOk, 0.1);
   metrics.OnRejections(RejectionReason::kKvCacheFull, 1);
-  metrics.SetModelInfo({.model = "m", .architecture = "a", .backend = "cpu", .dtype = "f32",
-                        .server_version = "v"});
+  metrics.SetModelInfo(
+      {.model = "m", .architecture = "a", .backend = "cpu", .dtype = "f32", .server_version = "v"});
   std::map<std::string, std::string> registered;
   for (const auto& family : registry->Collect()) registered[family.name] = TypeName(family.type);
   for (const auto& family : ProcessCollector().Collect()) {
@@ -66,7 +66,8 @@ TEST(DocumentedMetricsTest, TableMatchesTheRegisteredFamilies) {
   for (const auto& [name, type] : registered) {
     auto row = documented.find(name);
     if (row == documented.end()) {
-      ADD_FAILURE() << name << " (" << type << ") is exported but not documented in docs/METRICS.md";
+      ADD_FAILURE() << name << " (" << type
+                    << ") is exported but not documented in docs/METRICS.md";
     } else {
       EXPECT_EQ(row->second, type) << name << ": docs/METRICS.md says " << row->second;
     }

@@ -80,8 +80,11 @@ TEST(PromtoolTest, ScrapePassesPromtoolCheckMetrics) {
   }
   auto registry = std::make_shared<prometheus::Registry>();
   ServingMetrics metrics(registry);
-  metrics.SetModelInfo({.model = "tiny", .architecture = "LlamaForCausalLM", .backend = "cpu",
-                        .dtype = "f32", .server_version = "0.1.0"});
+  metrics.SetModelInfo({.model = "tiny",
+                        .architecture = "LlamaForCausalLM",
+                        .backend = "cpu",
+                        .dtype = "f32",
+                        .server_version = "0.1.0"});
   metrics.OnStep(StepPhase::kPrefill, 0.2, 100, 2);
   metrics.OnQueued(0.001);
   metrics.OnFirstToken(0.2);

@@ -35,8 +35,8 @@ TEST(ProcessCollectorTest, ResidentMemoryGrowsWhenTheProcessTouchesMemory) {
   // Touch 64 MiB so the resident set must grow by most of it.
   std::vector<char> block(64 << 20);
   for (size_t i = 0; i < block.size(); i += 4096) block[i] = static_cast<char>(i);
-  const std::optional<double> rss_after = testing::SampleValue(
-      SerializeToText({collector}), "llm_process_resident_memory_bytes");
+  const std::optional<double> rss_after =
+      testing::SampleValue(SerializeToText({collector}), "llm_process_resident_memory_bytes");
   ASSERT_TRUE(rss_after.has_value());
   EXPECT_GT(*rss_after - *rss_before, 48.0 * (1 << 20)) << "block[1] = " << int{block[1]};
   EXPECT_GT(testing::SampleValue(before, "llm_process_start_time_seconds").value_or(0), 1.7e9);

@@ -102,8 +102,7 @@ TEST(RpcMetricsInterceptorTest, RecordsRequestsTokenTimingAndTagsTheReplica) {
   server->Shutdown();
 
   const std::string text = SerializeToText({registry});
-  EXPECT_THAT(SampleValue(text, R"(llm_requests_total{code="OK",rpc="Generate"})"),
-              Optional(1.0));
+  EXPECT_THAT(SampleValue(text, R"(llm_requests_total{code="OK",rpc="Generate"})"), Optional(1.0));
   EXPECT_THAT(SampleValue(text, R"(llm_requests_total{code="OK",rpc="Prefill"})"), Optional(1.0));
   EXPECT_THAT(SampleValue(text, R"(llm_requests_total{code="OK",rpc="Decode"})"), Optional(1.0));
   EXPECT_THAT(SampleValue(text, R"(llm_requests_total{code="NOT_FOUND",rpc="Decode"})"),

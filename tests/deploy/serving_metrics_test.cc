@@ -106,13 +106,11 @@ TEST_F(ServingMetricsTest, RequestsAreCountedByRpcAndStatusCode) {
   metrics_.OnRequestDone("Decode", absl::StatusCode::kNotFound, 0.001);
   metrics_.OnRequestDone("Prefill", absl::StatusCode::kResourceExhausted, 0.01);
   const std::string text = Scrape();
-  EXPECT_THAT(SampleValue(text, R"(llm_requests_total{code="OK",rpc="Generate"})"),
-              Optional(2.0));
+  EXPECT_THAT(SampleValue(text, R"(llm_requests_total{code="OK",rpc="Generate"})"), Optional(2.0));
   EXPECT_THAT(SampleValue(text, R"(llm_requests_total{code="NOT_FOUND",rpc="Decode"})"),
               Optional(1.0));
-  EXPECT_THAT(
-      SampleValue(text, R"(llm_requests_total{code="RESOURCE_EXHAUSTED",rpc="Prefill"})"),
-      Optional(1.0));
+  EXPECT_THAT(SampleValue(text, R"(llm_requests_total{code="RESOURCE_EXHAUSTED",rpc="Prefill"})"),
+              Optional(1.0));
   EXPECT_THAT(SampleValue(text, R"(llm_request_duration_seconds_count{rpc="Generate"})"),
               Optional(2.0));
   EXPECT_THAT(SampleValue(text, R"(llm_request_duration_seconds_sum{rpc="Generate"})"),
@@ -167,8 +165,7 @@ TEST_F(ServingMetricsTest, EngineStateSetsQueueKvAndMemoryGauges) {
   EXPECT_THAT(SampleValue(text, "llm_device_memory_capacity_bytes"), Optional(8e10));
   EXPECT_THAT(SampleValue(text, "llm_device_memory_used_bytes"), Optional(1e10));
   EXPECT_THAT(SampleValue(text, "llm_backend_allocated_bytes"), Optional(9e9));
-  EXPECT_THAT(SampleValue(text, R"(llm_backend_memory_bytes{component="weights"})"),
-              Optional(6e9));
+  EXPECT_THAT(SampleValue(text, R"(llm_backend_memory_bytes{component="weights"})"), Optional(6e9));
   EXPECT_THAT(SampleValue(text, R"(llm_backend_memory_bytes{component="workspace"})"),
               Optional(5e8));
 
@@ -191,10 +188,16 @@ TEST_F(ServingMetricsTest, ModelInfoIsOneSeriesAndASecondCallReplacesIt) {
                          .dtype = "bf16",
                          .server_version = "0.1.0"});
   const std::string text = Scrape();
-  EXPECT_THAT(SampleValue(text, R"(llm_model_info{architecture="LlamaForCausalLM",backend="cuda",dtype="bf16",model="tiny",server_version="0.1.0"})"),
-              Optional(1.0));
-  EXPECT_EQ(SampleValue(text, R"(llm_model_info{architecture="LlamaForCausalLM",backend="cpu",dtype="f32",model="tiny",server_version="0.1.0"})"),
-            std::nullopt);
+  EXPECT_THAT(
+      SampleValue(
+          text,
+          R"(llm_model_info{architecture="LlamaForCausalLM",backend="cuda",dtype="bf16",model="tiny",server_version="0.1.0"})"),
+      Optional(1.0));
+  EXPECT_EQ(
+      SampleValue(
+          text,
+          R"(llm_model_info{architecture="LlamaForCausalLM",backend="cpu",dtype="f32",model="tiny",server_version="0.1.0"})"),
+      std::nullopt);
 }
 
 TEST_F(ServingMetricsTest, NamesFollowPrometheusConventions) {
@@ -212,7 +215,8 @@ TEST_F(ServingMetricsTest, NamesFollowPrometheusConventions) {
     EXPECT_EQ(ends_in_total, family.type == prometheus::MetricType::Counter);
     if (family.type == prometheus::MetricType::Histogram) {
       // Every histogram is either a time in seconds or a count of things in a batch.
-      EXPECT_TRUE(family.name.ends_with("_seconds") || family.name.find("_batch_") != std::string::npos);
+      EXPECT_TRUE(family.name.ends_with("_seconds") ||
+                  family.name.find("_batch_") != std::string::npos);
     }
   }
 }
