@@ -245,22 +245,24 @@ struct Variant {
 void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& results) {
   using cuda::FlashDecodeTraits;
   using cuda::FlashPrefillTraits;
-  // Names: warps, m-tiles per warp, K/V tile positions, L = lazy rescale, P = block-table prefetch.
+  // Names: warps, m-tiles per warp, K/V tile positions, L = lazy rescale, P = block-table prefetch,
+  // bN = at least N blocks per SM (__launch_bounds__).
+#define PREFILL_VARIANT(name, ...) \
+  {name, FlashPrefillTraits<__VA_ARGS__>::kHeadDim, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<__VA_ARGS__>>}
   const Variant prefill_variants[] = {
-      {"w4 m2 n32 LP", 128, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<128, 4, 2, 32, true, true>>},
-      {"w4 m2 n32 -P", 128, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<128, 4, 2, 32, false, true>>},
-      {"w4 m2 n32 L-", 128, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<128, 4, 2, 32, true, false>>},
-      {"w4 m2 n32 --", 128, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<128, 4, 2, 32, false, false>>},
-      {"w8 m1 n64 LP", 128, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<128, 8, 1, 64, true, true>>},
-      {"w8 m1 n64 -P", 128, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<128, 8, 1, 64, false, true>>},
-      {"w4 m1 n64 -P", 128, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<128, 4, 1, 64, false, true>>},
-      {"w4 m2 n64 -P", 128, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<128, 4, 2, 64, false, true>>},
-      {"w4 m2 n64 LP", 64, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<64, 4, 2, 64, true, true>>},
-      {"w4 m2 n64 --", 64, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<64, 4, 2, 64, false, false>>},
-      {"w8 m1 n128 -P", 64, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<64, 8, 1, 128, false, true>>},
-      {"w8 m1 n64 -P", 64, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<64, 8, 1, 64, false, true>>},
-      {"w4 m2 n32 -P", 64, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<64, 4, 2, 32, false, true>>},
+      PREFILL_VARIANT("w4 m2 n32 -- b1", 128, 4, 2, 32, false, false, 1),
+      PREFILL_VARIANT("w4 m2 n64 -- b1", 128, 4, 2, 64, false, false, 1),
+      PREFILL_VARIANT("w8 m1 n64 -P b2", 128, 8, 1, 64, false, true, 2),
+      PREFILL_VARIANT("w8 m1 n32 -P b2", 128, 8, 1, 32, false, true, 2),
+      PREFILL_VARIANT("w8 m1 n64 -P b1", 128, 8, 1, 64, false, true, 1),
+      PREFILL_VARIANT("w4 m1 n32 -P b3", 128, 4, 1, 32, false, true, 3),
+      PREFILL_VARIANT("w8 m1 n64 -P b2", 64, 8, 1, 64, false, true, 2),
+      PREFILL_VARIANT("w8 m1 n64 -P b1", 64, 8, 1, 64, false, true, 1),
+      PREFILL_VARIANT("w8 m1 n128 -P b2", 64, 8, 1, 128, false, true, 2),
+      PREFILL_VARIANT("w4 m2 n64 -P b1", 64, 4, 2, 64, false, true, 1),
+      PREFILL_VARIANT("w4 m1 n64 -P b3", 64, 4, 1, 64, false, true, 3),
   };
+#undef PREFILL_VARIANT
   std::printf("\n%-22s %-30s %10s %10s\n", "variant", "shape", "ms", "TFLOP/s");
   for (const Variant& v : prefill_variants) {
     const int hkv = v.head_dim == 128 ? 8 : 4;

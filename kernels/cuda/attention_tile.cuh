@@ -19,6 +19,14 @@
 namespace llm::cuda {
 
 // kLazyRescale: skip O's rescale when no row of the warp changed its running max (warp vote).
+// 2^x with one MUFU.EX2 (flush-to-zero): x <= 0 here, so results below 2^-126 only lose what
+// would round away against the row sum anyway; 2^-inf = 0.
+__device__ __forceinline__ float FastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 template <int kHeadDim, int kTileN, int kMTiles, bool kLazyRescale = true>
 struct WarpFlashState {
   static_assert(kHeadDim % 64 == 0, "head_dim must be a multiple of 64 (swizzled 16-byte chunks)");
@@ -78,7 +86,10 @@ struct WarpFlashState {
       }
     }
 
-    // Online softmax, row by row (each lane holds two rows: g and g + 8).
+    // Online softmax, row by row (each lane holds two rows: g and g + 8). Maxima are taken on the raw
+    // scores (scale > 0 keeps the order) and the scale is folded into the exponent's FMA:
+    // p = 2^(s * scale_log2 - m), m kept in log2 units. Max and sum run as two independent chains
+    // (even/odd columns) to halve the dependent-latency stalls that dominate with 2 warps/scheduler.
     const int quad_lane = lane & 3;
     float correction[kMTiles][2];
     bool max_moved = false;
@@ -86,38 +97,38 @@ struct WarpFlashState {
     for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        float tile_max = -INFINITY;
+        float max_even = -INFINITY, max_odd = -INFINITY;
 #pragma unroll
         for (int j = 0; j < kScoreTiles; ++j) {
+          if constexpr (kMasked) {
 #pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float x = s[mt][j][half * 2 + e] * scale_log2;
-            if constexpr (kMasked) {
-              if (!is_valid(mt, half, j * 8 + quad_lane * 2 + e)) x = -INFINITY;
+            for (int e = 0; e < 2; ++e) {
+              if (!is_valid(mt, half, j * 8 + quad_lane * 2 + e)) s[mt][j][half * 2 + e] = -INFINITY;
             }
-            s[mt][j][half * 2 + e] = x;
-            tile_max = fmaxf(tile_max, x);
           }
+          max_even = fmaxf(max_even, s[mt][j][half * 2]);
+          max_odd = fmaxf(max_odd, s[mt][j][half * 2 + 1]);
         }
+        float tile_max = fmaxf(max_even, max_odd);
         tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
         tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-        const float new_max = fmaxf(row_max[mt][half], tile_max);
-        // A row with nothing valid yet keeps m = -inf; subtracting 0 instead keeps exp2 at 0, not NaN.
+        const float new_max = fmaxf(row_max[mt][half], tile_max * scale_log2);
+        // A row with nothing valid yet keeps m = -inf; subtracting 0 instead keeps 2^x at 0, not NaN.
         const float offset = new_max == -INFINITY ? 0.f : new_max;
-        correction[mt][half] = exp2f(row_max[mt][half] - offset);
+        correction[mt][half] = FastExp2(row_max[mt][half] - offset);
         max_moved |= new_max != row_max[mt][half];
         row_max[mt][half] = new_max;
-        float sum = 0.f;
+        float sum_even = 0.f, sum_odd = 0.f;
 #pragma unroll
         for (int j = 0; j < kScoreTiles; ++j) {
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const float p = exp2f(s[mt][j][half * 2 + e] - offset);
-            s[mt][j][half * 2 + e] = p;
-            sum += p;
-          }
+          const float p0 = FastExp2(fmaf(s[mt][j][half * 2], scale_log2, -offset));
+          const float p1 = FastExp2(fmaf(s[mt][j][half * 2 + 1], scale_log2, -offset));
+          s[mt][j][half * 2] = p0;
+          s[mt][j][half * 2 + 1] = p1;
+          sum_even += p0;
+          sum_odd += p1;
         }
-        row_sum[mt][half] = row_sum[mt][half] * correction[mt][half] + sum;
+        row_sum[mt][half] = row_sum[mt][half] * correction[mt][half] + (sum_even + sum_odd);
       }
     }
     // Rescaling O costs a multiply per accumulator; once the running maxima settle (most tiles of a

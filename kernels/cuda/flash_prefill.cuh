@@ -27,9 +27,11 @@
 namespace llm::cuda {
 
 // kLazyRescale: see WarpFlashState. kPrefetchBlocks: read the block table one tile ahead.
+// kMinBlocksPerSm: __launch_bounds__'s occupancy floor (2 caps 8-warp blocks at 128 registers).
 template <int kHeadDim_, int kWarps_, int kMTiles_, int kTileN_, bool kLazyRescale_ = true,
-          bool kPrefetchBlocks_ = true>
+          bool kPrefetchBlocks_ = true, int kMinBlocksPerSm_ = 1>
 struct FlashPrefillTraits {
+  static constexpr int kMinBlocksPerSm = kMinBlocksPerSm_;
   static constexpr bool kLazyRescale = kLazyRescale_;
   static constexpr bool kPrefetchBlocks = kPrefetchBlocks_;
   static constexpr int kHeadDim = kHeadDim_;
@@ -45,7 +47,7 @@ struct FlashPrefillTraits {
 };
 
 template <typename Traits>
-__global__ void __launch_bounds__(Traits::kThreads)
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
     FlashPrefillKernel(const PagedAttentionParams params) {
   constexpr int D = Traits::kHeadDim;
   constexpr int kTileM = Traits::kTileM;
