@@ -150,7 +150,11 @@ bool Engine::Enqueue(Command& command) {
   return true;
 }
 
-void Engine::Wake() { wakeup_.notify_one(); }
+void Engine::Wake() {
+  // Taking the lock orders this notification after the engine's check-then-wait, so it is not lost.
+  { std::lock_guard<std::mutex> lock(mutex_); }
+  wakeup_.notify_one();
+}
 
 absl::Status Engine::ValidateTokens(std::span<const int32_t> tokens, std::string_view field) const {
   if (tokens.empty()) {
