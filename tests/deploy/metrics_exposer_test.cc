@@ -1,11 +1,6 @@
 // MetricsExposer: serves the registry over HTTP on loopback, and reports a busy port as a status.
 #include "server/metrics/metrics_exposer.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -26,27 +21,6 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Optional;
 
-// A minimal HTTP/1.0 GET on 127.0.0.1; returns the whole response (headers and body).
-std::string HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-      char buffer[4096];
-      ssize_t n;
-      while ((n = read(fd, buffer, sizeof(buffer))) > 0) response.append(buffer, n);
-    }
-  }
-  close(fd);
-  return response;
-}
-
 TEST(MetricsExposerTest, ServesTheRegistryOnLoopback) {
   auto registry = std::make_shared<prometheus::Registry>();
   ServingMetrics metrics(registry);
@@ -56,9 +30,9 @@ TEST(MetricsExposerTest, ServesTheRegistryOnLoopback) {
   ASSERT_GT((*exposer)->port(), 0);
 
   metrics.OnGeneratedTokens(42);
-  const std::string response = HttpGet((*exposer)->port(), "/metrics");
-  ASSERT_THAT(response, HasSubstr("200 OK"));
-  const std::string body = response.substr(response.find("\r\n\r\n") + 4);
+  const std::optional<std::string> scraped = testing::ScrapeLoopback((*exposer)->port());
+  ASSERT_TRUE(scraped.has_value());
+  const std::string& body = *scraped;
   EXPECT_THAT(testing::SampleValue(body, "llm_generation_tokens_total"), Optional(42.0));
   EXPECT_THAT(body, HasSubstr("llm_process_resident_memory_bytes"));
 }
