@@ -1,5 +1,6 @@
 // Starts the real llm-server binary on a free port (--port=0, read back from its log), runs
-// `llm-client smoke` against it, and stops it with SIGTERM: the way an operator would.
+// `llm-client smoke` and a short `llm-bench` against it, and stops it with SIGTERM: the way an
+// operator would.
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -9,6 +10,8 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <regex>
 #include <string>
@@ -17,6 +20,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 
 extern char** environ;
 
@@ -93,7 +97,7 @@ class ChildProcess {
   std::thread reader_;
 };
 
-TEST(ServerProcessTest, SmokePassesAgainstTheRealServerAndSigtermExitsCleanly) {
+TEST(ServerProcessTest, SmokeAndBenchPassAgainstTheRealServerAndSigtermExitsCleanly) {
   ChildProcess server({LLM_SERVER_BINARY, "--host=127.0.0.1", "--port=0", "--backend=auto",
                        "--kv_blocks=256", "--threads=2"});
   const std::string port = server.WaitForOutput(std::regex("SERVING llm\\.v1\\.LlmService on [0-9.]+:([0-9]+)"),
@@ -112,6 +116,21 @@ TEST(ServerProcessTest, SmokePassesAgainstTheRealServerAndSigtermExitsCleanly) {
                          "--max_tokens=4", "--ignore_eos", "generate"});
   EXPECT_EQ(generate.Wait(), 0) << generate.output();
   EXPECT_THAT(generate.output(), HasSubstr("finished: FINISH_REASON_LENGTH"));
+
+  const std::string json_path =
+      (std::filesystem::path(::testing::TempDir()) / "llm_bench_report.json").string();
+  ChildProcess bench({LLM_BENCH_BINARY, "--target=127.0.0.1:" + port, "--concurrency=4",
+                      "--requests=8", "--prompt_len_min=4", "--prompt_len_max=12",
+                      "--output_len_min=3", "--output_len_max=6", "--json_out=" + json_path});
+  EXPECT_EQ(bench.Wait(), 0) << bench.output();
+  EXPECT_THAT(bench.output(), HasSubstr("time to first token"));
+  std::ifstream json_file(json_path);
+  const nlohmann::json report = nlohmann::json::parse(json_file, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(report.is_discarded()) << "llm-bench wrote no valid JSON to " << json_path;
+  EXPECT_EQ(report["requests_ok"], 8);
+  EXPECT_TRUE(report["errors"].empty());
+  EXPECT_EQ(report["ttft_seconds"]["count"], 8);
+  EXPECT_GT(report["generated_tokens_per_second"].get<double>(), 0.0);
 
   server.Signal(SIGTERM);
   EXPECT_EQ(server.Wait(), 0) << server.output();
