@@ -253,6 +253,7 @@ int Run() {
                       absl::FormatDuration(grace)));
   (*server)->Drain(grace);
   server->reset();
+  Log("engine drained and gRPC server stopped");
 #if LLM_HAVE_SERVER_METRICS
   server_metrics.reset();  // its scrapes read the engine
 #endif
