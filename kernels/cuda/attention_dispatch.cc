@@ -97,9 +97,9 @@ size_t FlashDecodeWorkspaceFloats(const PagedAttentionParams& params) {
 
 absl::Status LaunchFlashDecode(const PagedAttentionParams& params, cudaStream_t stream) {
   if (auto status = ValidateAttentionParams(params); !status.ok()) return status;
-  if (!FlashDecodeSupports(params)) {
-    return absl::InvalidArgumentError("flash decode: batch has too many query rows per group or an "
-                                      "unsupported head_dim");
+  if (!FlashPrefillSupports(params.head_dim) || (!params.mixed_batch && !FlashDecodeSupports(params))) {
+    return absl::InvalidArgumentError("flash decode: batch has too many query rows per group (and is "
+                                      "not marked mixed_batch) or an unsupported head_dim");
   }
   if (params.num_splits <= 0 || params.kv_chunk_size <= 0 ||
       static_cast<int64_t>(params.num_splits) * params.kv_chunk_size < params.max_kv_len) {
@@ -121,9 +121,11 @@ absl::Status LaunchFlashDecode(const PagedAttentionParams& params, cudaStream_t 
 }
 
 AttentionKernel ChooseAttentionKernel(const PagedAttentionParams& params) {
+  if (!FlashPrefillSupports(params.head_dim)) return AttentionKernel::kGeneric;
   if (FlashDecodeSupports(params)) return AttentionKernel::kFlashDecode;
-  if (FlashPrefillSupports(params.head_dim)) return AttentionKernel::kFlashPrefill;
-  return AttentionKernel::kGeneric;
+  // Some sequence has more rows than flash decode takes; any others may be long-context decodes
+  // that need split-KV, which only flash decode gives.
+  return AttentionKernel::kMixed;
 }
 
 }  // namespace llm::cuda

@@ -46,6 +46,10 @@ struct PagedAttentionParams {
   int32_t kv_chunk_size = 0;
   float* partial_out = nullptr;
   float* partial_lse = nullptr;
+  // A mixed batch (continuous batching: decode tokens next to prefill chunks) runs both flash
+  // kernels on the same params: flash decode takes the sequences of at most kFlashDecodeMaxRows
+  // query rows (it always skips larger ones), flash prefill skips those when this is set.
+  bool mixed_batch = false;
 
   int32_t group_size() const { return num_q_heads / num_kv_heads; }
 };
@@ -57,9 +61,10 @@ absl::Status ValidateAttentionParams(const PagedAttentionParams& params);
 absl::Status LaunchFlashPrefill(const PagedAttentionParams& params, cudaStream_t stream);
 bool FlashPrefillSupports(int32_t head_dim);
 
-// Split-KV flash decode (flash_decode.cuh) for head_dim 64 and 128, when
-// max_query_len * group_size <= kFlashDecodeMaxRows. Fills num_splits/kv_chunk_size itself when
-// num_splits == 0 and needs partial buffers of FlashDecodeWorkspaceFloats() floats.
+// Split-KV flash decode (flash_decode.cuh) for head_dim 64 and 128, for the sequences with
+// query_len * group_size <= kFlashDecodeMaxRows (all of them unless mixed_batch). num_splits and
+// kv_chunk_size come from ChooseDecodeSplits; with num_splits > 1 it needs partial buffers of
+// FlashDecodeWorkspaceFloats() floats.
 inline constexpr int32_t kFlashDecodeMaxRows = 16;
 bool FlashDecodeSupports(const PagedAttentionParams& params);
 // Picks num_splits and kv_chunk_size for this batch on a GPU with `num_sms` multiprocessors.
@@ -72,9 +77,10 @@ absl::Status LaunchFlashDecode(const PagedAttentionParams& params, cudaStream_t 
 inline constexpr int32_t kGenericAttentionMaxHeadDim = 256;
 absl::Status LaunchGenericAttention(const PagedAttentionParams& params, cudaStream_t stream);
 
-// Chooses decode, prefill or the generic kernel for the batch (attention_dispatch.cc). `workspace`
-// provides the split-KV scratch: it is called with a float count and returns a device pointer.
-enum class AttentionKernel { kFlashDecode, kFlashPrefill, kGeneric };
+// Chooses the kernels for the batch (attention_dispatch.cc): flash decode when every sequence has
+// few query rows, both flash kernels (mixed_batch) when some have more, the generic kernel for
+// head dims without a flash instantiation.
+enum class AttentionKernel { kFlashDecode, kFlashPrefill, kMixed, kGeneric };
 AttentionKernel ChooseAttentionKernel(const PagedAttentionParams& params);
 
 }  // namespace llm::cuda

@@ -247,7 +247,9 @@ class CudaBackend final : public Backend {
       case CudaBackendOptions::Attention::kGeneric: kernel = cuda::AttentionKernel::kGeneric; break;
     }
     switch (kernel) {
-      case cuda::AttentionKernel::kFlashDecode: {
+      case cuda::AttentionKernel::kFlashDecode:
+      case cuda::AttentionKernel::kMixed: {
+        p.mixed_batch = kernel == cuda::AttentionKernel::kMixed;
         cuda::ChooseDecodeSplits(p, num_sms_);
         const size_t floats = cuda::FlashDecodeWorkspaceFloats(p);
         if (floats > 0) {
@@ -257,7 +259,9 @@ class CudaBackend final : public Backend {
           p.partial_lse = p.partial_out + static_cast<size_t>(p.num_tokens) * p.num_q_heads *
                                               p.num_splits * p.head_dim;
         }
-        return cuda::LaunchFlashDecode(p, stream_);
+        if (auto status = cuda::LaunchFlashDecode(p, stream_); !status.ok()) return status;
+        if (kernel == cuda::AttentionKernel::kFlashDecode) return absl::OkStatus();
+        return cuda::LaunchFlashPrefill(p, stream_);
       }
       case cuda::AttentionKernel::kFlashPrefill:
         return cuda::LaunchFlashPrefill(p, stream_);

@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int group = params.num_q_heads / params.num_kv_heads;
   const int q_begin = params.query_start[seq];
   const int num_rows = (params.query_start[seq + 1] - q_begin) * group;
-  if (num_rows == 0) return;
+  if (num_rows == 0 || num_rows > kRows) return;  // larger sequences belong to flash prefill
   const int kv_len = params.kv_lens[seq];
   const int last_position = params.positions[q_begin + (num_rows - 1) / group];
   const int kv_end = min(kv_len, last_position + 1);

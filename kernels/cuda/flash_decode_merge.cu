@@ -16,6 +16,17 @@ namespace {
 __global__ void MergeSplitsKernel(const PagedAttentionParams params) {
   const int token = blockIdx.x / params.num_q_heads;
   const int head = blockIdx.x % params.num_q_heads;
+  if (params.mixed_batch) {  // skip tokens of sequences that flash prefill handles
+    int low = 0;
+    int high = params.num_seqs - 1;
+    while (low < high) {
+      const int middle = (low + high + 1) / 2;
+      if (params.query_start[middle] <= token) low = middle; else high = middle - 1;
+    }
+    const int rows = (params.query_start[low + 1] - params.query_start[low]) *
+                     (params.num_q_heads / params.num_kv_heads);
+    if (rows > kFlashDecodeMaxRows) return;
+  }
   const int num_splits = params.num_splits;
   const int64_t base = (static_cast<int64_t>(token) * params.num_q_heads + head) * num_splits;
   const float* lse = params.partial_lse + base;

@@ -65,6 +65,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
   const int num_rows = (params.query_start[seq + 1] - q_begin) * group;
   const int row0 = (gridDim.x - 1 - blockIdx.x) * kTileM;
   if (row0 >= num_rows) return;
+  if (params.mixed_batch && num_rows <= kFlashDecodeMaxRows) return;  // flash decode's share
 
   const int kv_len = params.kv_lens[seq];
   const int last_row = min(row0 + kTileM, num_rows) - 1;
@@ -127,19 +128,17 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
   CpAsyncCommit();
   if (Traits::kPrefetchBlocks && num_kv_tiles > 1) fetch_blocks(1);
 
-  // Each lane's two query rows per m-tile: their absolute positions (padding rows reuse the first).
+  // Absolute position of each query row of the tile (padding rows reuse the first), in shared
+  // memory rather than registers: only the diagonal tiles read it.
+  __shared__ int row_position[kTileM];
+  for (int r = threadIdx.x; r < kTileM; r += Traits::kThreads) {
+    const int row = row0 + r;
+    row_position[r] = row < num_rows ? params.positions[q_begin + row / group] : first_position;
+  }
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int warp_row0 = warp * Traits::kRowsPerWarp;
-  int row_position[Traits::kMTiles][2];
-#pragma unroll
-  for (int mt = 0; mt < Traits::kMTiles; ++mt)
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int row = row0 + warp_row0 + mt * 16 + (lane >> 2) + half * 8;
-      row_position[mt][half] =
-          row < num_rows ? params.positions[q_begin + row / group] : first_position;
-    }
+  const int* my_row_position = row_position + warp_row0 + (lane >> 2);
 
   WarpFlashState<D, kTileN, Traits::kMTiles, Traits::kLazyRescale> state;
   state.Init();
@@ -165,7 +164,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
       state.template Step<true>(smem_q, warp_row0, smem_k + buffer_offset, smem_v + buffer_offset, 0,
                                 scale_log2, [&](int mt, int half, int column) {
                                   const int position = kv_start + column;
-                                  return position <= row_position[mt][half] && position < kv_end;
+                                  return position <= my_row_position[mt * 16 + half * 8] &&
+                                         position < kv_end;
                                 });
     } else {
       state.template Step<false>(smem_q, warp_row0, smem_k + buffer_offset,
