@@ -17,7 +17,8 @@ struct Engine::GenerateState {
   bool ignore_eos = false;
   int32_t prompt_tokens = 0;
   int32_t generated = 0;
-  absl::AnyInvocable<void(const SampledToken&, int32_t)> on_token;
+  // Shared with the deferred completions that deliver each token (see Defer in engine.h).
+  std::shared_ptr<absl::AnyInvocable<void(const SampledToken&, int32_t)>> on_token;
   absl::AnyInvocable<void(absl::StatusOr<GenerateSummary>)> done;
 };
 
@@ -56,6 +57,14 @@ struct Engine::WaitingEntry {
 namespace {
 
 bool IsFinite(float value) { return std::isfinite(value); }
+
+// A callback bound to its argument, to run later.
+template <typename Callback, typename Value>
+absl::AnyInvocable<void()> Bind(Callback callback, Value value) {
+  return [callback = std::move(callback), value = std::move(value)]() mutable {
+    callback(std::move(value));
+  };
+}
 
 }  // namespace
 
@@ -138,6 +147,8 @@ void Engine::Shutdown(absl::Duration grace) {
   }
   for (Command& command : leftover) HandleCommand(std::move(command));
   AbortEverything(absl::UnavailableError("the server is shutting down; retry on another replica"));
+  PublishStats();
+  RunCompletions();
 }
 
 bool Engine::Enqueue(Command& command) {
@@ -286,10 +297,22 @@ void Engine::Loop() {
     AdmitWaiting(now);
     if (!running_.empty()) RunStep();
     PublishStats();
+    RunCompletions();
   }
   AbortEverything(absl::UnavailableError(
       "the server is shutting down and the request did not finish within the grace period; retry"));
   PublishStats();
+  RunCompletions();
+}
+
+void Engine::Defer(absl::AnyInvocable<void()> completion) {
+  completions_.push_back(std::move(completion));
+}
+
+void Engine::RunCompletions() {
+  std::vector<absl::AnyInvocable<void()>> completions;
+  completions.swap(completions_);
+  for (auto& completion : completions) completion();
 }
 
 absl::Time Engine::NextWakeup(absl::Time now) const {
@@ -339,16 +362,22 @@ void Engine::HandlePrefill(PrefillWork work) {
   if (work.sequence_id.has_value()) {
     auto it = sequences_.find(*work.sequence_id);
     if (it == sequences_.end() || !it->second->persistent) {
-      return entry->request->unary_done(UnknownSequence(*work.sequence_id));
+      return Defer(
+          Bind(std::move(entry->request->unary_done), UnknownSequence(*work.sequence_id)));
     }
     Sequence& sequence = *it->second;
-    if (sequence.busy) return entry->request->unary_done(BusySequence(sequence.id));
+    if (sequence.busy) {
+      return Defer(Bind(std::move(entry->request->unary_done), BusySequence(sequence.id)));
+    }
     const int64_t length = *kv_->length(sequence.id);
     const int64_t total = length + static_cast<int64_t>(entry->request->feed.size());
     if (total > config_.max_position_embeddings) {
-      return entry->request->unary_done(absl::InvalidArgumentError(absl::StrFormat(
-          "sequence %d holds %d tokens; %d more would pass max_position_embeddings (%d)",
-          sequence.id, length, entry->request->feed.size(), config_.max_position_embeddings)));
+      return Defer(Bind(std::move(entry->request->unary_done),
+                        absl::InvalidArgumentError(absl::StrFormat(
+                            "sequence %d holds %d tokens; %d more would pass "
+                            "max_position_embeddings (%d)",
+                            sequence.id, length, entry->request->feed.size(),
+                            config_.max_position_embeddings))));
     }
     sequence.sampling = work.sampling;
     sequence.busy = true;
@@ -365,21 +394,24 @@ void Engine::HandlePrefill(PrefillWork work) {
 void Engine::HandleDecode(DecodeWork work) {
   auto it = sequences_.find(work.sequence_id);
   if (it == sequences_.end() || !it->second->persistent) {
-    return work.done(UnknownSequence(work.sequence_id));
+    return Defer(Bind(std::move(work.done), UnknownSequence(work.sequence_id)));
   }
   Sequence& sequence = *it->second;
-  if (sequence.busy) return work.done(BusySequence(sequence.id));
+  if (sequence.busy) return Defer(Bind(std::move(work.done), BusySequence(sequence.id)));
   const int64_t length = *kv_->length(sequence.id);
   if (length + 1 > config_.max_position_embeddings) {
-    return work.done(absl::InvalidArgumentError(absl::StrFormat(
-        "sequence %d holds %d tokens, the model's max_position_embeddings; release it and start a "
-        "new one",
-        sequence.id, length)));
+    return Defer(Bind(std::move(work.done),
+                      absl::InvalidArgumentError(absl::StrFormat(
+                          "sequence %d holds %d tokens, the model's max_position_embeddings; "
+                          "release it and start a new one",
+                          sequence.id, length))));
   }
   std::optional<int32_t> token = work.token.has_value() ? work.token : sequence.last_sampled;
   if (!token.has_value()) {
-    return work.done(absl::FailedPreconditionError(absl::StrFormat(
-        "sequence %d has no sampled token to append; pass token_id", sequence.id)));
+    return Defer(Bind(std::move(work.done),
+                      absl::FailedPreconditionError(absl::StrFormat(
+                          "sequence %d has no sampled token to append; pass token_id",
+                          sequence.id))));
   }
   if (work.sampling.has_value()) {
     const int32_t top = sequence.sampling.num_top_logprobs;
@@ -416,7 +448,8 @@ void Engine::HandleGenerate(GenerateWork work) {
   generate->stop_token_ids = std::move(work.stop_token_ids);
   generate->ignore_eos = work.ignore_eos;
   generate->prompt_tokens = static_cast<int32_t>(entry->request->feed.size());
-  generate->on_token = std::move(work.on_token);
+  generate->on_token = std::make_shared<absl::AnyInvocable<void(const SampledToken&, int32_t)>>(
+      std::move(work.on_token));
   generate->done = std::move(work.done);
   entry->request->generate = std::move(generate);
   Enwait(std::move(entry));
@@ -425,19 +458,19 @@ void Engine::HandleGenerate(GenerateWork work) {
 void Engine::HandleRelease(ReleaseCommand command) {
   auto it = sequences_.find(command.id);
   if (it == sequences_.end() || !it->second->persistent) {
-    return command.done(UnknownSequence(command.id));
+    return Defer(Bind(std::move(command.done), UnknownSequence(command.id)));
   }
-  if (it->second->busy) return command.done(BusySequence(command.id));
+  if (it->second->busy) return Defer(Bind(std::move(command.done), BusySequence(command.id)));
   const int32_t length = *kv_->length(command.id);
   FreeSequence(command.id);
-  command.done(length);
+  Defer(Bind(std::move(command.done), length));
 }
 
 void Engine::FailActive(ActiveRequest& request, absl::Status status) {
   if (request.generate != nullptr) {
-    if (request.generate->done) request.generate->done(std::move(status));
+    if (request.generate->done) Defer(Bind(std::move(request.generate->done), std::move(status)));
   } else if (request.unary_done) {
-    request.unary_done(std::move(status));
+    Defer(Bind(std::move(request.unary_done), std::move(status)));
   }
 }
 
@@ -662,7 +695,9 @@ void Engine::FinishSampled(Sequence& sequence, const SampledToken& token) {
   if (request.generate != nullptr) {
     GenerateState& generate = *request.generate;
     ++generate.generated;
-    generate.on_token(token, generate.generated - 1);
+    Defer([on_token = generate.on_token, token, index = generate.generated - 1]() {
+      (*on_token)(token, index);
+    });
     std::optional<FinishReason> reason;
     if (std::find(generate.stop_token_ids.begin(), generate.stop_token_ids.end(), token.token) !=
         generate.stop_token_ids.end()) {
@@ -684,7 +719,7 @@ void Engine::FinishSampled(Sequence& sequence, const SampledToken& token) {
                                   .prompt_tokens = generate.prompt_tokens,
                                   .completion_tokens = generate.generated};
     FreeSequence(sequence.id);
-    done(summary);
+    Defer(Bind(std::move(done), summary));
     return;
   }
   UnaryDone done = std::move(request.unary_done);
@@ -696,7 +731,7 @@ void Engine::FinishSampled(Sequence& sequence, const SampledToken& token) {
   sequence.last_active = absl::Now();
   sequence.active.reset();
   running_.erase(std::find(running_.begin(), running_.end(), sequence.id));
-  done(output);
+  Defer(Bind(std::move(done), output));
 }
 
 void Engine::AbortRequest(Sequence& sequence, absl::Status status) {

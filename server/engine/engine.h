@@ -19,6 +19,7 @@
 #include <variant>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -59,8 +60,8 @@ class Engine {
   // Tells the engine thread that a request was cancelled so that it frees its blocks now.
   void Wake();
 
-  // The stats as of the end of the engine's latest loop iteration (a request's callback may run
-  // slightly before the stats reflect it).
+  // The stats as of the end of the engine's latest loop iteration; a request's callback runs after
+  // the stats that include it are published.
   EngineStats stats() const;
   // False once Shutdown has begun.
   bool accepting() const;
@@ -107,6 +108,11 @@ class Engine {
   void FreeSequence(SequenceId id);
   void AbortEverything(const absl::Status& status);
   void PublishStats();
+  // Request callbacks are collected during an iteration and run after its stats are published, so
+  // a client that hears back sees stats that already include its request, and no callback runs
+  // while the engine's state is half-updated.
+  void Defer(absl::AnyInvocable<void()> completion);
+  void RunCompletions();
   absl::Time NextWakeup(absl::Time now) const;
   bool HasWork() const { return !running_.empty() || !waiting_.empty(); }
   int32_t BlocksNeeded(const WaitingEntry& entry) const;
@@ -129,6 +135,7 @@ class Engine {
   SequenceId next_sequence_id_ = 1;
   EngineObserver* observer_ = nullptr;
   EngineStats counters_;  // token/step counters accumulated by the engine thread
+  std::vector<absl::AnyInvocable<void()>> completions_;
 
   // --- shared with submitters ---
   mutable std::mutex mutex_;

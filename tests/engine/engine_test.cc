@@ -392,5 +392,20 @@ TEST(EngineTest, StatsCountTokensAndSteps) {
   EXPECT_EQ(stats.running_requests, 0);
 }
 
+TEST(EngineTest, StatsAlreadyIncludeARequestWhenItsCallbackRuns) {
+  Harness h = StartEngine();  // block size 4
+  absl::StatusOr<StepOutput> prefill = Await(AsyncPrefill(*h.engine, Prompt(6)));
+  ASSERT_TRUE(prefill.ok());
+  EngineStats stats = h.engine->stats();
+  EXPECT_EQ(stats.kv_blocks_used, 2);
+  EXPECT_EQ(stats.idle_sequences, 1);
+  EXPECT_EQ(stats.prompt_tokens_total, 6);
+  EXPECT_EQ(stats.generated_tokens_total, 1);
+  ASSERT_TRUE(Await(AsyncRelease(*h.engine, prefill->sequence_id)).ok());
+  stats = h.engine->stats();
+  EXPECT_EQ(stats.kv_blocks_used, 0);
+  EXPECT_EQ(stats.idle_sequences, 0);
+}
+
 }  // namespace
 }  // namespace llm::engine
