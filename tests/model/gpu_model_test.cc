@@ -1,8 +1,14 @@
 // The whole model on the CUDA backend (bf16) against the Hugging Face fixtures (tests/fixtures/hf,
 // logits and greedy tokens computed by transformers in fp32) and against itself:
-//  * one-shot prefill logits vs transformers: ||ours - ref|| / ||ref|| < kLogitTolerance (bf16);
+//  * one-shot prefill logits vs transformers: ||ours - ref|| / ||ref|| < kVsTransformersTolerance.
+//    The fixtures are fp32 models with large weights (initializer_range 0.2, peaked softmaxes), so
+//    bf16 costs more here than in a trained model. Measured on an H100 (2026-11-24): rounding the
+//    weights to bf16 alone, on the fp32 CPU backend, moves the logits by up to 1.26e-2; bf16
+//    activations alone (the llama_bf16 fixture, whose weights are bf16 already) by 1.27e-2; together,
+//    on this backend, by at most 1.98e-2 (llama_llama3_rope). Hence 3e-2.
 //  * chunked prefill (pieces of 5: mid-block, across blocks) and token-by-token prefill (pieces of
-//    1: the decode kernel) vs our own one-shot prefill, same tolerance;
+//    1: the decode kernel) vs our own one-shot prefill: the same bf16 model through different
+//    kernels and chunkings, so the kernel tolerance (1e-2; measured at most 5.9e-3);
 //  * greedy decoding, teacher-forced with transformers' tokens so one near-tie cannot derail the
 //    rest: every step's argmax must equal transformers' token, except at a step whose reference top-2
 //    margin is below 2 * delta, delta = the largest |logit - transformers' logit| we measured over
@@ -34,7 +40,8 @@
 namespace llm {
 namespace {
 
-constexpr double kLogitTolerance = 2e-2;
+constexpr double kVsTransformersTolerance = 3e-2;
+constexpr double kSelfConsistencyTolerance = 1e-2;
 constexpr int32_t kBlockSize = 16;
 
 // The fixtures: $LLM_FIXTURES_DIR, else the source tree's, else ./tests/fixtures (the GPU machine
@@ -122,7 +129,8 @@ class GpuModelTest : public ::testing::TestWithParam<std::string> {
     return logits;
   }
 
-  void ExpectClose(const std::vector<float>& actual, const std::vector<float>& expected, const std::string& what) {
+  void ExpectClose(const std::vector<float>& actual, const std::vector<float>& expected, const std::string& what,
+                   double tolerance) {
     ASSERT_EQ(actual.size(), expected.size()) << what;
     EXPECT_EQ(gpu_testing::CountNonFinite(actual), 0u) << what;
     double max_diff = 0;
@@ -130,7 +138,7 @@ class GpuModelTest : public ::testing::TestWithParam<std::string> {
     const double error = gpu_testing::RelativeError(actual, expected);
     std::printf("    %-22s %-28s relative error %.3e, max |diff| %.4f\n", GetParam().c_str(), what.c_str(), error,
                 max_diff);
-    EXPECT_LT(error, kLogitTolerance) << GetParam() << " " << what;
+    EXPECT_LT(error, tolerance) << GetParam() << " " << what;
   }
 
   nlohmann::json reference_;
@@ -146,9 +154,12 @@ TEST_P(GpuModelTest, PrefillLogitsMatchTransformersAndEachOther) {
   ASSERT_FALSE(prompts.empty());
   for (size_t i = 0; i < prompts.size(); ++i) {
     const std::vector<float> one_shot = Prefill(prompts[i], prompts[i].size());
-    ExpectClose(one_shot, ReferenceLogits(i), "prompt" + std::to_string(i) + " one-shot vs HF");
-    ExpectClose(Prefill(prompts[i], 5), one_shot, "prompt" + std::to_string(i) + " pieces of 5 vs one-shot");
-    ExpectClose(Prefill(prompts[i], 1), one_shot, "prompt" + std::to_string(i) + " token-by-token vs one-shot");
+    ExpectClose(one_shot, ReferenceLogits(i), "prompt" + std::to_string(i) + " one-shot vs HF",
+                kVsTransformersTolerance);
+    ExpectClose(Prefill(prompts[i], 5), one_shot, "prompt" + std::to_string(i) + " pieces of 5 vs one-shot",
+                kSelfConsistencyTolerance);
+    ExpectClose(Prefill(prompts[i], 1), one_shot, "prompt" + std::to_string(i) + " token-by-token vs one-shot",
+                kSelfConsistencyTolerance);
   }
 }
 
