@@ -49,7 +49,7 @@ void CheckAcceptedConfig(std::string_view text, const llm::ModelConfig& config) 
   Require(std::isfinite(config.rms_norm_eps) && config.rms_norm_eps > 0);
   Require(config.bos_token_id >= -1 && config.bos_token_id < config.vocab_size);
   for (int32_t id : config.eos_token_ids) Require(id >= 0 && id < config.vocab_size);
-  Require(std::isfinite(config.rope_theta) && config.rope_theta > 0);
+  Require(std::isfinite(config.rope_theta) && config.rope_theta > 1);
   const llm::RopeScaling& scaling = config.rope_scaling;
   if (scaling.type != llm::RopeScaling::Type::kDefault) {
     Require(std::isfinite(scaling.factor) && scaling.factor >= 1.0f);

@@ -246,9 +246,11 @@ absl::Status ParseRope(const FieldReader& fields, const std::string& source, Mod
   }
   absl::Status status = ParseRopeObject(rope, object_name, source, config);
   if (!status.ok()) return status;
-  if (!(config.rope_theta > 0) || !std::isfinite(config.rope_theta)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ": RoPE theta ", config.rope_theta, " must be a positive number"));
+  // The base of the rotary frequencies theta^(-2i/head_dim): at or below 1 they grow with i instead
+  // of falling, and a denormal theta (5e-40, found by fuzz/) makes them overflow to inf.
+  if (!(config.rope_theta > 1) || !std::isfinite(config.rope_theta)) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": RoPE theta ", config.rope_theta,
+                                                   " must be a finite number above 1"));
   }
   return absl::OkStatus();
 }

@@ -315,6 +315,12 @@ TEST(ModelConfigTest, RejectsNumbersThatOverflowOrCollapseInFloat32) {
                        {"low_freq_factor", 1.0},
                        {"high_freq_factor", 4.0},
                        {"original_max_position_embeddings", 64}};
+  // A denormal theta: its inverse frequencies overflowed to inf.
+  config = Minimal();
+  config["rope_theta"] = 5.0000001e-40;
+  EXPECT_THAT(ErrorOf(config), HasSubstr("RoPE theta"));
+  config["rope_theta"] = 1.0;
+  EXPECT_THAT(ErrorOf(config), HasSubstr("RoPE theta"));
   // low rounds to 0, high to inf, and two distinct doubles to one float (a zero denominator).
   for (const auto& [low, high] : {std::pair{1e-300, 4.0}, {1.0, 1e300}, {1.0, 1.00000001}}) {
     config = Minimal();
