@@ -77,7 +77,9 @@ container=$(buildah from "$image")
 in_image() { buildah run --isolation chroot --network host "$container" -- "$@"; }
 in_image id -u | grep -qx 10001 || { echo "FAIL: processes in the image do not run as uid 10001"; exit 1; }
 # Chroot isolation shares the host's PID namespace: the pid the shell writes is the host pid.
-in_image sh -c "echo \$\$ > /tmp/llm-server.pid; exec timeout 600 llm-server --host=127.0.0.1 \
+# timeout --foreground forwards our one SIGTERM to llm-server; without it, timeout signals its whole
+# process group as well, and llm-server gets SIGTERM twice.
+in_image sh -c "echo \$\$ > /tmp/llm-server.pid; exec timeout --foreground 600 llm-server --host=127.0.0.1 \
   --port=$grpc_port --metrics_port=$metrics_port --backend=cpu --threads=2" > "$work/server.log" 2>&1 &
 run_pid=$!
 healthy=""
