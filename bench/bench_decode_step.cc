@@ -1,9 +1,9 @@
 // End-to-end decode step of a TinyLlama-1.1B-shaped model (hidden 2048, 22 layers, 32/4 heads,
-// head_dim 64, intermediate 5632, vocab 32000) on the CUDA backend, with random bf16 weights made in
-// process (a fake Checkpoint: no download). Each sequence first prefills 511 tokens; a step then
-// decodes one token per sequence at position 511 (rewriting that slot each time, so the context stays
-// 512) and samples greedily. Wall time of Transformer::Forward, which ends synchronised (sampling
-// copies tokens back), median of `iterations` after warm-up.
+// head_dim 64, intermediate 5632, vocab 32000) on the CUDA backend, with random bf16 weights made
+// in process (a fake Checkpoint: no download). Each sequence first prefills 511 tokens; a step then
+// decodes one token per sequence at position 511 (rewriting that slot each time, so the context
+// stays 512) and samples greedily. Wall time of Transformer::Forward, which ends synchronised
+// (sampling copies tokens back), median of `iterations` after warm-up.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -42,7 +42,8 @@ class RandomCheckpoint final : public Checkpoint {
     config_.torch_dtype = "bfloat16";
     std::mt19937 generator(5);
     std::uniform_real_distribution<float> projection(-0.03f, 0.03f), norm(0.8f, 1.2f);
-    // One random buffer backs every matrix (as large as the biggest, the embedding), one every norm.
+    // One random buffer backs every matrix (as large as the biggest, the embedding), one every
+    // norm.
     matrix_.resize(static_cast<size_t>(config_.vocab_size) * config_.hidden_size);
     for (uint16_t& v : matrix_) v = FloatToBF16(projection(generator));
     norm_.resize(config_.hidden_size);
@@ -56,7 +57,8 @@ class RandomCheckpoint final : public Checkpoint {
     std::vector<int64_t> shape = ShapeOf(name);
     if (shape.empty()) return absl::NotFoundError(std::string(name));
     const bool is_norm = shape.size() == 1;
-    return HostTensor{DType::kBF16, shape, is_norm ? static_cast<const void*>(norm_.data()) : matrix_.data()};
+    return HostTensor{DType::kBF16, shape,
+                      is_norm ? static_cast<const void*>(norm_.data()) : matrix_.data()};
   }
 
  private:
@@ -81,7 +83,8 @@ class RandomCheckpoint final : public Checkpoint {
 
 }  // namespace
 
-std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int>& batch_sizes, int iterations) {
+std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int>& batch_sizes,
+                                       int iterations) {
   std::vector<Result> results;
   auto backend = CreateCudaBackend();
   if (!backend.ok()) {
@@ -106,7 +109,8 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
   std::uniform_int_distribution<int32_t> token(1, checkpoint.config().vocab_size - 1);
   std::vector<SequenceChunk> sequences(max_batch);
   for (int s = 0; s < max_batch; ++s) {
-    for (int b = 0; b < blocks_per_seq; ++b) sequences[s].block_table.push_back(s * blocks_per_seq + b);
+    for (int b = 0; b < blocks_per_seq; ++b)
+      sequences[s].block_table.push_back(s * blocks_per_seq + b);
     for (int t = 0; t < context_tokens - 1; ++t) sequences[s].tokens.push_back(token(generator));
   }
   // Prefill the contexts, a few sequences per step.
@@ -143,7 +147,8 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
     const double median = ms[ms.size() / 2];
     char shape[64];
     std::snprintf(shape, sizeof(shape), "B%d context %d", batch, context_tokens);
-    results.push_back(Result{"decode_step", shape, median, 0, 0, "wall time of Forward, greedy sampling"});
+    results.push_back(
+        Result{"decode_step", shape, median, 0, 0, "wall time of Forward, greedy sampling"});
     std::printf("%-34s %10.3f %12.0f\n", shape, median, batch / (median * 1e-3));
   }
   return results;

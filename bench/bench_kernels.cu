@@ -2,12 +2,14 @@
 //   prefill  flash prefill over a paged cache, causal, TFLOP/s = 4 * B * Hq * D * S(S+1)/2 / time
 //   decode   split-KV flash decode (+ merge), bandwidth = K+V bytes read / time
 //   copy     cudaMemcpy device-to-device of 1 GiB, bandwidth = bytes read + written / time
-//   decode_step  (when the transformer is built) one Forward() decode step of a TinyLlama-1.1B-shaped
+//   decode_step  (when the transformer is built) one Forward() decode step of a
+//   TinyLlama-1.1B-shaped
 //            model with random weights, wall time
 // Each timing: warm-up, then the median of many runs timed with CUDA events; inputs are random
-// (never zeros) and, where they would fit in L2, rotated among several copies so the runs read DRAM.
-// Prints a table; --json PATH writes the rows (bench/compare.py puts them next to torch SDPA's).
-// Anchor: bench/sdpa_anchor.py times torch scaled_dot_product_attention on the same shapes.
+// (never zeros) and, where they would fit in L2, rotated among several copies so the runs read
+// DRAM. Prints a table; --json PATH writes the rows (bench/compare.py puts them next to torch
+// SDPA's). Anchor: bench/sdpa_anchor.py times torch scaled_dot_product_attention on the same
+// shapes.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -28,23 +30,23 @@
 namespace llm::bench {
 namespace {
 
-#define BENCH_CHECK(call)                                                                    \
-  do {                                                                                       \
-    const cudaError_t error_ = (call);                                                       \
-    if (error_ != cudaSuccess) {                                                             \
-      std::fprintf(stderr, "%s failed at %s:%d: %s\n", #call, __FILE__, __LINE__,            \
-                   cudaGetErrorString(error_));                                              \
-      std::exit(1);                                                                          \
-    }                                                                                        \
+#define BENCH_CHECK(call)                                                         \
+  do {                                                                            \
+    const cudaError_t error_ = (call);                                            \
+    if (error_ != cudaSuccess) {                                                  \
+      std::fprintf(stderr, "%s failed at %s:%d: %s\n", #call, __FILE__, __LINE__, \
+                   cudaGetErrorString(error_));                                   \
+      std::exit(1);                                                               \
+    }                                                                             \
   } while (0)
 
-#define BENCH_STATUS(expression)                                                             \
-  do {                                                                                       \
-    const absl::Status status_ = (expression);                                               \
-    if (!status_.ok()) {                                                                     \
-      std::fprintf(stderr, "%s failed: %s\n", #expression, status_.ToString().c_str());      \
-      std::exit(1);                                                                          \
-    }                                                                                        \
+#define BENCH_STATUS(expression)                                                        \
+  do {                                                                                  \
+    const absl::Status status_ = (expression);                                          \
+    if (!status_.ok()) {                                                                \
+      std::fprintf(stderr, "%s failed: %s\n", #expression, status_.ToString().c_str()); \
+      std::exit(1);                                                                     \
+    }                                                                                   \
   } while (0)
 
 __global__ void FillRandomBf16(__nv_bfloat16* data, size_t count, uint32_t seed, float scale) {
@@ -93,7 +95,8 @@ double MedianMs(cudaStream_t stream, int warmup, int iterations, Body&& body) {
   }
   BENCH_CHECK(cudaStreamSynchronize(stream));
   std::vector<float> ms(iterations);
-  for (int i = 0; i < iterations; ++i) BENCH_CHECK(cudaEventElapsedTime(&ms[i], events[2 * i], events[2 * i + 1]));
+  for (int i = 0; i < iterations; ++i)
+    BENCH_CHECK(cudaEventElapsedTime(&ms[i], events[2 * i], events[2 * i + 1]));
   for (auto& e : events) BENCH_CHECK(cudaEventDestroy(e));
   std::nth_element(ms.begin(), ms.begin() + iterations / 2, ms.end());
   return ms[iterations / 2];
@@ -120,8 +123,8 @@ struct PagedBatch {
   }
 };
 
-PagedBatch MakeBatch(int batch, int kv_len, int query_len, int hq, int hkv, int head_dim, int block_size,
-                     int copies, uint32_t seed) {
+PagedBatch MakeBatch(int batch, int kv_len, int query_len, int hq, int hkv, int head_dim,
+                     int block_size, int copies, uint32_t seed) {
   PagedBatch b;
   const int blocks_per_seq = (kv_len + block_size - 1) / block_size;
   const int total_blocks = blocks_per_seq * batch * copies;
@@ -133,8 +136,9 @@ PagedBatch MakeBatch(int batch, int kv_len, int query_len, int hq, int hkv, int 
   std::iota(blocks.begin(), blocks.end(), 0);
   std::shuffle(blocks.begin(), blocks.end(), generator);
   for (int c = 0; c < copies; ++c) {
-    std::vector<int32_t> table(blocks.begin() + static_cast<size_t>(c) * batch * blocks_per_seq,
-                               blocks.begin() + static_cast<size_t>(c + 1) * batch * blocks_per_seq);
+    std::vector<int32_t> table(
+        blocks.begin() + static_cast<size_t>(c) * batch * blocks_per_seq,
+        blocks.begin() + static_cast<size_t>(c + 1) * batch * blocks_per_seq);
     b.block_tables.push_back(Upload(table));
   }
   std::vector<int32_t> positions, query_start{0}, kv_lens;
@@ -180,7 +184,9 @@ std::string Shape(const char* fmt, int a, int b, int c, int d, int e) {
 }
 
 void BenchPrefill(cudaStream_t stream, std::vector<Result>& results, bool quick) {
-  struct Case { int hq, hkv, d, s, b; };
+  struct Case {
+    int hq, hkv, d, s, b;
+  };
   std::vector<Case> cases;
   for (auto [hq, hkv, d] : {std::tuple{32, 8, 128}, std::tuple{32, 4, 64}}) {
     for (int s : {512, 1024, 2048, 4096, 8192, 16384}) {
@@ -195,8 +201,9 @@ void BenchPrefill(cudaStream_t stream, std::vector<Result>& results, bool quick)
       BENCH_STATUS(cuda::LaunchFlashPrefill(batch.params, stream));
     });
     const double flops = 4.0 * c.b * c.hq * c.d * (static_cast<double>(c.s) * (c.s + 1) / 2);
-    Result r{"prefill", Shape("B%d S%d Hq%d Hkv%d D%d", c.b, c.s, c.hq, c.hkv, c.d), ms,
-             flops / (ms * 1e-3) / 1e12, 0, ""};
+    Result r{"prefill", Shape("B%d S%d Hq%d Hkv%d D%d", c.b, c.s, c.hq, c.hkv, c.d),
+             ms,        flops / (ms * 1e-3) / 1e12,
+             0,         ""};
     std::printf("%-34s %10.3f %10.1f\n", r.shape.c_str(), ms, r.tflops);
     results.push_back(r);
     batch.Free();
@@ -206,8 +213,8 @@ void BenchPrefill(cudaStream_t stream, std::vector<Result>& results, bool quick)
 void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results, bool quick) {
   const int hq = 32, hkv = 8, d = 128;
   std::printf("\n%-34s %10s %10s %8s\n", "decode (Hq32 Hkv8 D128, bs=16)", "ms", "GB/s", "splits");
-  for (auto [b, c] : {std::pair{1, 4096}, std::pair{1, 32768}, std::pair{8, 4096}, std::pair{32, 4096},
-                      std::pair{64, 2048}, std::pair{16, 16384}}) {
+  for (auto [b, c] : {std::pair{1, 4096}, std::pair{1, 32768}, std::pair{8, 4096},
+                      std::pair{32, 4096}, std::pair{64, 2048}, std::pair{16, 16384}}) {
     const double kv_bytes = 2.0 * b * c * hkv * d * 2;
     // Enough copies that one pass over all of them (>= 256 MB) cannot stay in L2.
     const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
@@ -217,17 +224,22 @@ void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results,
     if (floats > 0) {
       batch.partial = DeviceAlloc<float>(floats);
       batch.params.partial_out = batch.partial;
-      batch.params.partial_lse =
-          batch.partial + static_cast<size_t>(batch.params.num_tokens) * hq * batch.params.num_splits * d;
+      batch.params.partial_lse = batch.partial + static_cast<size_t>(batch.params.num_tokens) * hq *
+                                                     batch.params.num_splits * d;
     }
     const double ms = MedianMs(stream, 5, quick ? 20 : 100, [&](int i) {
       cuda::PagedAttentionParams p = batch.params;
       p.block_tables = batch.block_tables[i % copies];
       BENCH_STATUS(cuda::LaunchFlashDecode(p, stream));
     });
-    Result r{"decode", Shape("B%d C%d Hq%d Hkv%d D%d", b, c, hq, hkv, d), ms, 0, kv_bytes / (ms * 1e-3) / 1e9,
+    Result r{"decode",
+             Shape("B%d C%d Hq%d Hkv%d D%d", b, c, hq, hkv, d),
+             ms,
+             0,
+             kv_bytes / (ms * 1e-3) / 1e9,
              "splits=" + std::to_string(batch.params.num_splits)};
-    std::printf("%-34s %10.4f %10.1f %8d\n", r.shape.c_str(), ms, r.gbytes_per_s, batch.params.num_splits);
+    std::printf("%-34s %10.4f %10.1f %8d\n", r.shape.c_str(), ms, r.gbytes_per_s,
+                batch.params.num_splits);
     results.push_back(r);
     batch.Free();
   }
@@ -247,8 +259,11 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
   using cuda::FlashPrefillTraits;
   // Names: warps, m-tiles per warp, K/V tile positions, L = lazy rescale, P = block-table prefetch,
   // bN = at least N blocks per SM (__launch_bounds__).
-#define PREFILL_VARIANT(name, ...) \
-  {name, FlashPrefillTraits<__VA_ARGS__>::kHeadDim, cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<__VA_ARGS__>>}
+#define PREFILL_VARIANT(name, ...)                                          \
+  {                                                                         \
+    name, FlashPrefillTraits<__VA_ARGS__>::kHeadDim,                        \
+        cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<__VA_ARGS__>> \
+  }
   const Variant prefill_variants[] = {
       PREFILL_VARIANT("w8 m1 n64 -P b2", 128, 8, 1, 64, false, true, 2),
       PREFILL_VARIANT("w8 m1 n64 -- b2", 128, 8, 1, 64, false, false, 2),
@@ -264,11 +279,18 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
     const int hkv = v.head_dim == 128 ? 8 : 4;
     for (auto [b, s] : {std::pair{8, 2048}, std::pair{2, 8192}}) {
       PagedBatch batch = MakeBatch(b, s, s, 32, hkv, v.head_dim, 16, 1, 300 + s);
-      const double ms = MedianMs(stream, 3, 20, [&](int) { BENCH_STATUS(v.launch(batch.params, stream)); });
+      const double ms =
+          MedianMs(stream, 3, 20, [&](int) { BENCH_STATUS(v.launch(batch.params, stream)); });
       const double flops = 4.0 * b * 32 * v.head_dim * (static_cast<double>(s) * (s + 1) / 2);
-      Result r{"variant", std::string(v.name) + " " + Shape("B%d S%d Hq%d Hkv%d D%d", b, s, 32, hkv, v.head_dim),
-               ms, flops / (ms * 1e-3) / 1e12, 0, ""};
-      std::printf("%-22s %-30s %10.3f %10.1f\n", v.name, r.shape.c_str() + std::strlen(v.name) + 1, ms, r.tflops);
+      Result r{
+          "variant",
+          std::string(v.name) + " " + Shape("B%d S%d Hq%d Hkv%d D%d", b, s, 32, hkv, v.head_dim),
+          ms,
+          flops / (ms * 1e-3) / 1e12,
+          0,
+          ""};
+      std::printf("%-22s %-30s %10.3f %10.1f\n", v.name, r.shape.c_str() + std::strlen(v.name) + 1,
+                  ms, r.tflops);
       results.push_back(r);
       batch.Free();
     }
@@ -276,13 +298,15 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
   struct DecodeVariant {
     const char* name;
     LaunchFn launch;
-    int sm_multiplier;  // > 1: the split heuristic aims at that many times more blocks
+    float block_multiplier;  // the split heuristic aims at this many times its usual block count
   };
   const DecodeVariant decode_variants[] = {
       {"decode w4 n16 s3", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 4, 16, 3>>, 1},
-      {"decode w4 n16 s3 x2", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 4, 16, 3>>, 2},
-      {"decode w4 n16 s4", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 4, 16, 4>>, 1},
-      {"decode w4 n32 s2", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 4, 32, 2>>, 1},
+      {"decode w4 n16 s3 x2", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 4, 16, 3>>,
+       2},
+      {"decode w4 n16 s3 x.5", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 4, 16, 3>>,
+       0.5f},
+
       {"decode w8 n16 s2", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 8, 16, 2>>, 1},
   };
   std::printf("\n%-22s %-30s %10s %10s\n", "variant", "shape", "ms", "GB/s");
@@ -291,14 +315,15 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
       const double kv_bytes = 2.0 * b * c * 8 * 128 * 2;
       const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
       PagedBatch batch = MakeBatch(b, c, 1, 32, 8, 128, 16, copies, 400 + b);
-      cuda::ChooseDecodeSplits(batch.params, num_sms * v.sm_multiplier);
+      cuda::ChooseDecodeSplits(batch.params, static_cast<int>(num_sms * v.block_multiplier));
       // The w8 variant's chunks must be multiples of its 8 x 16 positions: round up.
       batch.params.kv_chunk_size = (batch.params.kv_chunk_size + 127) / 128 * 128;
       batch.params.num_splits = (c + batch.params.kv_chunk_size - 1) / batch.params.kv_chunk_size;
       if (batch.params.num_splits > 1) {
         batch.partial = DeviceAlloc<float>(cuda::FlashDecodeWorkspaceFloats(batch.params));
         batch.params.partial_out = batch.partial;
-        batch.params.partial_lse = batch.partial + static_cast<size_t>(b) * 32 * batch.params.num_splits * 128;
+        batch.params.partial_lse =
+            batch.partial + static_cast<size_t>(b) * 32 * batch.params.num_splits * 128;
       }
       const double ms = MedianMs(stream, 5, 50, [&](int i) {
         cuda::PagedAttentionParams p = batch.params;
@@ -306,10 +331,15 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
         BENCH_STATUS(v.launch(p, stream));
         if (p.num_splits > 1) BENCH_STATUS(cuda::LaunchMergeSplits(p, stream));
       });
-      Result r{"variant", std::string(v.name) + " " + Shape("B%d C%d Hq%d Hkv%d D%d", b, c, 32, 8, 128), ms, 0,
-               kv_bytes / (ms * 1e-3) / 1e9, "splits=" + std::to_string(batch.params.num_splits)};
-      std::printf("%-22s %-30s %10.4f %10.1f  splits %d\n", v.name, r.shape.c_str() + std::strlen(v.name) + 1, ms,
-                  r.gbytes_per_s, batch.params.num_splits);
+      Result r{"variant",
+               std::string(v.name) + " " + Shape("B%d C%d Hq%d Hkv%d D%d", b, c, 32, 8, 128),
+               ms,
+               0,
+               kv_bytes / (ms * 1e-3) / 1e9,
+               "splits=" + std::to_string(batch.params.num_splits)};
+      std::printf("%-22s %-30s %10.4f %10.1f  splits %d\n", v.name,
+                  r.shape.c_str() + std::strlen(v.name) + 1, ms, r.gbytes_per_s,
+                  batch.params.num_splits);
       results.push_back(r);
       batch.Free();
     }
@@ -340,11 +370,17 @@ int main(int argc, char** argv) {
   std::string sections = "copy,prefill,decode,decode_step";
   bool quick = false;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
-    else if (!std::strcmp(argv[i], "--sections") && i + 1 < argc) sections = argv[++i];
-    else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
+      json_path = argv[++i];
+    else if (!std::strcmp(argv[i], "--sections") && i + 1 < argc)
+      sections = argv[++i];
+    else if (!std::strcmp(argv[i], "--quick"))
+      quick = true;
     else {
-      std::fprintf(stderr, "usage: %s [--json PATH] [--sections copy,prefill,decode,decode_step,variants] [--quick]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--json PATH] [--sections copy,prefill,decode,decode_step,variants] "
+                   "[--quick]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -361,7 +397,9 @@ int main(int argc, char** argv) {
     wanted.push_back(sections.substr(begin, end - begin));
     begin = end + 1;
   }
-  auto wants = [&](const char* name) { return std::find(wanted.begin(), wanted.end(), name) != wanted.end(); };
+  auto wants = [&](const char* name) {
+    return std::find(wanted.begin(), wanted.end(), name) != wanted.end();
+  };
   if (wants("copy")) BenchCopy(stream, results);
   if (wants("prefill")) BenchPrefill(stream, results, quick);
   if (wants("decode")) BenchDecode(stream, properties.multiProcessorCount, results, quick);

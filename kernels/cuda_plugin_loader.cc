@@ -32,7 +32,8 @@ std::vector<std::string> Candidates(const CudaPluginOptions& options) {
     for (const auto& relative : {std::filesystem::path("."), std::filesystem::path("../lib"),
                                  std::filesystem::path("../kernels/cuda")}) {
       const std::filesystem::path candidate = directory / relative / kCudaPluginFileName;
-      if (std::filesystem::exists(candidate, error)) candidates.push_back(candidate.lexically_normal());
+      if (std::filesystem::exists(candidate, error))
+        candidates.push_back(candidate.lexically_normal());
     }
   }
   candidates.push_back(kCudaPluginFileName);
@@ -53,11 +54,13 @@ absl::StatusOr<std::unique_ptr<Backend>> LoadCudaBackend(const CudaPluginOptions
       break;
     }
     const char* message = dlerror();
-    failures.push_back(absl::StrCat(candidate, ": ", message != nullptr ? message : "unknown error"));
+    failures.push_back(
+        absl::StrCat(candidate, ": ", message != nullptr ? message : "unknown error"));
   }
   if (handle == nullptr) {
     return absl::NotFoundError(absl::StrCat(
-        "CUDA backend plugin not found or not loadable (build with CUDA, set LLM_CUDA_PLUGIN, or put ",
+        "CUDA backend plugin not found or not loadable (build with CUDA, set LLM_CUDA_PLUGIN, or "
+        "put ",
         kCudaPluginFileName, " on LD_LIBRARY_PATH); tried: ", absl::StrJoin(failures, "; ")));
   }
   auto abi_version = reinterpret_cast<AbiVersionFn>(dlsym(handle, "LlmCudaPluginAbiVersion"));
@@ -67,15 +70,15 @@ absl::StatusOr<std::unique_ptr<Backend>> LoadCudaBackend(const CudaPluginOptions
         absl::StrCat(loaded, " is not the CUDA backend plugin (entry points missing)"));
   }
   if (abi_version() != kExpectedAbiVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(loaded, " has plugin ABI version ", abi_version(),
-                                                      ", this program expects ", kExpectedAbiVersion,
-                                                      ": rebuild them together"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(loaded, " has plugin ABI version ", abi_version(), ", this program expects ",
+                     kExpectedAbiVersion, ": rebuild them together"));
   }
   char error[1024] = {};
   Backend* backend = create(options.device, error, sizeof(error));
   if (backend == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat("CUDA backend plugin ", loaded,
-                                                      " loaded, but: ", error));
+    return absl::FailedPreconditionError(
+        absl::StrCat("CUDA backend plugin ", loaded, " loaded, but: ", error));
   }
   return std::unique_ptr<Backend>(backend);
 }

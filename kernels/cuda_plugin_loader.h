@@ -3,10 +3,11 @@
 // never lands in its start-up image (see docs/PERFORMANCE.md and kernels/cuda/README.md: that TLS
 // breaks civetweb's small-stack worker threads).
 //
-// Search order for the plugin: options.plugin_path if set; the LLM_CUDA_PLUGIN environment variable;
-// next to the running executable, then ../lib and ../kernels/cuda relative to it; finally the plain
-// file name through the dynamic loader's own search (LD_LIBRARY_PATH, rpath, ld.so.cache).
-// The library stays loaded for the life of the process (backends and their deleters live in it).
+// Search order for the plugin: options.plugin_path if set; the LLM_CUDA_PLUGIN environment
+// variable; next to the running executable, then ../lib and ../kernels/cuda relative to it; finally
+// the plain file name through the dynamic loader's own search (LD_LIBRARY_PATH, rpath,
+// ld.so.cache). The library stays loaded for the life of the process (backends and their deleters
+// live in it).
 #pragma once
 
 #include <memory>

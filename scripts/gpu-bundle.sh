@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Packs binaries built here (Debian 12) for the GPU machine, which has CUDA but no Abseil, gRPC,
 # GoogleTest or prometheus-cpp: copies them into .gpu/bin and their shared-library closure (minus the
-# C/C++ runtime and the CUDA libraries the GPU machine has) into .gpu/lib. .gpu/ is git-ignored;
-# send it with the device call's `carry: [".gpu"]` and run with LD_LIBRARY_PATH=$PWD/.gpu/lib.
+# C/C++ runtime and the CUDA libraries the GPU machine has) into bin/ and lib/ of a gzipped tarball,
+# .gpu/bundle.tar.gz (OpenBLAS alone is 36 MB unpacked; the device call's tree limit is 64 MiB).
+# .gpu/ is git-ignored: send it with the device call's `carry: [".gpu"]`, then on the device:
+#   mkdir -p /tmp/g && tar -xzf .gpu/bundle.tar.gz -C /tmp/g && export LD_LIBRARY_PATH=/tmp/g/lib
 #
 # usage: scripts/gpu-bundle.sh [build-dir] [binary-or-library ...]
 #   default build dir: build-cuda; default binaries: kernels_gpu_tests, llm-bench-kernels and the
@@ -18,8 +20,8 @@ if [ ${#files[@]} -eq 0 ]; then
     [ -e "$build/$f" ] && files+=("$build/$f")
   done
 fi
-out="$root/.gpu"
-rm -rf "$out"
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
 mkdir -p "$out/bin" "$out/lib"
 # Present on the GPU machine (system or CUDA toolkit): never bundled.
 skip='^(linux-vdso|ld-linux|libc\.|libm\.|libstdc\+\+|libgcc_s|libpthread|libdl|librt|libcuda\.|libcudart|libcublas)'
@@ -35,5 +37,8 @@ for f in "${files[@]}"; do
   done
 done
 strip --strip-unneeded "$out"/bin/* "$out"/lib/*.so* 2>/dev/null || true
-du -sh "$out"
-ls "$out/bin" "$out/lib"
+rm -rf "$root/.gpu"
+mkdir -p "$root/.gpu"
+tar -C "$out" -czf "$root/.gpu/bundle.tar.gz" bin lib
+ls "$out/bin"
+du -sh "$out" "$root/.gpu/bundle.tar.gz"

@@ -24,7 +24,8 @@ int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 }  // namespace
 
 absl::Status ValidateAttentionParams(const PagedAttentionParams& p) {
-  if (p.num_seqs < 0 || p.num_tokens < 0) return absl::InvalidArgumentError("attention: negative batch size");
+  if (p.num_seqs < 0 || p.num_tokens < 0)
+    return absl::InvalidArgumentError("attention: negative batch size");
   if (p.num_tokens == 0) return absl::OkStatus();
   if (p.q == nullptr || p.out == nullptr || p.k_cache == nullptr || p.v_cache == nullptr ||
       p.positions == nullptr || p.query_start == nullptr || p.kv_lens == nullptr ||
@@ -32,12 +33,13 @@ absl::Status ValidateAttentionParams(const PagedAttentionParams& p) {
     return absl::InvalidArgumentError("attention: a required device array is null");
   }
   if (p.num_q_heads <= 0 || p.num_kv_heads <= 0 || p.num_q_heads % p.num_kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("attention: num_q_heads (", p.num_q_heads,
-                                                   ") must be a positive multiple of num_kv_heads (",
-                                                   p.num_kv_heads, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("attention: num_q_heads (", p.num_q_heads,
+                     ") must be a positive multiple of num_kv_heads (", p.num_kv_heads, ")"));
   }
   if (p.head_dim <= 0 || p.head_dim % 2 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("attention: head_dim ", p.head_dim, " must be even"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("attention: head_dim ", p.head_dim, " must be even"));
   }
   if (p.layout.head_dim != p.head_dim || p.layout.num_kv_heads != p.num_kv_heads) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -45,7 +47,8 @@ absl::Status ValidateAttentionParams(const PagedAttentionParams& p) {
         ") does not match the attention shape (", p.num_kv_heads, " x ", p.head_dim, ")"));
   }
   if (p.layout.block_size <= 0 || p.block_table_stride <= 0) {
-    return absl::InvalidArgumentError("attention: block_size and block_table_stride must be positive");
+    return absl::InvalidArgumentError(
+        "attention: block_size and block_table_stride must be positive");
   }
   if (p.max_query_len <= 0 || p.max_kv_len <= 0) {
     return absl::InvalidArgumentError("attention: max_query_len and max_kv_len must be positive");
@@ -65,8 +68,10 @@ absl::Status LaunchFlashPrefill(const PagedAttentionParams& params, cudaStream_t
     return absl::InvalidArgumentError("flash prefill: q rows must be 16-byte aligned");
   }
   switch (params.head_dim) {
-    case 64: return LaunchFlashPrefillHeadDim64(params, stream);
-    case 128: return LaunchFlashPrefillHeadDim128(params, stream);
+    case 64:
+      return LaunchFlashPrefillHeadDim64(params, stream);
+    case 128:
+      return LaunchFlashPrefillHeadDim128(params, stream);
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("flash prefill: no instantiation for head_dim ", params.head_dim));
@@ -82,9 +87,11 @@ bool FlashDecodeSupports(const PagedAttentionParams& params) {
 void ChooseDecodeSplits(PagedAttentionParams& params, int32_t num_sms) {
   const int64_t blocks_per_split = static_cast<int64_t>(params.num_seqs) * params.num_kv_heads;
   const int64_t target_blocks = static_cast<int64_t>(std::max(num_sms, 1)) * kDecodeBlocksPerSm;
-  int64_t splits = std::max<int64_t>(1, CeilDiv(target_blocks, std::max<int64_t>(blocks_per_split, 1)));
+  int64_t splits =
+      std::max<int64_t>(1, CeilDiv(target_blocks, std::max<int64_t>(blocks_per_split, 1)));
   splits = std::min(splits, std::max<int64_t>(1, CeilDiv(params.max_kv_len, kDecodeMinChunk)));
-  int64_t chunk = CeilDiv(CeilDiv(params.max_kv_len, splits), kDecodeChunkAlign) * kDecodeChunkAlign;
+  int64_t chunk =
+      CeilDiv(CeilDiv(params.max_kv_len, splits), kDecodeChunkAlign) * kDecodeChunkAlign;
   params.kv_chunk_size = static_cast<int32_t>(chunk);
   params.num_splits = static_cast<int32_t>(CeilDiv(params.max_kv_len, chunk));
 }
@@ -97,21 +104,28 @@ size_t FlashDecodeWorkspaceFloats(const PagedAttentionParams& params) {
 
 absl::Status LaunchFlashDecode(const PagedAttentionParams& params, cudaStream_t stream) {
   if (auto status = ValidateAttentionParams(params); !status.ok()) return status;
-  if (!FlashPrefillSupports(params.head_dim) || (!params.mixed_batch && !FlashDecodeSupports(params))) {
-    return absl::InvalidArgumentError("flash decode: batch has too many query rows per group (and is "
-                                      "not marked mixed_batch) or an unsupported head_dim");
+  if (!FlashPrefillSupports(params.head_dim) ||
+      (!params.mixed_batch && !FlashDecodeSupports(params))) {
+    return absl::InvalidArgumentError(
+        "flash decode: batch has too many query rows per group (and is "
+        "not marked mixed_batch) or an unsupported head_dim");
   }
   if (params.num_splits <= 0 || params.kv_chunk_size <= 0 ||
       static_cast<int64_t>(params.num_splits) * params.kv_chunk_size < params.max_kv_len) {
-    return absl::InvalidArgumentError("flash decode: num_splits * kv_chunk_size must cover max_kv_len");
+    return absl::InvalidArgumentError(
+        "flash decode: num_splits * kv_chunk_size must cover max_kv_len");
   }
   if (params.num_splits > 1 && (params.partial_out == nullptr || params.partial_lse == nullptr)) {
     return absl::InvalidArgumentError("flash decode: split-KV needs partial_out and partial_lse");
   }
   absl::Status status;
   switch (params.head_dim) {
-    case 64: status = LaunchFlashDecodeHeadDim64(params, stream); break;
-    case 128: status = LaunchFlashDecodeHeadDim128(params, stream); break;
+    case 64:
+      status = LaunchFlashDecodeHeadDim64(params, stream);
+      break;
+    case 128:
+      status = LaunchFlashDecodeHeadDim128(params, stream);
+      break;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("flash decode: no instantiation for head_dim ", params.head_dim));

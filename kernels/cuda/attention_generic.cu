@@ -1,11 +1,12 @@
 // The generic paged attention kernel: the plain, untiled algorithm for any even head_dim up to 256,
 // used where the flash kernels have no instantiation (their head dims are 64 and 128). The backend
-// logs once when it falls back to it. Same math as kernels/backend.h PagedAttention, fp32 throughout.
+// logs once when it falls back to it. Same math as kernels/backend.h PagedAttention, fp32
+// throughout.
 //
-// One thread block per (token, query head), kWarps warps. Warp w visits positions w, w + kWarps, ...
-// of the token's visible range [0, min(kv_len, position + 1)): the lanes split the head's columns
-// (lane + 32 i), reduce the dot product q.k with shuffles, and keep an online softmax (m, l, O) per
-// warp; the warps merge their (m, l, O) through shared memory at the end.
+// One thread block per (token, query head), kWarps warps. Warp w visits positions w, w + kWarps,
+// ... of the token's visible range [0, min(kv_len, position + 1)): the lanes split the head's
+// columns (lane + 32 i), reduce the dot product q.k with shuffles, and keep an online softmax (m,
+// l, O) per warp; the warps merge their (m, l, O) through shared memory at the end.
 #include <cuda_bf16.h>
 
 #include <cmath>
@@ -19,7 +20,8 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kColumnsPerLane = kGenericAttentionMaxHeadDim / 32;
 
-__global__ void __launch_bounds__(kWarps * 32) GenericAttentionKernel(const PagedAttentionParams params) {
+__global__ void __launch_bounds__(kWarps * 32)
+    GenericAttentionKernel(const PagedAttentionParams params) {
   const int token = blockIdx.x;
   const int head = blockIdx.y;
   const int warp = threadIdx.x / 32;
@@ -30,12 +32,16 @@ __global__ void __launch_bounds__(kWarps * 32) GenericAttentionKernel(const Page
   int high = params.num_seqs - 1;
   while (low < high) {
     const int middle = (low + high + 1) / 2;
-    if (params.query_start[middle] <= token) low = middle; else high = middle - 1;
+    if (params.query_start[middle] <= token)
+      low = middle;
+    else
+      high = middle - 1;
   }
   const int seq = low;
   const int kv_head = head / (params.num_q_heads / params.num_kv_heads);
   const int kv_end = min(params.kv_lens[seq], params.positions[token] + 1);
-  const int* block_table = params.block_tables + static_cast<int64_t>(seq) * params.block_table_stride;
+  const int* block_table =
+      params.block_tables + static_cast<int64_t>(seq) * params.block_table_stride;
   const kvcache::KvLayout layout = params.layout;
 
   float q[kColumnsPerLane];

@@ -38,8 +38,8 @@ struct PagedAttentionParams {
   int32_t num_kv_heads = 0;
   int32_t head_dim = 0;
   float softmax_scale = 0.0f;
-  // Split-KV (decode only): the KV range of a sequence is cut into chunks of kv_chunk_size positions,
-  // one thread block each; with num_splits > 1 the partial results land in partial_out
+  // Split-KV (decode only): the KV range of a sequence is cut into chunks of kv_chunk_size
+  // positions, one thread block each; with num_splits > 1 the partial results land in partial_out
   // [num_tokens, num_q_heads, num_splits, head_dim] and partial_lse [num_tokens, num_q_heads,
   // num_splits] (log2 units) and MergeSplits combines them.
   int32_t num_splits = 1;

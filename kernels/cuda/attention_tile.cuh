@@ -31,9 +31,9 @@ template <int kHeadDim, int kTileN, int kMTiles, bool kLazyRescale = true>
 struct WarpFlashState {
   static_assert(kHeadDim % 64 == 0, "head_dim must be a multiple of 64 (swizzled 16-byte chunks)");
   static_assert(kTileN % 16 == 0, "K/V tile must be a multiple of 16 positions");
-  static constexpr int kDimSteps = kHeadDim / 16;   // k-steps of Q K^T
-  static constexpr int kScoreTiles = kTileN / 8;    // n8 tiles of S per 16 rows
-  static constexpr int kOutTiles = kHeadDim / 8;    // n8 tiles of O per 16 rows
+  static constexpr int kDimSteps = kHeadDim / 16;  // k-steps of Q K^T
+  static constexpr int kScoreTiles = kTileN / 8;   // n8 tiles of S per 16 rows
+  static constexpr int kOutTiles = kHeadDim / 8;   // n8 tiles of O per 16 rows
 
   float o[kMTiles][kOutTiles][4];
   float row_max[kMTiles][2];  // [m-tile][row g or g + 8], log2 units
@@ -43,16 +43,17 @@ struct WarpFlashState {
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt) {
 #pragma unroll
-      for (int j = 0; j < kOutTiles; ++j) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.f;
+      for (int j = 0; j < kOutTiles; ++j)
+        o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.f;
       row_max[mt][0] = row_max[mt][1] = -INFINITY;
       row_sum[mt][0] = row_sum[mt][1] = 0.f;
     }
   }
 
-  // smem_q/smem_k/smem_v are swizzled tiles of kHeadDim-element rows; the warp's query rows start at
-  // row q_row0 of smem_q and the K/V tile at row kv_row0 of smem_k/smem_v. is_valid(mt, half, column)
-  // says whether query row (mt, g + 8 * half) may attend K/V column `column` of the tile; it is only
-  // consulted when kMasked.
+  // smem_q/smem_k/smem_v are swizzled tiles of kHeadDim-element rows; the warp's query rows start
+  // at row q_row0 of smem_q and the K/V tile at row kv_row0 of smem_k/smem_v. is_valid(mt, half,
+  // column) says whether query row (mt, g + 8 * half) may attend K/V column `column` of the tile;
+  // it is only consulted when kMasked.
   template <bool kMasked, typename ValidFn>
   __device__ __forceinline__ void Step(const __nv_bfloat16* smem_q, int q_row0,
                                        const __nv_bfloat16* smem_k, const __nv_bfloat16* smem_v,
@@ -62,22 +63,25 @@ struct WarpFlashState {
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-      for (int j = 0; j < kScoreTiles; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
+      for (int j = 0; j < kScoreTiles; ++j)
+        s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
 
-    // S = Q K^T. A fragments: rows lane % 16, columns +8 for lanes 16..31. B fragments from K rows
-    // (n) with the two 8-column halves of the k-step in matrices 0/1 and the next 8 rows in 2/3.
+        // S = Q K^T. A fragments: rows lane % 16, columns +8 for lanes 16..31. B fragments from K
+        // rows (n) with the two 8-column halves of the k-step in matrices 0/1 and the next 8 rows
+        // in 2/3.
 #pragma unroll
     for (int ks = 0; ks < kDimSteps; ++ks) {
       uint32_t a[kMTiles][4];
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt)
         LdMatrixX4(a[mt], smem_q + SwizzledOffset<kHeadDim>(q_row0 + mt * 16 + (lane & 15),
-                                                              ks * 16 + (lane >> 4) * 8));
+                                                            ks * 16 + (lane >> 4) * 8));
 #pragma unroll
       for (int np = 0; np < kScoreTiles / 2; ++np) {
         uint32_t b[4];
-        LdMatrixX4(b, smem_k + SwizzledOffset<kHeadDim>(kv_row0 + np * 16 + (lane & 7) + (lane >> 4) * 8,
-                                                         ks * 16 + ((lane >> 3) & 1) * 8));
+        LdMatrixX4(
+            b, smem_k + SwizzledOffset<kHeadDim>(kv_row0 + np * 16 + (lane & 7) + (lane >> 4) * 8,
+                                                 ks * 16 + ((lane >> 3) & 1) * 8));
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
           MmaBf16(s[mt][2 * np], a[mt], b[0], b[1]);
@@ -86,10 +90,11 @@ struct WarpFlashState {
       }
     }
 
-    // Online softmax, row by row (each lane holds two rows: g and g + 8). Maxima are taken on the raw
-    // scores (scale > 0 keeps the order) and the scale is folded into the exponent's FMA:
-    // p = 2^(s * scale_log2 - m), m kept in log2 units. Max and sum run as two independent chains
-    // (even/odd columns) to halve the dependent-latency stalls that dominate with 2 warps/scheduler.
+    // Online softmax, row by row (each lane holds two rows: g and g + 8). Maxima are taken on the
+    // raw scores (scale > 0 keeps the order) and the scale is folded into the exponent's FMA: p =
+    // 2^(s * scale_log2 - m), m kept in log2 units. Max and sum run as two independent chains
+    // (even/odd columns) to halve the dependent-latency stalls that dominate with 2
+    // warps/scheduler.
     const int quad_lane = lane & 3;
     float correction[kMTiles][2];
     bool max_moved = false;
@@ -103,7 +108,8 @@ struct WarpFlashState {
           if constexpr (kMasked) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              if (!is_valid(mt, half, j * 8 + quad_lane * 2 + e)) s[mt][j][half * 2 + e] = -INFINITY;
+              if (!is_valid(mt, half, j * 8 + quad_lane * 2 + e))
+                s[mt][j][half * 2 + e] = -INFINITY;
             }
           }
           max_even = fmaxf(max_even, s[mt][j][half * 2]);
@@ -113,7 +119,8 @@ struct WarpFlashState {
         tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
         tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
         const float new_max = fmaxf(row_max[mt][half], tile_max * scale_log2);
-        // A row with nothing valid yet keeps m = -inf; subtracting 0 instead keeps 2^x at 0, not NaN.
+        // A row with nothing valid yet keeps m = -inf; subtracting 0 instead keeps 2^x at 0, not
+        // NaN.
         const float offset = new_max == -INFINITY ? 0.f : new_max;
         correction[mt][half] = FastExp2(row_max[mt][half] - offset);
         max_moved |= new_max != row_max[mt][half];
@@ -145,8 +152,9 @@ struct WarpFlashState {
         }
     }
 
-    // O += P V. The accumulator layout of two adjacent n8 tiles of S is the A layout of one k16 step;
-    // V (rows = positions) is read transposed so each B fragment holds two positions of one column.
+    // O += P V. The accumulator layout of two adjacent n8 tiles of S is the A layout of one k16
+    // step; V (rows = positions) is read transposed so each B fragment holds two positions of one
+    // column.
 #pragma unroll
     for (int kk = 0; kk < kTileN / 16; ++kk) {
       uint32_t p[kMTiles][4];
@@ -185,8 +193,9 @@ struct WarpFlashState {
       }
   }
 
-  // Calls emit(local_row, column, value0, value1) for the two adjacent output columns each lane holds,
-  // with local_row in [0, 16 * kMTiles); values are O / l (0 for a row that attended to nothing).
+  // Calls emit(local_row, column, value0, value1) for the two adjacent output columns each lane
+  // holds, with local_row in [0, 16 * kMTiles); values are O / l (0 for a row that attended to
+  // nothing).
   template <typename EmitFn>
   __device__ __forceinline__ void ForEachOutput(EmitFn&& emit) const {
     const int lane = threadIdx.x & 31;

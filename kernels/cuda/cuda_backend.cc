@@ -33,9 +33,9 @@ class CudaBackend final : public Backend {
     int count = 0;
     const cudaError_t error = cudaGetDeviceCount(&count);
     if (error != cudaSuccess || count == 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "cuda backend: no CUDA device available (cudaGetDeviceCount: ",
-          error == cudaSuccess ? "0 devices" : cudaGetErrorString(error), ")"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("cuda backend: no CUDA device available (cudaGetDeviceCount: ",
+                       error == cudaSuccess ? "0 devices" : cudaGetErrorString(error), ")"));
     }
     if (options.device < 0 || options.device >= count) {
       return absl::FailedPreconditionError(absl::StrCat("cuda backend: device ", options.device,
@@ -44,8 +44,8 @@ class CudaBackend final : public Backend {
     std::unique_ptr<CudaBackend> backend(new CudaBackend(options));
     LLM_CUDA_CHECK(cudaSetDevice(options.device));
     LLM_CUDA_CHECK(cudaStreamCreateWithFlags(&backend->stream_, cudaStreamNonBlocking));
-    LLM_CUDA_CHECK(cudaDeviceGetAttribute(&backend->num_sms_, cudaDevAttrMultiProcessorCount,
-                                          options.device));
+    LLM_CUDA_CHECK(
+        cudaDeviceGetAttribute(&backend->num_sms_, cudaDevAttrMultiProcessorCount, options.device));
     auto matmul = cuda::CublasLtMatmul::Create(options.cublas_workspace_bytes);
     if (!matmul.ok()) return matmul.status();
     backend->matmul_ = std::move(*matmul);
@@ -68,8 +68,8 @@ class CudaBackend final : public Backend {
       const cudaError_t error = cudaMalloc(&data, bytes);
       if (error != cudaSuccess) {
         cudaGetLastError();
-        return absl::ResourceExhaustedError(absl::StrCat("cuda backend: cudaMalloc of ", bytes,
-                                                         " bytes failed: ", cudaGetErrorString(error)));
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "cuda backend: cudaMalloc of ", bytes, " bytes failed: ", cudaGetErrorString(error)));
       }
     }
     *allocated_bytes_ += bytes;
@@ -80,17 +80,21 @@ class CudaBackend final : public Backend {
     });
   }
 
-  absl::Status CopyToDevice(void* device_destination, const void* host_source, size_t bytes) override {
+  absl::Status CopyToDevice(void* device_destination, const void* host_source,
+                            size_t bytes) override {
     if (bytes == 0) return absl::OkStatus();
-    LLM_CUDA_CHECK(cudaMemcpyAsync(device_destination, host_source, bytes, cudaMemcpyHostToDevice, stream_));
+    LLM_CUDA_CHECK(
+        cudaMemcpyAsync(device_destination, host_source, bytes, cudaMemcpyHostToDevice, stream_));
     // The host buffer may be reused as soon as we return.
     LLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return absl::OkStatus();
   }
 
-  absl::Status CopyToHost(void* host_destination, const void* device_source, size_t bytes) override {
+  absl::Status CopyToHost(void* host_destination, const void* device_source,
+                          size_t bytes) override {
     if (bytes == 0) return absl::OkStatus();
-    LLM_CUDA_CHECK(cudaMemcpyAsync(host_destination, device_source, bytes, cudaMemcpyDeviceToHost, stream_));
+    LLM_CUDA_CHECK(
+        cudaMemcpyAsync(host_destination, device_source, bytes, cudaMemcpyDeviceToHost, stream_));
     LLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return absl::OkStatus();
   }
@@ -103,7 +107,8 @@ class CudaBackend final : public Backend {
     auto buffer = Allocate(static_cast<size_t>(count) * 2);
     if (!buffer.ok() || count == 0) return buffer;
     if (tensor.dtype == DType::kBF16) {
-      if (auto status = CopyToDevice(buffer->data(), tensor.data, count * 2); !status.ok()) return status;
+      if (auto status = CopyToDevice(buffer->data(), tensor.data, count * 2); !status.ok())
+        return status;
       return buffer;
     }
     // F32 / F16: copy as stored, convert on the device.
@@ -136,14 +141,15 @@ class CudaBackend final : public Backend {
       stats.device_total_bytes = total_bytes;
       stats.device_used_bytes = total_bytes - free_bytes;
     }
-    stats.allocated_bytes = allocated_bytes_->load() + workspace_bytes_ + matmul_->workspace_bytes();
+    stats.allocated_bytes =
+        allocated_bytes_->load() + workspace_bytes_ + matmul_->workspace_bytes();
     return stats;
   }
 
-  absl::Status Embed(const int32_t* token_ids, int32_t num_tokens, const void* table, int32_t hidden,
-                     void* out) override {
-    return cuda::LaunchGatherRows(table, token_ids, num_tokens, static_cast<int64_t>(hidden) * 2, out,
-                                  stream_);
+  absl::Status Embed(const int32_t* token_ids, int32_t num_tokens, const void* table,
+                     int32_t hidden, void* out) override {
+    return cuda::LaunchGatherRows(table, token_ids, num_tokens, static_cast<int64_t>(hidden) * 2,
+                                  out, stream_);
   }
 
   absl::Status RmsNorm(const void* x, const void* weight, int32_t rows, int32_t hidden, float eps,
@@ -186,10 +192,11 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status RopeAppendKv(void* qkv, const AttentionBatch& batch, const AttentionShape& shape,
-                            const RopeParams& rope, const KvCacheView& cache, int32_t layer) override {
+                            const RopeParams& rope, const KvCacheView& cache,
+                            int32_t layer) override {
     if (cache.pool == nullptr || layer < 0 || layer >= cache.layout.num_layers) {
-      return absl::InvalidArgumentError(absl::StrCat("RopeAppendKv: layer ", layer,
-                                                     " outside the KV pool or pool missing"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("RopeAppendKv: layer ", layer, " outside the KV pool or pool missing"));
     }
     cuda::RopeAppendParams p;
     p.qkv = Bf16(qkv);
@@ -208,16 +215,18 @@ class CudaBackend final : public Backend {
     return cuda::LaunchRopeAppendKv(p, stream_);
   }
 
-  absl::Status PagedAttention(const void* qkv, const AttentionBatch& batch, const AttentionShape& shape,
-                              const KvCacheView& cache, int32_t layer, void* out) override {
+  absl::Status PagedAttention(const void* qkv, const AttentionBatch& batch,
+                              const AttentionShape& shape, const KvCacheView& cache, int32_t layer,
+                              void* out) override {
     if (batch.num_tokens == 0) return absl::OkStatus();
     if (cache.pool == nullptr || layer < 0 || layer >= cache.layout.num_layers) {
-      return absl::InvalidArgumentError(absl::StrCat("PagedAttention: layer ", layer,
-                                                     " outside the KV pool or pool missing"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("PagedAttention: layer ", layer, " outside the KV pool or pool missing"));
     }
     PagedAttentionParams p;
     p.q = Bf16(qkv);
-    p.q_row_stride = static_cast<int64_t>(shape.num_q_heads + 2 * shape.num_kv_heads) * shape.head_dim;
+    p.q_row_stride =
+        static_cast<int64_t>(shape.num_q_heads + 2 * shape.num_kv_heads) * shape.head_dim;
     p.out = Bf16(out);
     p.out_row_stride = static_cast<int64_t>(shape.num_q_heads) * shape.head_dim;
     const auto* pool = Bf16(cache.pool);
@@ -241,10 +250,17 @@ class CudaBackend final : public Backend {
 
     cuda::AttentionKernel kernel = cuda::ChooseAttentionKernel(p);
     switch (options_.attention) {
-      case CudaBackendOptions::Attention::kAuto: break;
-      case CudaBackendOptions::Attention::kFlashDecode: kernel = cuda::AttentionKernel::kFlashDecode; break;
-      case CudaBackendOptions::Attention::kFlashPrefill: kernel = cuda::AttentionKernel::kFlashPrefill; break;
-      case CudaBackendOptions::Attention::kGeneric: kernel = cuda::AttentionKernel::kGeneric; break;
+      case CudaBackendOptions::Attention::kAuto:
+        break;
+      case CudaBackendOptions::Attention::kFlashDecode:
+        kernel = cuda::AttentionKernel::kFlashDecode;
+        break;
+      case CudaBackendOptions::Attention::kFlashPrefill:
+        kernel = cuda::AttentionKernel::kFlashPrefill;
+        break;
+      case CudaBackendOptions::Attention::kGeneric:
+        kernel = cuda::AttentionKernel::kGeneric;
+        break;
     }
     switch (kernel) {
       case cuda::AttentionKernel::kFlashDecode:
@@ -285,10 +301,11 @@ class CudaBackend final : public Backend {
 
   // Greedy rows (temperature <= 0, no top log-probs) are reduced on the device and only their
   // (token, logprob) pairs come back. Other rows' logits are copied to the host and sampled by the
-  // CPU backend's SampleFromLogits, the one implementation of the sampling contract, so seeded draws
-  // match the CPU backend exactly.
+  // CPU backend's SampleFromLogits, the one implementation of the sampling contract, so seeded
+  // draws match the CPU backend exactly.
   absl::Status Sample(const float* logits, int32_t rows, int32_t vocab,
-                      std::span<const SamplingParams> params, std::span<SampledToken> out) override {
+                      std::span<const SamplingParams> params,
+                      std::span<SampledToken> out) override {
     if (params.size() != static_cast<size_t>(rows) || out.size() != static_cast<size_t>(rows) ||
         vocab <= 0) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -320,8 +337,8 @@ class CudaBackend final : public Backend {
       }
       row_logits.resize(vocab);
       LLM_CUDA_CHECK(cudaMemcpyAsync(row_logits.data(), logits + static_cast<int64_t>(r) * vocab,
-                                     static_cast<size_t>(vocab) * sizeof(float), cudaMemcpyDeviceToHost,
-                                     stream_));
+                                     static_cast<size_t>(vocab) * sizeof(float),
+                                     cudaMemcpyDeviceToHost, stream_));
       LLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
       out[r] = cpu::SampleFromLogits(row_logits.data(), vocab, sampling);
     }
@@ -364,7 +381,9 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOpti
 
 extern "C" {
 
-__attribute__((visibility("default"))) int LlmCudaPluginAbiVersion() { return kLlmCudaPluginAbiVersion; }
+__attribute__((visibility("default"))) int LlmCudaPluginAbiVersion() {
+  return kLlmCudaPluginAbiVersion;
+}
 
 __attribute__((visibility("default"))) llm::Backend* LlmCreateCudaBackend(int device, char* error,
                                                                           size_t error_bytes) {

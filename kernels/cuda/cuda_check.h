@@ -28,11 +28,11 @@ inline absl::Status CublasStatus(cublasStatus_t status, const char* call, const 
 }  // namespace llm::cuda
 
 // Evaluates a cudaError_t expression; on failure returns its status from the enclosing function.
-#define LLM_CUDA_CHECK(call)                                                               \
-  do {                                                                                     \
-    const cudaError_t llm_cuda_error_ = (call);                                            \
-    if (llm_cuda_error_ != cudaSuccess)                                                    \
-      return ::llm::cuda::CudaStatus(llm_cuda_error_, #call, __FILE__, __LINE__);          \
+#define LLM_CUDA_CHECK(call)                                                      \
+  do {                                                                            \
+    const cudaError_t llm_cuda_error_ = (call);                                   \
+    if (llm_cuda_error_ != cudaSuccess)                                           \
+      return ::llm::cuda::CudaStatus(llm_cuda_error_, #call, __FILE__, __LINE__); \
   } while (0)
 
 // Checks the launch just queued (bad configuration, missing kernel image); asynchronous faults
@@ -45,9 +45,9 @@ inline absl::Status CublasStatus(cublasStatus_t status, const char* call, const 
                                      __LINE__);                                            \
   } while (0)
 
-#define LLM_CUBLAS_CHECK(call)                                                             \
-  do {                                                                                     \
-    const cublasStatus_t llm_cublas_status_ = (call);                                      \
-    if (llm_cublas_status_ != CUBLAS_STATUS_SUCCESS)                                       \
-      return ::llm::cuda::CublasStatus(llm_cublas_status_, #call, __FILE__, __LINE__);     \
+#define LLM_CUBLAS_CHECK(call)                                                         \
+  do {                                                                                 \
+    const cublasStatus_t llm_cublas_status_ = (call);                                  \
+    if (llm_cublas_status_ != CUBLAS_STATUS_SUCCESS)                                   \
+      return ::llm::cuda::CublasStatus(llm_cublas_status_, #call, __FILE__, __LINE__); \
   } while (0)

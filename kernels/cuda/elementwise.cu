@@ -1,7 +1,7 @@
 // Element-wise and data-movement kernels: residual Add, SiluMul (SwiGLU's gate), row gather (Embed
-// and GatherRows) and the weight conversion to bf16. Grid-stride loops; math in fp32, one rounding to
-// bf16 per output. Gathers copy 16 bytes per thread when the row size allows.
-// Reference: the CPU backend's ops of the same names; test: tests/kernels/gpu/small_ops_test.cc.
+// and GatherRows) and the weight conversion to bf16. Grid-stride loops; math in fp32, one rounding
+// to bf16 per output. Gathers copy 16 bytes per thread when the row size allows. Reference: the CPU
+// backend's ops of the same names; test: tests/kernels/gpu/small_ops_test.cc.
 #include <cuda_fp16.h>
 
 #include "kernels/cuda/cuda_check.h"
@@ -38,7 +38,8 @@ __global__ void SiluMulKernel(const __nv_bfloat16* gate_up, int32_t rows, int32_
 }
 
 template <typename Word>
-__global__ void GatherRowsKernel(const Word* x, const int32_t* rows, int64_t words_per_row, Word* out) {
+__global__ void GatherRowsKernel(const Word* x, const int32_t* rows, int64_t words_per_row,
+                                 Word* out) {
   const int64_t source_row = rows[blockIdx.x];
   for (int64_t i = threadIdx.x; i < words_per_row; i += blockDim.x) {
     out[blockIdx.x * words_per_row + i] = x[source_row * words_per_row + i];
@@ -60,7 +61,8 @@ __global__ void ConvertKernel(const void* source, int32_t source_dtype, int64_t 
 absl::Status LaunchAdd(__nv_bfloat16* residual, const __nv_bfloat16* x, int64_t count,
                        cudaStream_t stream) {
   if (count == 0) return absl::OkStatus();
-  if (residual == nullptr || x == nullptr || count < 0) return absl::InvalidArgumentError("Add: bad arguments");
+  if (residual == nullptr || x == nullptr || count < 0)
+    return absl::InvalidArgumentError("Add: bad arguments");
   AddKernel<<<GridFor(count), kThreads, 0, stream>>>(residual, x, count);
   LLM_CUDA_CHECK_LAUNCH(AddKernel);
   return absl::OkStatus();
@@ -73,13 +75,13 @@ absl::Status LaunchSiluMul(const __nv_bfloat16* gate_up, int32_t rows, int32_t i
     return absl::InvalidArgumentError("SiluMul: bad arguments");
   }
   SiluMulKernel<<<GridFor(static_cast<int64_t>(rows) * inter), kThreads, 0, stream>>>(gate_up, rows,
-                                                                                     inter, out);
+                                                                                      inter, out);
   LLM_CUDA_CHECK_LAUNCH(SiluMulKernel);
   return absl::OkStatus();
 }
 
-absl::Status LaunchGatherRows(const void* x, const int32_t* rows, int32_t num_rows, int64_t row_bytes,
-                              void* out, cudaStream_t stream) {
+absl::Status LaunchGatherRows(const void* x, const int32_t* rows, int32_t num_rows,
+                              int64_t row_bytes, void* out, cudaStream_t stream) {
   if (num_rows == 0) return absl::OkStatus();
   if (x == nullptr || rows == nullptr || out == nullptr || num_rows < 0 || row_bytes <= 0) {
     return absl::InvalidArgumentError("GatherRows: bad arguments");
@@ -87,8 +89,8 @@ absl::Status LaunchGatherRows(const void* x, const int32_t* rows, int32_t num_ro
   const bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
                     reinterpret_cast<uintptr_t>(out) % 16 == 0;
   if (wide) {
-    GatherRowsKernel<<<num_rows, 128, 0, stream>>>(static_cast<const uint4*>(x), rows, row_bytes / 16,
-                                                   static_cast<uint4*>(out));
+    GatherRowsKernel<<<num_rows, 128, 0, stream>>>(static_cast<const uint4*>(x), rows,
+                                                   row_bytes / 16, static_cast<uint4*>(out));
   } else {
     GatherRowsKernel<<<num_rows, 128, 0, stream>>>(static_cast<const uint8_t*>(x), rows, row_bytes,
                                                    static_cast<uint8_t*>(out));

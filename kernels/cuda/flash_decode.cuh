@@ -1,21 +1,21 @@
 // Split-KV flash decode over the paged KV cache: a few query tokens per sequence (group *
 // query tokens <= 16 rows) against long contexts.
 //
-// Work split (FlashDecoding). A sequence's K/V range [0, min(kv_len, last query position + 1)) is cut
-// into chunks of kv_chunk_size positions; a thread block owns (sequence, kv head, chunk), so one
-// 32k-token sequence still spreads over the whole GPU. All query rows of the GQA group (row = token *
-// group + head) sit in one 16-row mma tile, so each K/V byte is read once per group. Inside the block,
-// kWarps warps take the chunk's kTileN-position K/V tiles round robin, each with its own kStages-deep
-// cp.async pipeline (no block-wide barrier in the loop), and run the warp flash step of
-// attention_tile.cuh. At the end the warps' (m, l, O) are merged through shared memory. With one chunk
-// the block writes bf16 output directly; otherwise it writes fp32 O / l and lse = m + log2(l) per
-// (token, head, chunk), and MergeSplitsKernel (flash_decode_merge.cu) combines the chunks:
+// Work split (FlashDecoding). A sequence's K/V range [0, min(kv_len, last query position + 1)) is
+// cut into chunks of kv_chunk_size positions; a thread block owns (sequence, kv head, chunk), so
+// one 32k-token sequence still spreads over the whole GPU. All query rows of the GQA group (row =
+// token * group + head) sit in one 16-row mma tile, so each K/V byte is read once per group. Inside
+// the block, kWarps warps take the chunk's kTileN-position K/V tiles round robin, each with its own
+// kStages-deep cp.async pipeline (no block-wide barrier in the loop), and run the warp flash step
+// of attention_tile.cuh. At the end the warps' (m, l, O) are merged through shared memory. With one
+// chunk the block writes bf16 output directly; otherwise it writes fp32 O / l and lse = m + log2(l)
+// per (token, head, chunk), and MergeSplitsKernel (flash_decode_merge.cu) combines the chunks:
 //   O = sum_c 2^(lse_c - lse_max) O_c / sum_c 2^(lse_c - lse_max).
 // A chunk past a row's position has lse = -inf and weight 0.
 //
-// Reference: the CPU backend's PagedAttention; test: tests/kernels/gpu/attention_test.cc; benchmark:
-// bench/bench_kernels.cu (bandwidth vs a device copy and torch SDPA). Instantiated per head_dim in
-// flash_decode_hd64.cu and flash_decode_hd128.cu.
+// Reference: the CPU backend's PagedAttention; test: tests/kernels/gpu/attention_test.cc;
+// benchmark: bench/bench_kernels.cu (bandwidth vs a device copy and torch SDPA). Instantiated per
+// head_dim in flash_decode_hd64.cu and flash_decode_hd128.cu.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -92,8 +92,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
     const bool valid = row < num_rows;
     const __nv_bfloat16* source = params.q;
     if (valid) {
-      source += (q_begin + row / group) * params.q_row_stride + (kv_head * group + row % group) * D +
-                chunk * 8;
+      source += (q_begin + row / group) * params.q_row_stride +
+                (kv_head * group + row % group) * D + chunk * 8;
     }
     CpAsync16(smem_q + SwizzledOffset<D>(row, chunk * 8), source, valid);
   }
@@ -103,12 +103,14 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const int* block_table = params.block_tables + static_cast<int64_t>(seq) * params.block_table_stride;
+  const int* block_table =
+      params.block_tables + static_cast<int64_t>(seq) * params.block_table_stride;
   const kvcache::KvLayout layout = params.layout;
   __nv_bfloat16* warp_pipeline = smem_pipeline + warp * kStages * Traits::kStageElements;
 
   const int num_tiles = (chunk_end - chunk_begin + kTileN - 1) / kTileN;
-  const int my_tiles = num_tiles > warp ? (num_tiles - warp + Traits::kWarps - 1) / Traits::kWarps : 0;
+  const int my_tiles =
+      num_tiles > warp ? (num_tiles - warp + Traits::kWarps - 1) / Traits::kWarps : 0;
   // The warp's i-th tile is chunk tile warp + i * kWarps; stage s holds K then V.
   auto load_tile = [&](int i) {
     const int tile_start = chunk_begin + (warp + i * Traits::kWarps) * kTileN;
@@ -209,8 +211,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
         params.partial_lse[partial_index(row)] = sum > 0.f ? max_all + log2f(sum) : -INFINITY;
       }
     } else {
-      params.out[(q_begin + row / group) * params.out_row_stride + (kv_head * group + row % group) * D +
-                 column] = __float2bfloat16_rn(normalised);
+      params.out[(q_begin + row / group) * params.out_row_stride +
+                 (kv_head * group + row % group) * D + column] = __float2bfloat16_rn(normalised);
     }
   }
 }

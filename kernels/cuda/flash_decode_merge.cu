@@ -21,7 +21,10 @@ __global__ void MergeSplitsKernel(const PagedAttentionParams params) {
     int high = params.num_seqs - 1;
     while (low < high) {
       const int middle = (low + high + 1) / 2;
-      if (params.query_start[middle] <= token) low = middle; else high = middle - 1;
+      if (params.query_start[middle] <= token)
+        low = middle;
+      else
+        high = middle - 1;
     }
     const int rows = (params.query_start[low + 1] - params.query_start[low]) *
                      (params.num_q_heads / params.num_kv_heads);

@@ -1,15 +1,15 @@
-// Flash prefill over the paged KV cache: tensor-core (mma.sync m16n8k16, bf16 -> fp32) attention for
-// a ragged batch of query tokens with absolute positions, causal by position (kv_pos <= q_pos),
+// Flash prefill over the paged KV cache: tensor-core (mma.sync m16n8k16, bf16 -> fp32) attention
+// for a ragged batch of query tokens with absolute positions, causal by position (kv_pos <= q_pos),
 // grouped-query attention.
 //
 // Tiling. A thread block owns (sequence, kv head, tile of kTileM query rows). A query row is one
 // (token, query head of the group) pair, row = token_in_sequence * group + head_in_group, so every
-// query head of a GQA group shares each K/V tile the block loads (K/V bytes read once per group, not
-// once per query head). kWarps warps each take 16 * kMTiles rows. The block walks the sequence's
-// K/V positions [0, min(kv_len, last query position + 1)) in tiles of kTileN: K and V tiles are
-// gathered from the pages (row = position, through block_tables and kvcache::KvLayout) by cp.async
-// into a double buffer, so the next tile loads while this one computes (attention_tile.cuh does
-// the math). Only tiles that reach past the tile's first query position apply the causal mask.
+// query head of a GQA group shares each K/V tile the block loads (K/V bytes read once per group,
+// not once per query head). kWarps warps each take 16 * kMTiles rows. The block walks the
+// sequence's K/V positions [0, min(kv_len, last query position + 1)) in tiles of kTileN: K and V
+// tiles are gathered from the pages (row = position, through block_tables and kvcache::KvLayout) by
+// cp.async into a double buffer, so the next tile loads while this one computes (attention_tile.cuh
+// does the math). Only tiles that reach past the tile's first query position apply the causal mask.
 // Blocks are scheduled last tile first: those see the most K/V.
 //
 // Reference: the CPU backend's PagedAttention (kernels/cpu/); test: tests/kernels/gpu/
@@ -73,7 +73,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
   const int last_position = params.positions[q_begin + last_row / group];
   const int kv_end = min(kv_len, last_position + 1);
   const int num_kv_tiles = (kv_end + kTileN - 1) / kTileN;
-  const int* block_table = params.block_tables + static_cast<int64_t>(seq) * params.block_table_stride;
+  const int* block_table =
+      params.block_tables + static_cast<int64_t>(seq) * params.block_table_stride;
   const kvcache::KvLayout layout = params.layout;
 
   // Q tile: row r is token row0 + r / group, head kv_head * group + r % group (zero past the end).
@@ -105,7 +106,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
     for (int k = 0; k < kRowsPerThread; ++k) {
       const int position = tile * kTileN + my_row0 + k * kRowStep;
       prefetched_block[k] =
-          position < kv_end ? kvcache::LocatePosition(block_table, layout.block_size, position).block : 0;
+          position < kv_end
+              ? kvcache::LocatePosition(block_table, layout.block_size, position).block
+              : 0;
     }
   };
   auto load_kv = [&](int tile, int buffer) {
@@ -161,16 +164,15 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
     const int buffer_offset = (tile & 1) * kTileN * D;
     const bool needs_mask = kv_start + kTileN - 1 > first_position || kv_start + kTileN > kv_end;
     if (needs_mask) {
-      state.template Step<true>(smem_q, warp_row0, smem_k + buffer_offset, smem_v + buffer_offset, 0,
-                                scale_log2, [&](int mt, int half, int column) {
+      state.template Step<true>(smem_q, warp_row0, smem_k + buffer_offset, smem_v + buffer_offset,
+                                0, scale_log2, [&](int mt, int half, int column) {
                                   const int position = kv_start + column;
                                   return position <= my_row_position[mt * 16 + half * 8] &&
                                          position < kv_end;
                                 });
     } else {
-      state.template Step<false>(smem_q, warp_row0, smem_k + buffer_offset,
-                                 smem_v + buffer_offset, 0, scale_log2,
-                                 [](int, int, int) { return true; });
+      state.template Step<false>(smem_q, warp_row0, smem_k + buffer_offset, smem_v + buffer_offset,
+                                 0, scale_log2, [](int, int, int) { return true; });
     }
     __syncthreads();
   }
@@ -191,7 +193,8 @@ absl::Status LaunchFlashPrefillWithTraits(const PagedAttentionParams& params, cu
   const int64_t max_rows = static_cast<int64_t>(params.max_query_len) * group;
   const int64_t row_tiles = (max_rows + Traits::kTileM - 1) / Traits::kTileM;
   if (row_tiles == 0 || params.num_seqs == 0) return absl::OkStatus();
-  if (row_tiles > 0x7fffffff) return absl::InvalidArgumentError("flash prefill: too many query rows");
+  if (row_tiles > 0x7fffffff)
+    return absl::InvalidArgumentError("flash prefill: too many query rows");
   // Set on every launch (a cheap host call): a cached flag could be shared between two copies of
   // this kernel (the plugin's and a benchmark's), leaving one without the larger limit.
   LLM_CUDA_CHECK(cudaFuncSetAttribute(FlashPrefillKernel<Traits>,

@@ -57,8 +57,8 @@ absl::StatusOr<const CublasLtMatmul::Plan*> CublasLtMatmul::PlanFor(int32_t m, i
     cublasLtMatrixLayoutDestroy(plan.b_layout);
     cublasLtMatrixLayoutDestroy(plan.c_layout);
     cublasLtMatmulDescDestroy(plan.operation);
-    return absl::InternalError(absl::StrCat("cuBLASLt found no algorithm for m=", m, " n=", n, " k=", k,
-                                            out_f32 ? " (F32 out)" : " (bf16 out)"));
+    return absl::InternalError(absl::StrCat("cuBLASLt found no algorithm for m=", m, " n=", n,
+                                            " k=", k, out_f32 ? " (F32 out)" : " (bf16 out)"));
   }
   plan.algorithm = result.algo;
   return &plans_.emplace(key, plan).first->second;

@@ -7,12 +7,13 @@
 //   B (16x8, k x n)      b0: (k=2t..2t+1, n=g)               b1: (k=2t+8.., n=g)
 //   C (16x8, fp32)       c0,c1: (g, 2t..2t+1)                c2,c3: (g+8, 2t..2t+1)
 // ldmatrix.x4 loads four 8x8 bf16 matrices; lane i supplies the address of row i % 8 of matrix
-// i / 8 and receives, in register j, elements (lane / 4, 2 * (lane % 4) ..+1) of matrix j (with .trans:
-// elements (2 * (lane % 4) ..+1, lane / 4), i.e. the transpose).
+// i / 8 and receives, in register j, elements (lane / 4, 2 * (lane % 4) ..+1) of matrix j (with
+// .trans: elements (2 * (lane % 4) ..+1, lane / 4), i.e. the transpose).
 //
 // Shared-memory tiles hold rows of kRowElements bf16 (a head: 64 or 128) as 16-byte chunks; chunk c
-// of row r is stored at chunk position c ^ (r % 8). The 8 rows an ldmatrix phase reads then fall into
-// 8 different bank groups instead of one (no bank conflicts); cp.async writes use the same mapping.
+// of row r is stored at chunk position c ^ (r % 8). The 8 rows an ldmatrix phase reads then fall
+// into 8 different bank groups instead of one (no bank conflicts); cp.async writes use the same
+// mapping.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -32,13 +33,14 @@ __device__ __forceinline__ uint32_t SharedAddress(const void* pointer) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
 }
 
-// 16-byte global -> shared copy; when `valid` is false nothing is read and the destination is zeroed.
+// 16-byte global -> shared copy; when `valid` is false nothing is read and the destination is
+// zeroed.
 __device__ __forceinline__ void CpAsync16(void* shared_destination, const void* global_source,
                                           bool valid) {
   const int source_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
-                   SharedAddress(shared_destination)),
-               "l"(global_source), "r"(source_bytes));
+  asm volatile(
+      "cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SharedAddress(shared_destination)),
+      "l"(global_source), "r"(source_bytes));
 }
 
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }

@@ -2,8 +2,8 @@
 //   [residual += x]; out = v / sqrt(mean(v^2) + eps) * weight,  v = the (updated) residual or x
 // Statistics in fp32. One thread block per row; each thread keeps its strided share of the row in
 // registers between the sum of squares and the scaling, so a row is read once. The residual is
-// stored in bf16 and the norm is taken of the stored (rounded) value, as the next layer will see it.
-// Reference: the CPU backend's RmsNorm / AddRmsNorm; test: tests/kernels/gpu/small_ops_test.cc.
+// stored in bf16 and the norm is taken of the stored (rounded) value, as the next layer will see
+// it. Reference: the CPU backend's RmsNorm / AddRmsNorm; test: tests/kernels/gpu/small_ops_test.cc.
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/small_ops.h"
 

@@ -1,10 +1,10 @@
 // Fused RoPE + KV append. For token t at absolute position p and i < D/2:
 //   angle = p * inv_freq[i];  c = cos(angle) * scaling;  s = sin(angle) * scaling
 //   (x[i], x[i + D/2]) <- (x[i] c - x[i + D/2] s,  x[i + D/2] c + x[i] s)
-// for every q and k head of the token's qkv row (in place), then the rotated k and the v heads go to
-// the paged pool: slot = slot_mapping[t], block = slot / block_size, kvcache::KvLayout places them.
-// One thread block per token; threads stride over (head, i) pairs, then over v elements.
-// The angle is rounded to fp32 before cos/sin (full-range sincosf), as the CPU reference does.
+// for every q and k head of the token's qkv row (in place), then the rotated k and the v heads go
+// to the paged pool: slot = slot_mapping[t], block = slot / block_size, kvcache::KvLayout places
+// them. One thread block per token; threads stride over (head, i) pairs, then over v elements. The
+// angle is rounded to fp32 before cos/sin (full-range sincosf), as the CPU reference does.
 // Reference: the CPU backend's RopeAppendKv; test: tests/kernels/gpu/small_ops_test.cc.
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/small_ops.h"

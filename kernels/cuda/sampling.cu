@@ -1,10 +1,10 @@
 // Greedy sampling on the device: per row of F32 logits, the argmax (lowest id wins ties, as
-// SamplingParams documents) and its log-probability logit[argmax] - logsumexp(row). One thread block
-// per row: each thread scans a strided share keeping (max, argmax) and an online sum of exp, then a
-// shared-memory tree reduction combines them. Rows that need temperature / top-k / top-p or top
-// log-probs are sampled on the host by the CPU backend's SampleFromLogits (cuda_backend.cc), so the
-// seeded draws match the CPU backend exactly.
-// Test: tests/kernels/gpu/small_ops_test.cc (against a host argmax / logsumexp).
+// SamplingParams documents) and its log-probability logit[argmax] - logsumexp(row). One thread
+// block per row: each thread scans a strided share keeping (max, argmax) and an online sum of exp,
+// then a shared-memory tree reduction combines them. Rows that need temperature / top-k / top-p or
+// top log-probs are sampled on the host by the CPU backend's SampleFromLogits (cuda_backend.cc), so
+// the seeded draws match the CPU backend exactly. Test: tests/kernels/gpu/small_ops_test.cc
+// (against a host argmax / logsumexp).
 #include <cmath>
 
 #include "kernels/cuda/cuda_check.h"
@@ -50,7 +50,8 @@ __global__ void __launch_bounds__(kThreads)
   shared[threadIdx.x] = state;
   __syncthreads();
   for (int stride = kThreads / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) shared[threadIdx.x] = Combine(shared[threadIdx.x], shared[threadIdx.x + stride]);
+    if (threadIdx.x < stride)
+      shared[threadIdx.x] = Combine(shared[threadIdx.x], shared[threadIdx.x + stride]);
     __syncthreads();
   }
   if (threadIdx.x == 0) {

@@ -31,8 +31,8 @@ struct RopeAppendParams {
 };
 absl::Status LaunchRopeAppendKv(const RopeAppendParams& params, cudaStream_t stream);
 
-// out = x / sqrt(mean(x^2) + eps) * weight per row; with `residual`, first residual += x (stored bf16)
-// and the norm is taken of the updated residual.
+// out = x / sqrt(mean(x^2) + eps) * weight per row; with `residual`, first residual += x (stored
+// bf16) and the norm is taken of the updated residual.
 struct RmsNormParams {
   const __nv_bfloat16* x = nullptr;
   __nv_bfloat16* residual = nullptr;  // null: plain RmsNorm
@@ -51,9 +51,10 @@ absl::Status LaunchAdd(__nv_bfloat16* residual, const __nv_bfloat16* x, int64_t 
 absl::Status LaunchSiluMul(const __nv_bfloat16* gate_up, int32_t rows, int32_t inter,
                            __nv_bfloat16* out, cudaStream_t stream);
 // out[i, :] = x[rows[i], :] (row gather of `row_bytes`-byte rows; Embed is a gather of the table).
-absl::Status LaunchGatherRows(const void* x, const int32_t* rows, int32_t num_rows, int64_t row_bytes,
-                              void* out, cudaStream_t stream);
-// Element type conversion for weight upload: F32 or F16 (source_dtype 0 / 1, kernels/dtype.h) -> bf16.
+absl::Status LaunchGatherRows(const void* x, const int32_t* rows, int32_t num_rows,
+                              int64_t row_bytes, void* out, cudaStream_t stream);
+// Element type conversion for weight upload: F32 or F16 (source_dtype 0 / 1, kernels/dtype.h) ->
+// bf16.
 absl::Status LaunchConvertToBf16(const void* source, int32_t source_dtype, int64_t count,
                                  __nv_bfloat16* out, cudaStream_t stream);
 

@@ -4,18 +4,18 @@
 //    The fixtures are fp32 models with large weights (initializer_range 0.2, peaked softmaxes), so
 //    bf16 costs more here than in a trained model. Measured on an H100 (2026-11-24): rounding the
 //    weights to bf16 alone, on the fp32 CPU backend, moves the logits by up to 1.26e-2; bf16
-//    activations alone (the llama_bf16 fixture, whose weights are bf16 already) by 1.27e-2; together,
-//    on this backend, by at most 1.98e-2 (llama_llama3_rope). Hence 3e-2.
+//    activations alone (the llama_bf16 fixture, whose weights are bf16 already) by 1.27e-2;
+//    together, on this backend, by at most 1.98e-2 (llama_llama3_rope). Hence 3e-2.
 //  * chunked prefill (pieces of 5: mid-block, across blocks) and token-by-token prefill (pieces of
 //    1: the decode kernel) vs our own one-shot prefill: the same bf16 model through different
 //    kernels and chunkings, so the kernel tolerance (1e-2; measured at most 5.9e-3);
 //  * greedy decoding, teacher-forced with transformers' tokens so one near-tie cannot derail the
-//    rest: every step's argmax must equal transformers' token, except at a step whose reference top-2
-//    margin is below 2 * delta, delta = the largest |logit - transformers' logit| we measured over
-//    that prompt's prefill: logits within delta of the reference can flip such a near-tie and no
-//    other. Each flip is printed. (The fixtures are fp32 models with near-ties as close as 0.002;
-//    bf16 weights and activations put our logits ~0.1-0.25 from transformers', so exact equality of
-//    every token is not a property bf16 inference has on them.)
+//    rest: every step's argmax must equal transformers' token, except at a step whose reference
+//    top-2 margin is below 2 * delta, delta = the largest |logit - transformers' logit| we measured
+//    over that prompt's prefill: logits within delta of the reference can flip such a near-tie and
+//    no other. Each flip is printed. (The fixtures are fp32 models with near-ties as close as
+//    0.002; bf16 weights and activations put our logits ~0.1-0.25 from transformers', so exact
+//    equality of every token is not a property bf16 inference has on them.)
 // Fixture head dims 8..128 exercise both the flash kernels (64, 128) and the generic fallback.
 // Skips without a GPU (label gpu).
 #include <cmath>
@@ -57,7 +57,8 @@ std::vector<std::string> FixtureNames() {
   std::vector<std::string> names;
   if (!std::filesystem::is_directory(FixtureRoot())) return names;
   for (const auto& entry : std::filesystem::directory_iterator(FixtureRoot())) {
-    if (std::filesystem::exists(entry.path() / "reference.json")) names.push_back(entry.path().filename().string());
+    if (std::filesystem::exists(entry.path() / "reference.json"))
+      names.push_back(entry.path().filename().string());
   }
   std::sort(names.begin(), names.end());
   return names;
@@ -106,7 +107,8 @@ class GpuModelTest : public ::testing::TestWithParam<std::string> {
 
   std::vector<int32_t> NewBlockTable(int32_t tokens) {
     std::vector<int32_t> table;
-    for (int32_t b = 0; b < (tokens + kBlockSize - 1) / kBlockSize; ++b) table.push_back(next_block_++ % 64);
+    for (int32_t b = 0; b < (tokens + kBlockSize - 1) / kBlockSize; ++b)
+      table.push_back(next_block_++ % 64);
     return table;
   }
 
@@ -129,15 +131,16 @@ class GpuModelTest : public ::testing::TestWithParam<std::string> {
     return logits;
   }
 
-  void ExpectClose(const std::vector<float>& actual, const std::vector<float>& expected, const std::string& what,
-                   double tolerance) {
+  void ExpectClose(const std::vector<float>& actual, const std::vector<float>& expected,
+                   const std::string& what, double tolerance) {
     ASSERT_EQ(actual.size(), expected.size()) << what;
     EXPECT_EQ(gpu_testing::CountNonFinite(actual), 0u) << what;
     double max_diff = 0;
-    for (size_t i = 0; i < actual.size(); ++i) max_diff = std::max(max_diff, std::abs(double(actual[i]) - expected[i]));
+    for (size_t i = 0; i < actual.size(); ++i)
+      max_diff = std::max(max_diff, std::abs(double(actual[i]) - expected[i]));
     const double error = gpu_testing::RelativeError(actual, expected);
-    std::printf("    %-22s %-28s relative error %.3e, max |diff| %.4f\n", GetParam().c_str(), what.c_str(), error,
-                max_diff);
+    std::printf("    %-22s %-28s relative error %.3e, max |diff| %.4f\n", GetParam().c_str(),
+                what.c_str(), error, max_diff);
     EXPECT_LT(error, tolerance) << GetParam() << " " << what;
   }
 
@@ -156,9 +159,11 @@ TEST_P(GpuModelTest, PrefillLogitsMatchTransformersAndEachOther) {
     const std::vector<float> one_shot = Prefill(prompts[i], prompts[i].size());
     ExpectClose(one_shot, ReferenceLogits(i), "prompt" + std::to_string(i) + " one-shot vs HF",
                 kVsTransformersTolerance);
-    ExpectClose(Prefill(prompts[i], 5), one_shot, "prompt" + std::to_string(i) + " pieces of 5 vs one-shot",
+    ExpectClose(Prefill(prompts[i], 5), one_shot,
+                "prompt" + std::to_string(i) + " pieces of 5 vs one-shot",
                 kSelfConsistencyTolerance);
-    ExpectClose(Prefill(prompts[i], 1), one_shot, "prompt" + std::to_string(i) + " token-by-token vs one-shot",
+    ExpectClose(Prefill(prompts[i], 1), one_shot,
+                "prompt" + std::to_string(i) + " token-by-token vs one-shot",
                 kSelfConsistencyTolerance);
   }
 }
@@ -188,18 +193,20 @@ TEST_P(GpuModelTest, GreedyTokensMatchTransformers) {
       if (step == 0) {
         const std::vector<float>& logits = (*result)[0].logits;
         ASSERT_EQ(logits.size(), reference.size());
-        for (size_t k = 0; k < logits.size(); ++k) delta = std::max(delta, std::abs(double(logits[k]) - reference[k]));
+        for (size_t k = 0; k < logits.size(); ++k)
+          delta = std::max(delta, std::abs(double(logits[k]) - reference[k]));
       }
       position += chunk.tokens.size();
       ++steps;
       const int32_t ours = (*result)[0].sampled.token;
       if (ours != expected[i][step]) {
         ++flips;
-        std::printf("    %s prompt %zu step %zu: ours %d, transformers %d (reference top-2 margin %.4f, "
-                    "2 * delta %.4f)\n",
-                    GetParam().c_str(), i, step, ours, expected[i][step], margins[i][step], 2 * delta);
-        EXPECT_LT(margins[i][step], 2 * delta)
-            << GetParam() << " prompt " << i << " step " << step << ": greedy token differs at a clear margin";
+        std::printf(
+            "    %s prompt %zu step %zu: ours %d, transformers %d (reference top-2 margin %.4f, "
+            "2 * delta %.4f)\n",
+            GetParam().c_str(), i, step, ours, expected[i][step], margins[i][step], 2 * delta);
+        EXPECT_LT(margins[i][step], 2 * delta) << GetParam() << " prompt " << i << " step " << step
+                                               << ": greedy token differs at a clear margin";
       }
     }
   }
@@ -207,7 +214,9 @@ TEST_P(GpuModelTest, GreedyTokensMatchTransformers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuModelTest, ::testing::ValuesIn(FixtureNames()),
-                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
 
 }  // namespace
 }  // namespace llm

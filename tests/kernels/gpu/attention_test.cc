@@ -1,9 +1,9 @@
 // Paged attention on the CUDA backend (flash decode, flash prefill, the generic kernel, and the
 // automatic choice) against the CPU backend's fp32 PagedAttention on the same bf16-rounded inputs.
 // Batches are ragged, block tables shuffled, chunks start mid-sequence and mid-block, the tested
-// layer is 1 (so layer offsets count), and outputs are poisoned first. Error: ||out - ref|| / ||ref||
-// < 1e-2 and no NaN. The large cases (32k decode, 8k prefill chunk) use few heads to keep the CPU
-// reference quick.
+// layer is 1 (so layer offsets count), and outputs are poisoned first. Error: ||out - ref|| /
+// ||ref|| < 1e-2 and no NaN. The large cases (32k decode, 8k prefill chunk) use few heads to keep
+// the CPU reference quick.
 #include <algorithm>
 #include <map>
 #include <memory>
@@ -45,10 +45,14 @@ struct Problem {
 
 std::string KernelName(Kernel kernel) {
   switch (kernel) {
-    case Kernel::kAuto: return "auto";
-    case Kernel::kFlashDecode: return "flash_decode";
-    case Kernel::kFlashPrefill: return "flash_prefill";
-    case Kernel::kGeneric: return "generic";
+    case Kernel::kAuto:
+      return "auto";
+    case Kernel::kFlashDecode:
+      return "flash_decode";
+    case Kernel::kFlashPrefill:
+      return "flash_prefill";
+    case Kernel::kGeneric:
+      return "generic";
   }
   return "?";
 }
@@ -96,7 +100,8 @@ class AttentionCase {
     for (size_t s = 0; s < problem.sequences.size(); ++s) {
       const Sequence& sequence = problem.sequences[s];
       const int32_t kv_len = sequence.cached + sequence.new_tokens;
-      for (int32_t b = 0; b < (kv_len + bs - 1) / bs; ++b) block_tables_[s * stride + b] = free_blocks[next_block++];
+      for (int32_t b = 0; b < (kv_len + bs - 1) / bs; ++b)
+        block_tables_[s * stride + b] = free_blocks[next_block++];
       for (int32_t i = 0; i < sequence.new_tokens; ++i) {
         const int32_t position = sequence.cached + i;
         positions_.push_back(position);
@@ -110,13 +115,15 @@ class AttentionCase {
     num_tokens_ = static_cast<int32_t>(positions_.size());
     shape_ = AttentionShape{problem.num_q_heads, problem.num_kv_heads, problem.head_dim,
                             1.0f / std::sqrt(static_cast<float>(problem.head_dim))};
-    const int64_t row = static_cast<int64_t>(problem.num_q_heads + 2 * problem.num_kv_heads) * problem.head_dim;
+    const int64_t row =
+        static_cast<int64_t>(problem.num_q_heads + 2 * problem.num_kv_heads) * problem.head_dim;
     // Queries at twice the keys' scale give peakier softmaxes than uniform noise alone.
     qkv_ = gpu_testing::RandomBf16Values(num_tokens_ * row, generator, -2.f, 2.f);
     pool_ = gpu_testing::RandomBf16Values(layout_.total_elements(), generator);
 
     AttentionBatch batch = HostBatch();
-    reference_.assign(static_cast<size_t>(num_tokens_) * problem.num_q_heads * problem.head_dim, 0.f);
+    reference_.assign(static_cast<size_t>(num_tokens_) * problem.num_q_heads * problem.head_dim,
+                      0.f);
     const absl::Status status = CpuReference().PagedAttention(
         qkv_.data(), batch, shape_, KvCacheView{pool_.data(), layout_}, kLayer, reference_.data());
     EXPECT_TRUE(status.ok()) << status;
@@ -139,8 +146,8 @@ class AttentionCase {
     batch.query_start = query_start.as<int32_t>();
     batch.kv_lens = kv_lens.as<int32_t>();
     batch.block_tables = tables.as<int32_t>();
-    const absl::Status status =
-        gpu.PagedAttention(qkv.data(), batch, shape_, KvCacheView{pool.data(), layout_}, kLayer, out.data());
+    const absl::Status status = gpu.PagedAttention(
+        qkv.data(), batch, shape_, KvCacheView{pool.data(), layout_}, kLayer, out.data());
     EXPECT_TRUE(status.ok()) << KernelName(kernel) << ": " << status;
     const absl::Status synced = gpu.Synchronize();
     EXPECT_TRUE(synced.ok()) << KernelName(kernel) << ": " << synced;
@@ -154,9 +161,11 @@ class AttentionCase {
     const double error = RelativeError(out, reference_);
     EXPECT_LT(error, kTolerance) << KernelName(kernel);
     RecordProperty(KernelName(kernel) + "_relative_error", std::to_string(error));
-    std::printf("    %-14s relative error %.3e (tokens %d, seqs %zu, max kv %d, hd %d, Hq/Hkv %d/%d, bs %d)\n",
-                KernelName(kernel).c_str(), error, num_tokens_, problem_.sequences.size(), max_kv_len_,
-                problem_.head_dim, problem_.num_q_heads, problem_.num_kv_heads, problem_.block_size);
+    std::printf(
+        "    %-14s relative error %.3e (tokens %d, seqs %zu, max kv %d, hd %d, Hq/Hkv %d/%d, bs "
+        "%d)\n",
+        KernelName(kernel).c_str(), error, num_tokens_, problem_.sequences.size(), max_kv_len_,
+        problem_.head_dim, problem_.num_q_heads, problem_.num_kv_heads, problem_.block_size);
     return error;
   }
 
@@ -198,7 +207,8 @@ class AttentionCase {
   std::vector<float> qkv_, pool_, reference_;
 };
 
-std::vector<Sequence> RandomSequences(int count, int max_cached, int max_new, std::mt19937& generator) {
+std::vector<Sequence> RandomSequences(int count, int max_cached, int max_new,
+                                      std::mt19937& generator) {
   std::uniform_int_distribution<int> cached(0, max_cached);
   std::uniform_int_distribution<int> fresh(1, max_new);
   std::vector<Sequence> sequences;
@@ -220,10 +230,12 @@ TEST_P(AttentionGridTest, RaggedPrefillMatchesCpuReference) {
   problem.seed = head_dim * 1000 + group * 100 + block_size;
   std::mt19937 generator(problem.seed);
   // Fresh prompts, chunks starting mid-block and mid-sequence, decode tokens, block boundaries.
-  problem.sequences = {{0, 7}, {13, 9}, {40, 1}, {31, 1}, {0, 1}, {5, 20}, {64, 3}, {100, 70}, {250, 130}};
+  problem.sequences = {{0, 7},  {13, 9}, {40, 1},   {31, 1},   {0, 1},
+                       {5, 20}, {64, 3}, {100, 70}, {250, 130}};
   for (const Sequence& s : RandomSequences(6, 600, 50, generator)) problem.sequences.push_back(s);
   AttentionCase test_case(problem);
-  for (Kernel kernel : {Kernel::kAuto, Kernel::kFlashPrefill, Kernel::kGeneric}) test_case.Check(kernel);
+  for (Kernel kernel : {Kernel::kAuto, Kernel::kFlashPrefill, Kernel::kGeneric})
+    test_case.Check(kernel);
 }
 
 TEST_P(AttentionGridTest, DecodeBatchMatchesCpuReference) {
@@ -240,16 +252,19 @@ TEST_P(AttentionGridTest, DecodeBatchMatchesCpuReference) {
   const int max_new = std::max(1, 16 / group);
   problem.sequences = {{0, 1}, {15, 1}, {16, 1}, {1, max_new}};
   for (const Sequence& s : RandomSequences(12, 1500, 1, generator)) problem.sequences.push_back(s);
-  for (const Sequence& s : RandomSequences(4, 900, max_new, generator)) problem.sequences.push_back(s);
+  for (const Sequence& s : RandomSequences(4, 900, max_new, generator))
+    problem.sequences.push_back(s);
   AttentionCase test_case(problem);
   ASSERT_TRUE(test_case.DecodeApplies());
-  for (Kernel kernel : {Kernel::kAuto, Kernel::kFlashDecode, Kernel::kFlashPrefill, Kernel::kGeneric}) {
+  for (Kernel kernel :
+       {Kernel::kAuto, Kernel::kFlashDecode, Kernel::kFlashPrefill, Kernel::kGeneric}) {
     test_case.Check(kernel);
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadDimGroupBlock, AttentionGridTest,
-                         ::testing::Combine(::testing::Values(64, 128), ::testing::Values(1, 2, 4, 8),
+                         ::testing::Combine(::testing::Values(64, 128),
+                                            ::testing::Values(1, 2, 4, 8),
                                             ::testing::Values(16, 32, 64)),
                          [](const auto& info) {
                            return "hd" + std::to_string(std::get<0>(info.param)) + "_g" +
@@ -312,6 +327,20 @@ TEST(AttentionLargeTest, RaggedBatchOf64Sequences) {
   problem.sequences = RandomSequences(64, 400, 40, generator);
   AttentionCase test_case(problem);
   test_case.Check(Kernel::kAuto);
+}
+
+// Continuous batching: long-context decode tokens (split-KV in flash decode) in the same batch as
+// prefill chunks (flash prefill), both kernels on one set of params.
+TEST(AttentionLargeTest, MixedBatchLongDecodesAndPrefillChunks) {
+  SKIP_WITHOUT_GPU();
+  for (int32_t head_dim : {64, 128}) {
+    Problem problem{
+        head_dim,      8, 2, 16, {{20000, 1}, {777, 150}, {9000, 2}, {0, 33}, {4097, 1}},
+        60u + head_dim};
+    AttentionCase test_case(problem);
+    test_case.Check(Kernel::kAuto);
+    test_case.Check(Kernel::kFlashPrefill);
+  }
 }
 
 TEST(AttentionLargeTest, GenericKernelTakesOtherHeadDims) {

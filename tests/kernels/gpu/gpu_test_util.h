@@ -24,9 +24,9 @@ inline bool HasCudaDevice() {
   return error == cudaSuccess && count > 0;
 }
 
-#define SKIP_WITHOUT_GPU()                                                                     \
-  do {                                                                                         \
-    if (!::llm::gpu_testing::HasCudaDevice())                                                  \
+#define SKIP_WITHOUT_GPU()                                                                       \
+  do {                                                                                           \
+    if (!::llm::gpu_testing::HasCudaDevice())                                                    \
       GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount failed or found 0): GPU test skipped"; \
   } while (0)
 

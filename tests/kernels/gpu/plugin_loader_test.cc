@@ -1,10 +1,9 @@
 // The CUDA plugin loader: a clear NotFound for a missing plugin, and (with a GPU) a working backend
 // loaded by dlopen from the default search or the build tree.
-#include "kernels/cuda_plugin_loader.h"
-
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cuda_plugin_loader.h"
 #include "tests/kernels/gpu/gpu_test_util.h"
 
 namespace llm {
@@ -14,7 +13,8 @@ TEST(CudaPluginLoaderTest, MissingPluginIsNotFoundAndNamesThePath) {
   auto backend = LoadCudaBackend(CudaPluginOptions{"/nonexistent/libllm_cuda_backend.so", 0});
   ASSERT_FALSE(backend.ok());
   EXPECT_EQ(backend.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_NE(backend.status().message().find("/nonexistent/libllm_cuda_backend.so"), std::string::npos);
+  EXPECT_NE(backend.status().message().find("/nonexistent/libllm_cuda_backend.so"),
+            std::string::npos);
 }
 
 TEST(CudaPluginLoaderTest, LoadsABackendThatRunsAnOp) {

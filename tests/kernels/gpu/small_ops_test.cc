@@ -1,5 +1,6 @@
 // The CUDA backend's small ops (RoPE + KV append, RMSNorm, AddRmsNorm, Add, SiluMul, Embed,
-// GatherRows, Matmul, UploadWeight, Sample) against the CPU backend on the same bf16-rounded inputs.
+// GatherRows, Matmul, UploadWeight, Sample) against the CPU backend on the same bf16-rounded
+// inputs.
 #include <cmath>
 #include <memory>
 #include <numeric>
@@ -38,12 +39,14 @@ class SmallOpsTest : public ::testing::Test {
   }
 
   // Uploads bf16-rounded floats as bf16.
-  DeviceBuffer UploadBf16(const std::vector<float>& values) { return Upload(*gpu_, ToBf16(values)); }
+  DeviceBuffer UploadBf16(const std::vector<float>& values) {
+    return Upload(*gpu_, ToBf16(values));
+  }
   std::vector<float> DownloadBf16(const DeviceBuffer& buffer, size_t count) {
     return FromBf16(Download<uint16_t>(*gpu_, buffer, count));
   }
-  void ExpectClose(const std::vector<float>& actual, const std::vector<float>& expected, const char* what,
-                   double tolerance = kTolerance) {
+  void ExpectClose(const std::vector<float>& actual, const std::vector<float>& expected,
+                   const char* what, double tolerance = kTolerance) {
     EXPECT_EQ(CountNonFinite(actual), 0u) << what;
     const double error = RelativeError(actual, expected);
     EXPECT_LT(error, tolerance) << what;
@@ -82,15 +85,18 @@ TEST_F(SmallOpsTest, RopeAppendKvMatchesCpu) {
     const AttentionShape shape{hq, hkv, head_dim, 1.f / std::sqrt(float(head_dim))};
     std::vector<float> cpu_qkv = qkv, cpu_pool = pool;
     ASSERT_TRUE(cpu_->RopeAppendKv(cpu_qkv.data(), batch, shape, RopeParams{inv_freq.data(), 1.f},
-                                   KvCacheView{cpu_pool.data(), layout}, layer).ok());
+                                   KvCacheView{cpu_pool.data(), layout}, layer)
+                    .ok());
 
     DeviceBuffer d_qkv = UploadBf16(qkv), d_pool = UploadBf16(pool);
     DeviceBuffer d_positions = Upload(*gpu_, positions), d_slots = Upload(*gpu_, slots);
     DeviceBuffer d_inv_freq = Upload(*gpu_, inv_freq);
     batch.positions = d_positions.as<int32_t>();
     batch.slot_mapping = d_slots.as<int32_t>();
-    ASSERT_TRUE(gpu_->RopeAppendKv(d_qkv.data(), batch, shape, RopeParams{d_inv_freq.as<float>(), 1.f},
-                                   KvCacheView{d_pool.data(), layout}, layer).ok());
+    ASSERT_TRUE(gpu_->RopeAppendKv(d_qkv.data(), batch, shape,
+                                   RopeParams{d_inv_freq.as<float>(), 1.f},
+                                   KvCacheView{d_pool.data(), layout}, layer)
+                    .ok());
     ASSERT_TRUE(gpu_->Synchronize().ok());
     ExpectClose(DownloadBf16(d_qkv, qkv.size()), cpu_qkv, "rope qkv");
     // Only the appended slots changed; compare those K and V rows.
@@ -99,8 +105,9 @@ TEST_F(SmallOpsTest, RopeAppendKvMatchesCpu) {
     for (int32_t t = 0; t < tokens; ++t) {
       for (auto kind : {kvcache::KvKind::kKey, kvcache::KvKind::kValue}) {
         for (int32_t h = 0; h < hkv; ++h) {
-          const int64_t base = layout.layer_offset(layer, kind) +
-                               layout.offset_in_layer(slots[t] / block_size, h, slots[t] % block_size, 0);
+          const int64_t base =
+              layout.layer_offset(layer, kind) +
+              layout.offset_in_layer(slots[t] / block_size, h, slots[t] % block_size, 0);
           for (int32_t d = 0; d < head_dim; ++d) {
             gpu_rows.push_back(gpu_pool[base + d]);
             cpu_rows.push_back(cpu_pool[base + d]);
@@ -127,9 +134,12 @@ TEST_F(SmallOpsTest, RmsNormAndAddRmsNormMatchCpu) {
     ExpectClose(DownloadBf16(d_out, rows * hidden), cpu_out, "rms_norm");
 
     ASSERT_TRUE(cpu_->AddRmsNorm(cpu_residual.data(), x.data(), weight.data(), rows, hidden, 1e-5f,
-                                 cpu_out.data()).ok());
+                                 cpu_out.data())
+                    .ok());
     DeviceBuffer d_out2 = Poisoned(*gpu_, rows * hidden * 2);
-    ASSERT_TRUE(gpu_->AddRmsNorm(d_r.data(), d_x.data(), d_w.data(), rows, hidden, 1e-5f, d_out2.data()).ok());
+    ASSERT_TRUE(
+        gpu_->AddRmsNorm(d_r.data(), d_x.data(), d_w.data(), rows, hidden, 1e-5f, d_out2.data())
+            .ok());
     ExpectClose(DownloadBf16(d_out2, rows * hidden), cpu_out, "add_rms_norm out");
     ExpectClose(DownloadBf16(d_r, rows * hidden), cpu_residual, "add_rms_norm residual");
   }
@@ -137,7 +147,8 @@ TEST_F(SmallOpsTest, RmsNormAndAddRmsNormMatchCpu) {
 
 TEST_F(SmallOpsTest, AddSiluMulEmbedGatherMatchCpu) {
   const int32_t rows = 23, inter = 1000, hidden = 264, vocab = 500;
-  std::vector<float> a = RandomBf16Values(rows * hidden, generator_), b = RandomBf16Values(rows * hidden, generator_);
+  std::vector<float> a = RandomBf16Values(rows * hidden, generator_),
+                     b = RandomBf16Values(rows * hidden, generator_);
   std::vector<float> cpu_a = a;
   ASSERT_TRUE(cpu_->Add(cpu_a.data(), b.data(), rows * hidden).ok());
   DeviceBuffer d_a = UploadBf16(a), d_b = UploadBf16(b);
@@ -157,7 +168,8 @@ TEST_F(SmallOpsTest, AddSiluMulEmbedGatherMatchCpu) {
   for (int32_t& i : ids) i = id(generator_);
   std::vector<float> cpu_embed(rows * hidden);
   ASSERT_TRUE(cpu_->Embed(ids.data(), rows, table.data(), hidden, cpu_embed.data()).ok());
-  DeviceBuffer d_table = UploadBf16(table), d_ids = Upload(*gpu_, ids), d_embed = Poisoned(*gpu_, rows * hidden * 2);
+  DeviceBuffer d_table = UploadBf16(table), d_ids = Upload(*gpu_, ids),
+               d_embed = Poisoned(*gpu_, rows * hidden * 2);
   ASSERT_TRUE(gpu_->Embed(d_ids.as<int32_t>(), rows, d_table.data(), hidden, d_embed.data()).ok());
   EXPECT_EQ(DownloadBf16(d_embed, rows * hidden), cpu_embed) << "embed must copy exactly";
 
@@ -166,13 +178,16 @@ TEST_F(SmallOpsTest, AddSiluMulEmbedGatherMatchCpu) {
   for (int32_t& i : gather_ids) i = id(generator_);
   ASSERT_TRUE(cpu_->GatherRows(table.data(), gather_ids.data(), rows, 7, cpu_gather.data()).ok());
   DeviceBuffer d_gids = Upload(*gpu_, gather_ids), d_gathered = Poisoned(*gpu_, rows * 7 * 2);
-  ASSERT_TRUE(gpu_->GatherRows(d_table.data(), d_gids.as<int32_t>(), rows, 7, d_gathered.data()).ok());
+  ASSERT_TRUE(
+      gpu_->GatherRows(d_table.data(), d_gids.as<int32_t>(), rows, 7, d_gathered.data()).ok());
   EXPECT_EQ(DownloadBf16(d_gathered, rows * 7), cpu_gather) << "gather must copy exactly";
 }
 
 TEST_F(SmallOpsTest, MatmulMatchesCpu) {
-  for (auto [m, n, k] : {std::tuple{1, 512, 256}, std::tuple{37, 1000, 264}, std::tuple{128, 2048, 2048}}) {
-    std::vector<float> x = RandomBf16Values(m * k, generator_), w = RandomBf16Values(n * k, generator_);
+  for (auto [m, n, k] :
+       {std::tuple{1, 512, 256}, std::tuple{37, 1000, 264}, std::tuple{128, 2048, 2048}}) {
+    std::vector<float> x = RandomBf16Values(m * k, generator_),
+                       w = RandomBf16Values(n * k, generator_);
     std::vector<float> cpu_out(m * n);
     ASSERT_TRUE(cpu_->Matmul(x.data(), w.data(), m, n, k, cpu_out.data()).ok());
     DeviceBuffer d_x = UploadBf16(x), d_w = UploadBf16(w);
@@ -188,8 +203,11 @@ TEST_F(SmallOpsTest, UploadWeightConvertsF32AndF16) {
   std::vector<float> values = RandomBf16Values(1000, generator_, -10.f, 10.f);
   for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
     std::vector<uint16_t> half(values.size());
-    for (size_t i = 0; i < values.size(); ++i) half[i] = dtype == DType::kF16 ? FloatToF16(values[i]) : FloatToBF16(values[i]);
-    HostTensor tensor{dtype, {10, 100}, dtype == DType::kF32 ? static_cast<const void*>(values.data()) : half.data()};
+    for (size_t i = 0; i < values.size(); ++i)
+      half[i] = dtype == DType::kF16 ? FloatToF16(values[i]) : FloatToBF16(values[i]);
+    HostTensor tensor{dtype,
+                      {10, 100},
+                      dtype == DType::kF32 ? static_cast<const void*>(values.data()) : half.data()};
     auto buffer = gpu_->UploadWeight(tensor);
     ASSERT_TRUE(buffer.ok()) << buffer.status();
     std::vector<float> expected(values.size());
