@@ -84,7 +84,35 @@ def load_k8s():
     return objects
 
 
+# Oldest Kubernetes the manifests target: native gRPC probes are GA since 1.27.
+KUBERNETES_VERSION = "1.29.0"
+
+
+def check_k8s_schemas():
+    """Strict OpenAPI-schema validation (unknown fields rejected) with the kubernetes-validate
+    package, when it is installed (pip install kubernetes-validate); CRDs have no schema there."""
+    try:
+        import kubernetes_validate
+    except ImportError:
+        print("note: kubernetes-validate missing, schema validation skipped "
+              "(pip install kubernetes-validate)")
+        return
+    validated = 0
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc.get("kind") == "Kustomization" or "coreos.com" in doc.get("apiVersion", ""):
+                continue
+            try:
+                kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+                validated += 1
+            except kubernetes_validate.ValidationError as error:
+                failures.append(f"{path.name}: {doc['kind']} fails the {KUBERNETES_VERSION} schema: "
+                                f"{error.message}")
+    print(f"kubernetes-validate: {validated} objects valid against Kubernetes {KUBERNETES_VERSION} (strict)")
+
+
 def check_k8s():
+    check_k8s_schemas()
     objects = load_k8s()
     deployment = objects.get(("Deployment", "llm-server"))
     if not check(deployment, "k8s: Deployment llm-server missing"):
