@@ -298,27 +298,33 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
   struct DecodeVariant {
     const char* name;
     LaunchFn launch;
-    float block_multiplier;  // the split heuristic aims at this many times its usual block count
+    int forced_splits;  // 0: ChooseDecodeSplits; else this many equal chunks
   };
+  using DecodeW4 = FlashDecodeTraits<128, 4, 16, 3>;
   const DecodeVariant decode_variants[] = {
-      {"decode w4 n16 s3", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 4, 16, 3>>, 1},
-      {"decode w4 n16 s3 x2", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 4, 16, 3>>,
-       2},
-      {"decode w4 n16 s3 x.5", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 4, 16, 3>>,
-       0.5f},
-
-      {"decode w8 n16 s2", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 8, 16, 2>>, 1},
+      {"decode w4 n16 s3 auto", cuda::LaunchFlashDecodeWithTraits<DecodeW4>, 0},
+      {"decode w4 n16 s3 1sp", cuda::LaunchFlashDecodeWithTraits<DecodeW4>, 1},
+      {"decode w4 n16 s3 2sp", cuda::LaunchFlashDecodeWithTraits<DecodeW4>, 2},
+      {"decode w4 n16 s3 4sp", cuda::LaunchFlashDecodeWithTraits<DecodeW4>, 4},
+      {"decode w4 n16 s3 8sp", cuda::LaunchFlashDecodeWithTraits<DecodeW4>, 8},
+      {"decode w4 n16 s3 16sp", cuda::LaunchFlashDecodeWithTraits<DecodeW4>, 16},
+      {"decode w4 n16 s3 32sp", cuda::LaunchFlashDecodeWithTraits<DecodeW4>, 32},
+      {"decode w4 n16 s3 64sp", cuda::LaunchFlashDecodeWithTraits<DecodeW4>, 64},
+      {"decode w8 n16 s2 auto", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 8, 16, 2>>, 0},
   };
   std::printf("\n%-22s %-30s %10s %10s\n", "variant", "shape", "ms", "GB/s");
   for (const DecodeVariant& v : decode_variants) {
-    for (auto [b, c] : {std::pair{1, 32768}, std::pair{32, 4096}, std::pair{16, 16384}}) {
+    for (auto [b, c] : {std::pair{1, 4096}, std::pair{1, 32768}, std::pair{8, 4096}, std::pair{32, 4096},
+                        std::pair{64, 2048}, std::pair{16, 16384}}) {
       const double kv_bytes = 2.0 * b * c * 8 * 128 * 2;
       const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
       PagedBatch batch = MakeBatch(b, c, 1, 32, 8, 128, 16, copies, 400 + b);
-      cuda::ChooseDecodeSplits(batch.params, static_cast<int>(num_sms * v.block_multiplier));
-      // The w8 variant's chunks must be multiples of its 8 x 16 positions: round up.
-      batch.params.kv_chunk_size = (batch.params.kv_chunk_size + 127) / 128 * 128;
-      batch.params.num_splits = (c + batch.params.kv_chunk_size - 1) / batch.params.kv_chunk_size;
+      cuda::ChooseDecodeSplits(batch.params, num_sms);
+      if (v.forced_splits > 0) {
+        batch.params.kv_chunk_size = (c + v.forced_splits - 1) / v.forced_splits;
+        batch.params.kv_chunk_size = (batch.params.kv_chunk_size + 63) / 64 * 64;
+        batch.params.num_splits = (c + batch.params.kv_chunk_size - 1) / batch.params.kv_chunk_size;
+      }
       if (batch.params.num_splits > 1) {
         batch.partial = DeviceAlloc<float>(cuda::FlashDecodeWorkspaceFloats(batch.params));
         batch.params.partial_out = batch.partial;

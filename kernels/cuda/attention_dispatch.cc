@@ -1,6 +1,7 @@
 // Host side of the attention kernels: parameter checks, the per-head_dim dispatch switches, the
 // split-KV heuristic of flash decode, and the choice between decode, prefill and generic kernels.
 #include <algorithm>
+#include <cstdint>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/attention_params.h"
@@ -15,9 +16,16 @@ absl::Status LaunchMergeSplits(const PagedAttentionParams& params, cudaStream_t 
 
 namespace {
 
-constexpr int32_t kDecodeMinChunk = 256;   // positions: below this a split costs more than it saves
-constexpr int32_t kDecodeChunkAlign = 64;  // 4 warps x 16-position tiles
-constexpr int32_t kDecodeBlocksPerSm = 4;  // aim for ~2 waves of 2 resident blocks per SM
+// Split-KV cost model (decode): blocks of one launch are equal-sized, so the launch takes
+// waves * (fixed + per-position cost * chunk), waves = ceil(blocks / resident blocks). The fixed cost
+// of a block (Q load, pipeline fill, the warp merge, writing and merging partials) is worth about
+// kDecodeBlockOverhead positions of K/V streaming; measured on an H100: 64 splits of 512 positions
+// for one 32k sequence ran 13% slower than 32 of 1024, 9 splits of 1.8k for 16 x 16k 13% faster than
+// 3 of 5.5k (docs/PERFORMANCE.md).
+constexpr int64_t kDecodeBlockOverhead = 256;  // positions
+constexpr int64_t kDecodeResidentBlocksPerSm = 2;  // ~100 KB of shared memory per block
+constexpr int64_t kDecodeMaxSplits = 256;
+constexpr int64_t kDecodeChunkAlign = 64;  // 4 warps x 16-position tiles
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -85,15 +93,25 @@ bool FlashDecodeSupports(const PagedAttentionParams& params) {
 }
 
 void ChooseDecodeSplits(PagedAttentionParams& params, int32_t num_sms) {
-  const int64_t blocks_per_split = static_cast<int64_t>(params.num_seqs) * params.num_kv_heads;
-  const int64_t target_blocks = static_cast<int64_t>(std::max(num_sms, 1)) * kDecodeBlocksPerSm;
-  int64_t splits =
-      std::max<int64_t>(1, CeilDiv(target_blocks, std::max<int64_t>(blocks_per_split, 1)));
-  splits = std::min(splits, std::max<int64_t>(1, CeilDiv(params.max_kv_len, kDecodeMinChunk)));
-  int64_t chunk =
-      CeilDiv(CeilDiv(params.max_kv_len, splits), kDecodeChunkAlign) * kDecodeChunkAlign;
-  params.kv_chunk_size = static_cast<int32_t>(chunk);
-  params.num_splits = static_cast<int32_t>(CeilDiv(params.max_kv_len, chunk));
+  const int64_t blocks_per_split =
+      std::max<int64_t>(1, static_cast<int64_t>(params.num_seqs) * params.num_kv_heads);
+  const int64_t resident = std::max<int64_t>(1, num_sms) * kDecodeResidentBlocksPerSm;
+  const int64_t kv_len = std::max<int64_t>(1, params.max_kv_len);
+  int64_t best_chunk = CeilDiv(kv_len, kDecodeChunkAlign) * kDecodeChunkAlign;
+  int64_t best_cost = INT64_MAX;
+  const int64_t max_splits = std::min(kDecodeMaxSplits, CeilDiv(kv_len, kDecodeChunkAlign));
+  for (int64_t wanted = 1; wanted <= max_splits; ++wanted) {
+    const int64_t chunk = CeilDiv(CeilDiv(kv_len, wanted), kDecodeChunkAlign) * kDecodeChunkAlign;
+    const int64_t splits = CeilDiv(kv_len, chunk);
+    const int64_t waves = CeilDiv(splits * blocks_per_split, resident);
+    const int64_t cost = waves * (kDecodeBlockOverhead + chunk);
+    if (cost < best_cost) {  // ties keep fewer splits: less partial traffic
+      best_cost = cost;
+      best_chunk = chunk;
+    }
+  }
+  params.kv_chunk_size = static_cast<int32_t>(best_chunk);
+  params.num_splits = static_cast<int32_t>(CeilDiv(kv_len, best_chunk));
 }
 
 size_t FlashDecodeWorkspaceFloats(const PagedAttentionParams& params) {
