@@ -557,5 +557,37 @@ TEST_F(ServiceTest, ServerReflectionListsTheServices) {
   }
 }
 
+TEST_F(ServiceTest, CancellingAUnaryPrefillRollsTheSequenceBack) {
+  Start({.engine = {.max_batch_tokens = 2}});
+  v1::PrefillResponse prefill;
+  ASSERT_TRUE(Prefill(Prompt(20, 7), &prefill).ok());  // 2 blocks of 16
+  ASSERT_TRUE(Eventually([&] { return engine_->stats().running_requests == 0; }));
+  const int32_t blocks_before = engine_->stats().kv_blocks_used;
+  // A 480-token extension runs for 240 steps; the client gives up during it.
+  grpc::ClientContext context;
+  SetDeadline(context);
+  v1::PrefillRequest request;
+  for (int32_t token : Prompt(480, 8)) request.mutable_tokens()->add_ids(token);
+  request.set_sequence_id(prefill.sequence_id());
+  v1::PrefillResponse extended;
+  grpc::Status status;
+  std::thread caller([&] { status = stub_->Prefill(&context, request, &extended); });
+  ASSERT_TRUE(Eventually([&] { return engine_->stats().running_requests == 1; }));
+  context.TryCancel();
+  caller.join();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
+  ASSERT_TRUE(Eventually([&] {
+    engine::EngineStats stats = engine_->stats();
+    return stats.running_requests == 0 && stats.kv_blocks_used == blocks_before;
+  }));
+  // The sequence is as it was: decoding continues right after the original prompt.
+  std::vector<int32_t> history = Prompt(20, 7);
+  history.push_back(prefill.next().token_id());
+  v1::DecodeResponse decoded;
+  ASSERT_TRUE(Decode(prefill.sequence_id(), &decoded).ok());
+  EXPECT_EQ(decoded.length(), 21);
+  EXPECT_EQ(decoded.next().token_id(), ReferenceGreedy(history, 1)[0]);
+}
+
 }  // namespace
 }  // namespace llm::service
