@@ -10,7 +10,7 @@
 // tiles are gathered from the pages (row = position, through block_tables and kvcache::KvLayout) by
 // cp.async into a double buffer, so the next tile loads while this one computes (attention_tile.cuh
 // does the math). Only tiles that reach past the tile's first query position apply the causal mask.
-// Blocks are scheduled last tile first: those see the most K/V.
+// Blocks are scheduled last tile first over the whole grid: those see the most K/V.
 //
 // Reference: the CPU backend's PagedAttention (kernels/cpu/); test: tests/kernels/gpu/
 // attention_test.cc; benchmark: bench/bench_kernels.cu (vs torch SDPA, bench/sdpa_anchor.py).
@@ -58,12 +58,14 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
   __nv_bfloat16* smem_k = smem_q + kTileM * D;      // [2][kTileN][D]
   __nv_bfloat16* smem_v = smem_k + 2 * kTileN * D;  // [2][kTileN][D]
 
-  const int seq = blockIdx.z;
-  const int kv_head = blockIdx.y;
+  // Blocks are dispatched x fastest: (kv head, sequence) pairs inner, row tiles outer and last tile
+  // first, so the whole grid runs longest-first and the final wave holds the shortest tiles.
+  const int kv_head = blockIdx.x;
+  const int seq = blockIdx.y;
   const int group = params.num_q_heads / params.num_kv_heads;
   const int q_begin = params.query_start[seq];
   const int num_rows = (params.query_start[seq + 1] - q_begin) * group;
-  const int row0 = (gridDim.x - 1 - blockIdx.x) * kTileM;
+  const int row0 = (gridDim.z - 1 - blockIdx.z) * kTileM;
   if (row0 >= num_rows) return;
   if (params.mixed_batch && num_rows <= kFlashDecodeMaxRows) return;  // flash decode's share
 
@@ -193,14 +195,16 @@ absl::Status LaunchFlashPrefillWithTraits(const PagedAttentionParams& params, cu
   const int64_t max_rows = static_cast<int64_t>(params.max_query_len) * group;
   const int64_t row_tiles = (max_rows + Traits::kTileM - 1) / Traits::kTileM;
   if (row_tiles == 0 || params.num_seqs == 0) return absl::OkStatus();
-  if (row_tiles > 0x7fffffff)
-    return absl::InvalidArgumentError("flash prefill: too many query rows");
+  if (row_tiles > 65535 || params.num_seqs > 65535) {  // grid y/z limits
+    return absl::InvalidArgumentError(
+        "flash prefill: more than 65535 query-row tiles or sequences in one batch");
+  }
   // Set on every launch (a cheap host call): a cached flag could be shared between two copies of
   // this kernel (the plugin's and a benchmark's), leaving one without the larger limit.
   LLM_CUDA_CHECK(cudaFuncSetAttribute(FlashPrefillKernel<Traits>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       Traits::kSharedBytes));
-  const dim3 grid(static_cast<unsigned>(row_tiles), params.num_kv_heads, params.num_seqs);
+  const dim3 grid(params.num_kv_heads, params.num_seqs, static_cast<unsigned>(row_tiles));
   FlashPrefillKernel<Traits><<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
   LLM_CUDA_CHECK_LAUNCH(FlashPrefillKernel);
   return absl::OkStatus();
