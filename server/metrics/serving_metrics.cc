@@ -86,8 +86,8 @@ ServingMetrics::ServingMetrics(std::shared_ptr<prometheus::Registry> registry)
                                         "End-to-end RPC latency as the server handler saw it, by "
                                         "RPC.")),
       prompt_tokens_(CounterFamily(*registry_, "llm_prompt_tokens_total",
-                                   "Prompt tokens accepted (Prefill and Generate prompts, Decode "
-                                   "input tokens).")
+                                   "Prompt tokens run through the model (Prefill and "
+                                   "Generate prompts).")
                          .Add({})),
       generation_tokens_(CounterFamily(*registry_, "llm_generation_tokens_total",
                                        "Tokens sampled and returned to clients.")

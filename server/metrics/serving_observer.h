@@ -44,8 +44,8 @@ class ServingObserver {
   // A further token of a sequence was produced `seconds` after the previous one (Generate streams
   // and Decode calls of one sequence).
   virtual void OnToken(double seconds_since_previous) = 0;
-  // Tokens the engine accepted as prompt (Prefill, Generate prompt; Decode's input token counts as
-  // prompt too) and tokens it sampled.
+  // Prompt tokens run through the model (Prefill and Generate prompts) and tokens sampled for
+  // clients. llm-server reports both from the engine's running totals (engine_stats_sync.h).
   virtual void OnPromptTokens(int64_t count) = 0;
   virtual void OnGeneratedTokens(int64_t count) = 0;
   // An RPC finished with `code` after `seconds` (end-to-end, as the handler saw it). `rpc` is the
