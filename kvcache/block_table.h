@@ -3,7 +3,9 @@
 //
 // Logical position p lives in blocks()[p / block_size], slot p % block_size (LocatePosition in
 // kv_layout.h). The table may hold more blocks than the length needs: blocks reserved for tokens
-// that a coming forward step will write.
+// that a coming forward step will write. It also remembers the token ids of its positions (when the
+// manager was told them) and the prefix hashes of its leading full blocks (block_hash.h), which is
+// what the prefix cache registers and looks up.
 #pragma once
 
 #include <cstdint>
@@ -41,10 +43,34 @@ class BlockTable {
   // Only the manager calls this, after checking the new length fits the capacity.
   void set_length(int32_t length) { length_ = length; }
 
+  // Token ids of positions [0, length) while tokens_known(); a length change without tokens
+  // (KvCacheManager::Append with a count) makes them unknown for good.
+  std::span<const int32_t> tokens() const { return tokens_; }
+  bool tokens_known() const { return tokens_known_; }
+  void AppendTokens(std::span<const int32_t> tokens) {
+    tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
+  }
+  void ForgetTokens() {
+    tokens_known_ = false;
+    tokens_.clear();
+  }
+  void TruncateTokens(int32_t length) {
+    if (static_cast<int32_t>(tokens_.size()) > length) tokens_.resize(length);
+  }
+  // Chain hashes of the leading full blocks, computed so far.
+  std::span<const uint64_t> block_hashes() const { return block_hashes_; }
+  void AppendBlockHash(uint64_t hash) { block_hashes_.push_back(hash); }
+  void TruncateBlockHashes(int32_t count) {
+    if (static_cast<int32_t>(block_hashes_.size()) > count) block_hashes_.resize(count);
+  }
+
  private:
   int32_t block_size_;
   int32_t length_ = 0;
   std::vector<int32_t> blocks_;
+  std::vector<int32_t> tokens_;
+  bool tokens_known_ = true;
+  std::vector<uint64_t> block_hashes_;
 };
 
 }  // namespace llm::kvcache

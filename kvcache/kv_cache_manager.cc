@@ -1,7 +1,10 @@
 // Sequence-level KV block bookkeeping on top of the block pool.
 #include "kvcache/kv_cache_manager.h"
 
+#include <algorithm>
 #include <utility>
+
+#include "kvcache/block_hash.h"
 
 #include "absl/strings/str_format.h"
 
@@ -92,7 +95,75 @@ absl::Status KvCacheManager::Append(SequenceId id, int32_t num_tokens) {
   const int64_t new_length = static_cast<int64_t>((*table)->length()) + num_tokens;
   if (absl::Status status = Reserve(id, new_length); !status.ok()) return status;
   (*table)->set_length(static_cast<int32_t>(new_length));
+  if (num_tokens > 0) (*table)->ForgetTokens();
   return absl::OkStatus();
+}
+
+absl::Status KvCacheManager::AppendTokens(SequenceId id, std::span<const int32_t> tokens) {
+  absl::StatusOr<BlockTable*> table = MutableTable(id);
+  if (!table.ok()) return table.status();
+  const int64_t new_length = static_cast<int64_t>((*table)->length()) + tokens.size();
+  if (absl::Status status = Reserve(id, new_length); !status.ok()) return status;
+  (*table)->set_length(static_cast<int32_t>(new_length));
+  if ((*table)->tokens_known()) {
+    (*table)->AppendTokens(tokens);
+    RegisterFullBlocks(**table);
+  }
+  return absl::OkStatus();
+}
+
+void KvCacheManager::RegisterFullBlocks(BlockTable& table) {
+  if (!options_.enable_prefix_cache || !table.tokens_known()) return;
+  const int32_t block_size = options_.block_size;
+  const int32_t full_blocks = table.length() / block_size;
+  for (int32_t i = static_cast<int32_t>(table.block_hashes().size()); i < full_blocks; ++i) {
+    const uint64_t parent = i == 0 ? kRootBlockHash : table.block_hashes()[i - 1];
+    const uint64_t hash =
+        HashBlockTokens(parent, table.tokens().subspan(static_cast<size_t>(i) * block_size,
+                                                       block_size));
+    table.AppendBlockHash(hash);
+    // A block that another sequence already cached under this hash stays private.
+    (void)pool_.RegisterHash(table.blocks()[i], hash);
+  }
+}
+
+PrefixMatch KvCacheManager::MatchPrefix(std::span<const int32_t> tokens) const {
+  PrefixMatch match;
+  if (!options_.enable_prefix_cache || tokens.empty()) return match;
+  const int32_t block_size = options_.block_size;
+  const int64_t max_blocks = (static_cast<int64_t>(tokens.size()) - 1) / block_size;
+  uint64_t hash = kRootBlockHash;
+  for (int64_t i = 0; i < max_blocks; ++i) {
+    hash = HashBlockTokens(hash, tokens.subspan(static_cast<size_t>(i) * block_size, block_size));
+    std::optional<int32_t> block = pool_.FindCached(hash);
+    if (!block.has_value()) break;
+    ++match.num_blocks;
+    if (pool_.reference_count(*block) == 0) ++match.unreferenced_blocks;
+  }
+  match.num_tokens = match.num_blocks * block_size;
+  return match;
+}
+
+absl::StatusOr<int32_t> KvCacheManager::CreateSequenceWithPrefix(SequenceId id,
+                                                                 std::span<const int32_t> tokens) {
+  if (absl::Status status = CreateSequence(id); !status.ok()) return status;
+  const PrefixMatch match = MatchPrefix(tokens);
+  BlockTable& table = sequences_.at(id);
+  const int32_t block_size = options_.block_size;
+  uint64_t hash = kRootBlockHash;
+  for (int32_t i = 0; i < match.num_blocks; ++i) {
+    hash = HashBlockTokens(hash, tokens.subspan(static_cast<size_t>(i) * block_size, block_size));
+    const int32_t block = *pool_.FindCached(hash);
+    if (absl::Status status = pool_.AddReference(block); !status.ok()) {
+      (void)Free(id);
+      return status;
+    }
+    table.AppendBlocks({&block, 1});
+    table.AppendBlockHash(hash);
+  }
+  table.AppendTokens(tokens.first(match.num_tokens));
+  table.set_length(match.num_tokens);
+  return match.num_tokens;
 }
 
 absl::Status KvCacheManager::Truncate(SequenceId id, int32_t new_length) {
@@ -114,8 +185,13 @@ absl::Status KvCacheManager::Truncate(SequenceId id, int32_t new_length) {
         id, new_length, options_.block_size));
   }
   (*table)->set_length(new_length);
-  for (int32_t block : (*table)->TakeBlocksAfter(keep)) {
-    if (absl::Status status = pool_.Release(block); !status.ok()) return status;
+  (*table)->TruncateTokens(new_length);
+  (*table)->TruncateBlockHashes(new_length / options_.block_size);
+  // The kept partial block will be written again: it no longer holds what its hash says.
+  if (new_length % options_.block_size != 0) pool_.DropHash((*table)->blocks()[keep - 1]);
+  std::vector<int32_t> dropped = (*table)->TakeBlocksAfter(keep);
+  for (auto it = dropped.rbegin(); it != dropped.rend(); ++it) {
+    if (absl::Status status = pool_.Release(*it); !status.ok()) return status;
   }
   return absl::OkStatus();
 }
@@ -132,6 +208,16 @@ absl::Status KvCacheManager::Fork(SequenceId parent, SequenceId child) {
   BlockTable& child_table = sequences_.at(child);
   child_table.AppendBlocks(shared);
   child_table.set_length(full_blocks * options_.block_size);
+  if (parent_table->tokens_known()) {
+    child_table.AppendTokens(parent_table->tokens().first(child_table.length()));
+    for (uint64_t hash :
+         parent_table->block_hashes().first(std::min<size_t>(parent_table->block_hashes().size(),
+                                                             full_blocks))) {
+      child_table.AppendBlockHash(hash);
+    }
+  } else {
+    child_table.ForgetTokens();
+  }
   return absl::OkStatus();
 }
 
@@ -139,8 +225,9 @@ absl::Status KvCacheManager::Free(SequenceId id) {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return UnknownSequence(id);
   absl::Status first_error;
-  for (int32_t block : it->second.blocks()) {
-    first_error.Update(pool_.Release(block));
+  std::span<const int32_t> blocks = it->second.blocks();
+  for (auto block = blocks.rbegin(); block != blocks.rend(); ++block) {
+    first_error.Update(pool_.Release(*block));
   }
   sequences_.erase(it);
   return first_error;
@@ -158,12 +245,25 @@ absl::StatusOr<std::span<const int32_t>> KvCacheManager::block_table(SequenceId 
   return table->blocks();
 }
 
+absl::StatusOr<std::span<const int32_t>> KvCacheManager::tokens(SequenceId id) const {
+  const BlockTable* table = FindTable(id);
+  if (table == nullptr) return UnknownSequence(id);
+  if (!table->tokens_known()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "sequence %d: some positions were appended by count, so its token ids are unknown", id));
+  }
+  return table->tokens();
+}
+
 KvCacheUsage KvCacheManager::usage() const {
   KvCacheUsage usage;
   usage.total_blocks = pool_.num_blocks();
   usage.used_blocks = pool_.num_used();
   usage.free_blocks = pool_.num_free();
   usage.num_sequences = static_cast<int32_t>(sequences_.size());
+  usage.cached_blocks = pool_.num_cached();
+  usage.evictable_blocks = pool_.num_evictable();
+  usage.evictions_total = pool_.evictions_total();
   usage.block_bytes = options_.block_bytes;
   return usage;
 }

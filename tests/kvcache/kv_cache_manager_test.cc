@@ -142,5 +142,89 @@ TEST(KvCacheManagerTest, UsageReportsBytesFromBlockBytes) {
   EXPECT_EQ(usage.total_bytes(), 10u * 1024);
 }
 
+std::vector<int32_t> Iota(int32_t count, int32_t first = 0) {
+  std::vector<int32_t> tokens(count);
+  for (int32_t i = 0; i < count; ++i) tokens[i] = first + i;
+  return tokens;
+}
+
+TEST(KvCacheManagerTest, NewPromptMapsTheCachedFullBlocksOfAnEqualPrefix) {
+  auto manager = MakeManager(16, 4);
+  const std::vector<int32_t> system = Iota(10);  // blocks: full, full, partial
+  ASSERT_TRUE(manager->CreateSequence(1).ok());
+  ASSERT_TRUE(manager->AppendTokens(1, system).ok());
+  const std::vector<int32_t> table1(manager->block_table(1)->begin(),
+                                    manager->block_table(1)->end());
+
+  std::vector<int32_t> prompt = system;
+  prompt.insert(prompt.end(), {50, 51, 52});
+  const PrefixMatch match = manager->MatchPrefix(prompt);
+  EXPECT_EQ(match.num_blocks, 2) << "the partial third block is never shared";
+  EXPECT_EQ(match.unreferenced_blocks, 0);
+  absl::StatusOr<int32_t> cached = manager->CreateSequenceWithPrefix(2, prompt);
+  ASSERT_TRUE(cached.ok()) << cached.status();
+  EXPECT_EQ(*cached, 8);
+  EXPECT_EQ(*manager->length(2), 8);
+  EXPECT_THAT(*manager->block_table(2), ::testing::ElementsAre(table1[0], table1[1]));
+  EXPECT_EQ(manager->pool().reference_count(table1[0]), 2);
+  EXPECT_THAT(*manager->tokens(2), ::testing::ElementsAreArray(Iota(8)));
+
+  // A different token inside the second block stops the match after the first block.
+  std::vector<int32_t> forked = system;
+  forked[5] = 99;
+  EXPECT_EQ(manager->MatchPrefix(forked).num_blocks, 1);
+}
+
+TEST(KvCacheManagerTest, AFullyCachedPromptStillLeavesItsLastTokenToCompute) {
+  auto manager = MakeManager(16, 4);
+  ASSERT_TRUE(manager->CreateSequence(1).ok());
+  ASSERT_TRUE(manager->AppendTokens(1, Iota(8)).ok());
+  EXPECT_EQ(manager->MatchPrefix(Iota(8)).num_tokens, 4);
+  EXPECT_EQ(manager->MatchPrefix(Iota(9)).num_tokens, 8);
+  EXPECT_EQ(manager->MatchPrefix(Iota(1)).num_tokens, 0);
+}
+
+TEST(KvCacheManagerTest, FreedPromptBlocksStayCachedUntilAllocationNeedsThem) {
+  auto manager = MakeManager(4, 4);
+  ASSERT_TRUE(manager->CreateSequence(1).ok());
+  ASSERT_TRUE(manager->AppendTokens(1, Iota(12)).ok());  // 3 full blocks
+  ASSERT_TRUE(manager->Free(1).ok());
+  KvCacheUsage usage = manager->usage();
+  EXPECT_EQ(usage.used_blocks, 0);
+  EXPECT_EQ(usage.free_blocks, 4);
+  EXPECT_EQ(usage.cached_blocks, 3);
+  EXPECT_EQ(manager->MatchPrefix(Iota(13)).unreferenced_blocks, 3);
+  // Taking two blocks evicts one cached block: the last of the prompt, released first.
+  ASSERT_TRUE(manager->CreateSequence(2).ok());
+  ASSERT_TRUE(manager->Reserve(2, 8).ok());
+  EXPECT_EQ(manager->usage().evictions_total, 1);
+  EXPECT_EQ(manager->MatchPrefix(Iota(13)).num_blocks, 2) << "the prompt's head is still cached";
+}
+
+TEST(KvCacheManagerTest, TruncatingIntoACachedBlockUncachesIt) {
+  auto manager = MakeManager(8, 4);
+  ASSERT_TRUE(manager->CreateSequence(1).ok());
+  ASSERT_TRUE(manager->AppendTokens(1, Iota(8)).ok());
+  ASSERT_EQ(manager->MatchPrefix(Iota(9)).num_blocks, 2);
+  ASSERT_TRUE(manager->Truncate(1, 6).ok());
+  EXPECT_EQ(manager->MatchPrefix(Iota(9)).num_blocks, 1)
+      << "the second block will be rewritten, so it must not be found any more";
+  ASSERT_TRUE(manager->AppendTokens(1, std::vector<int32_t>{70, 71}).ok());
+  std::vector<int32_t> rewritten = Iota(6);
+  rewritten.insert(rewritten.end(), {70, 71, 0});
+  EXPECT_EQ(manager->MatchPrefix(rewritten).num_blocks, 2);
+}
+
+TEST(KvCacheManagerTest, PrefixCacheCanBeTurnedOff) {
+  absl::StatusOr<std::unique_ptr<KvCacheManager>> manager = KvCacheManager::Create(
+      {.num_blocks = 8, .block_size = 4, .enable_prefix_cache = false});
+  ASSERT_TRUE(manager.ok());
+  ASSERT_TRUE((*manager)->CreateSequence(1).ok());
+  ASSERT_TRUE((*manager)->AppendTokens(1, Iota(8)).ok());
+  EXPECT_EQ((*manager)->MatchPrefix(Iota(9)).num_blocks, 0);
+  EXPECT_EQ(*(*manager)->CreateSequenceWithPrefix(2, Iota(9)), 0);
+  EXPECT_EQ((*manager)->usage().cached_blocks, 0);
+}
+
 }  // namespace
 }  // namespace llm::kvcache

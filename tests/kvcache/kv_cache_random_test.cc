@@ -1,13 +1,16 @@
-// Randomized create/reserve/append/truncate/fork/free sequences against the KV block manager, with
-// the invariants checked after every operation: block ownership matches reference counts, used plus
-// free equals total, tables cover lengths, shared blocks are never written, and a simulated KV pool
-// written through the tables reads back every sequence's own tokens (no cross-sequence corruption).
+// Randomized create/create-from-cached-prefix/reserve/append/truncate/fork/free sequences against the
+// KV block manager, with the invariants checked after every operation: block ownership matches
+// reference counts, used plus free equals total, tables cover lengths, shared and cached blocks are
+// never written, a simulated KV pool written through the tables reads back every sequence's own
+// tokens (no cross-sequence corruption, and every prefix-cache hit maps blocks that really hold the
+// prompt's tokens), and every cached block still holds the tokens it was cached for.
 #include <algorithm>
 #include <map>
 #include <random>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kvcache/block_hash.h"
 #include "kvcache/kv_cache_manager.h"
 #include "kvcache/kv_layout.h"
 
@@ -23,39 +26,55 @@ class Simulation {
     manager_ = *KvCacheManager::Create({.num_blocks = kNumBlocks, .block_size = kBlockSize});
   }
 
+  // Tokens from a tiny alphabet after one of three shared stems, so that prompts often repeat.
+  std::vector<int32_t> RandomPrompt(std::mt19937& rng) const {
+    const int32_t stem = std::uniform_int_distribution<int32_t>(0, 2)(rng);
+    std::vector<int32_t> prompt;
+    const int32_t stem_length = std::uniform_int_distribution<int32_t>(0, 10)(rng);
+    for (int32_t i = 0; i < stem_length; ++i) prompt.push_back(100 * stem + i);
+    const int32_t tail = std::uniform_int_distribution<int32_t>(1, 6)(rng);
+    for (int32_t i = 0; i < tail; ++i) prompt.push_back(std::uniform_int_distribution<int32_t>(0, 2)(rng));
+    return prompt;
+  }
+
   void Step(std::mt19937& rng) {
-    const int op = std::uniform_int_distribution<int>(0, 9)(rng);
-    if (op <= 1 || tokens_.empty()) {
+    const int op = std::uniform_int_distribution<int>(0, 10)(rng);
+    if (op == 0 || tokens_.empty()) {
       const SequenceId id = next_id_++;
       ASSERT_TRUE(manager_->CreateSequence(id).ok());
       tokens_[id] = {};
       return;
     }
+    if (op <= 2) {  // a new prompt: map its cached prefix, then write the rest
+      const std::vector<int32_t> prompt = RandomPrompt(rng);
+      const PrefixMatch match = manager_->MatchPrefix(prompt);
+      ASSERT_LT(match.num_tokens, static_cast<int32_t>(prompt.size())) << "nothing left to compute";
+      const SequenceId id = next_id_++;
+      absl::StatusOr<int32_t> cached = manager_->CreateSequenceWithPrefix(id, prompt);
+      ASSERT_TRUE(cached.ok()) << cached.status();
+      ASSERT_EQ(*cached, match.num_tokens);
+      hit_tokens_ += *cached;
+      tokens_[id].assign(prompt.begin(), prompt.begin() + *cached);
+      ASSERT_NO_FATAL_FAILURE(CheckInvariants());  // the mapped blocks hold the prompt's tokens
+      ASSERT_NO_FATAL_FAILURE(WriteTokens(id, std::vector<int32_t>(prompt.begin() + *cached,
+                                                                   prompt.end())));
+      return;
+    }
     const SequenceId id = RandomLiveId(rng);
     const int32_t length = static_cast<int32_t>(tokens_[id].size());
     switch (op) {
-      case 2: case 3: case 4: {  // append
+      case 3: case 4: {  // append
         const int32_t count = std::uniform_int_distribution<int32_t>(0, 9)(rng);
-        const bool expect_ok = FreeBlocksFromTables() >= Missing(id, length + count);
-        absl::Status status = manager_->Append(id, count);
-        ASSERT_EQ(status.ok(), expect_ok) << status;
-        if (!status.ok()) {
-          ASSERT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
-          return;
+        std::vector<int32_t> tokens;
+        for (int32_t i = 0; i < count; ++i) {
+          tokens.push_back(std::uniform_int_distribution<int32_t>(0, 2)(rng));
         }
-        std::span<const int32_t> table = *manager_->block_table(id);
-        for (int32_t p = length; p < length + count; ++p) {
-          const int32_t token = std::uniform_int_distribution<int32_t>(0, 1 << 20)(rng);
-          const int32_t block = LocatePosition(table.data(), kBlockSize, p).block;
-          ASSERT_EQ(manager_->pool().reference_count(block), 1) << "write into a shared block";
-          pool_slots_[FlatSlot(table.data(), kBlockSize, p)] = token;
-          tokens_[id].push_back(token);
-        }
+        ASSERT_NO_FATAL_FAILURE(WriteTokens(id, tokens));
         return;
       }
       case 5: {  // reserve ahead
         const int32_t total = length + std::uniform_int_distribution<int32_t>(0, 12)(rng);
-        const bool expect_ok = FreeBlocksFromTables() >= Missing(id, total);
+        const bool expect_ok = AvailableBlocks() >= Missing(id, total);
         ASSERT_EQ(manager_->CanReserve(id, total), expect_ok);
         ASSERT_EQ(manager_->Reserve(id, total).ok(), expect_ok);
         return;
@@ -90,7 +109,51 @@ class Simulation {
     }
   }
 
-  void CheckInvariants() const {
+  // Appends `tokens` to the sequence the way the engine does: reserve, write the simulated pool
+  // through the table, then record them (which caches the blocks they complete).
+  void WriteTokens(SequenceId id, const std::vector<int32_t>& tokens) {
+    const int32_t length = static_cast<int32_t>(tokens_[id].size());
+    const int32_t count = static_cast<int32_t>(tokens.size());
+    const bool expect_ok = AvailableBlocks() >= Missing(id, length + count);
+    absl::Status status = manager_->Reserve(id, length + count);
+    ASSERT_EQ(status.ok(), expect_ok) << status;
+    if (!status.ok()) {
+      ASSERT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+      return;
+    }
+    ForgetEvictedBlocks();
+    std::span<const int32_t> table = *manager_->block_table(id);
+    for (int32_t i = 0; i < count; ++i) {
+      const int32_t p = length + i;
+      const int32_t block = LocatePosition(table.data(), kBlockSize, p).block;
+      ASSERT_EQ(manager_->pool().reference_count(block), 1) << "write into a shared block";
+      ASSERT_FALSE(manager_->pool().has_hash(block)) << "write into a cached block";
+      pool_slots_[FlatSlot(table.data(), kBlockSize, p)] = tokens[i];
+      tokens_[id].push_back(tokens[i]);
+    }
+    ASSERT_TRUE(manager_->AppendTokens(id, tokens).ok());
+    // Remember what each newly cached block of this sequence must hold from now on.
+    for (int32_t b = 0; b < static_cast<int32_t>(tokens_[id].size()) / kBlockSize; ++b) {
+      if (manager_->pool().has_hash(table[b]) && !cached_prefix_.contains(table[b])) {
+        cached_prefix_[table[b]].assign(tokens_[id].begin(),
+                                        tokens_[id].begin() + (b + 1) * kBlockSize);
+      }
+    }
+  }
+
+  void CheckInvariants() {
+    ForgetEvictedBlocks();
+    for (const auto& [block, prefix] : cached_prefix_) {
+      uint64_t hash = kRootBlockHash;
+      for (size_t b = 0; b < prefix.size() / kBlockSize; ++b) {
+        hash = HashBlockTokens(hash, std::span(prefix).subspan(b * kBlockSize, kBlockSize));
+      }
+      ASSERT_EQ(manager_->pool().FindCached(hash), block) << "cached block " << block;
+      for (int32_t slot = 0; slot < kBlockSize; ++slot) {
+        ASSERT_EQ(pool_slots_[block * kBlockSize + slot], prefix[prefix.size() - kBlockSize + slot])
+            << "cached block " << block << " was overwritten";
+      }
+    }
     std::map<int32_t, int32_t> owners;
     for (const auto& [id, tokens] : tokens_) {
       ASSERT_TRUE(manager_->Contains(id));
@@ -119,13 +182,22 @@ class Simulation {
     ASSERT_EQ(manager_->num_free_blocks(), free_blocks);
     const KvCacheUsage usage = manager_->usage();
     ASSERT_EQ(usage.used_blocks + usage.free_blocks, kNumBlocks);
+    ASSERT_EQ(usage.cached_blocks, static_cast<int32_t>(cached_prefix_.size()));
+    for (int32_t block : manager_->pool().EvictionOrder()) {
+      ASSERT_EQ(manager_->pool().reference_count(block), 0);
+      ASSERT_TRUE(manager_->pool().has_hash(block));
+    }
   }
+
+  int64_t hit_tokens() const { return hit_tokens_; }
 
   void FreeAll() {
     for (const auto& [id, tokens] : tokens_) ASSERT_TRUE(manager_->Free(id).ok());
     tokens_.clear();
     ASSERT_EQ(manager_->num_free_blocks(), kNumBlocks);
     ASSERT_EQ(manager_->usage().num_sequences, 0);
+    ASSERT_EQ(manager_->pool().num_evictable(), manager_->pool().num_cached())
+        << "with no sequence left, every cached block is unreferenced";
   }
 
  private:
@@ -138,7 +210,8 @@ class Simulation {
     const int32_t have = static_cast<int32_t>(manager_->block_table(id)->size());
     return std::max(0, BlocksForTokens(total, kBlockSize) - have);
   }
-  int32_t FreeBlocksFromTables() const {
+  // Blocks no table holds: free or cached-unreferenced, both of which an allocation may take.
+  int32_t AvailableBlocks() const {
     std::vector<bool> used(kNumBlocks, false);
     for (const auto& [id, tokens] : tokens_) {
       std::span<const int32_t> table = *manager_->block_table(id);
@@ -146,10 +219,17 @@ class Simulation {
     }
     return static_cast<int32_t>(std::count(used.begin(), used.end(), false));
   }
+  void ForgetEvictedBlocks() {
+    std::erase_if(cached_prefix_,
+                  [&](const auto& entry) { return !manager_->pool().has_hash(entry.first); });
+  }
 
   std::unique_ptr<KvCacheManager> manager_;
   std::map<SequenceId, std::vector<int32_t>> tokens_;
   std::vector<int32_t> pool_slots_;  // stands in for the KV pool: one token value per slot
+  // Cached block -> the token prefix that ends with it, as it was when the block was cached.
+  std::map<int32_t, std::vector<int32_t>> cached_prefix_;
+  int64_t hit_tokens_ = 0;
   SequenceId next_id_ = 1;
 };
 
@@ -163,6 +243,7 @@ TEST(KvCacheRandomTest, InvariantsHoldAfterEveryOperation) {
       ASSERT_NO_FATAL_FAILURE(simulation.Step(rng));
       ASSERT_NO_FATAL_FAILURE(simulation.CheckInvariants());
     }
+    EXPECT_GT(simulation.hit_tokens(), 1000) << "the run should exercise prefix-cache hits";
     ASSERT_NO_FATAL_FAILURE(simulation.FreeAll());
   }
 }
