@@ -257,21 +257,20 @@ struct Variant {
 void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& results) {
   using cuda::FlashDecodeTraits;
   using cuda::FlashPrefillTraits;
-  // Names: warps, m-tiles per warp, K/V tile positions, L = lazy rescale, P = block-table prefetch,
-  // bN = at least N blocks per SM (__launch_bounds__).
+  // Names: warps, m-tiles per warp, K/V tile positions, L = lazy rescale, bN = at least N blocks
+  // per SM (__launch_bounds__).
 #define PREFILL_VARIANT(name, ...)                                          \
   {                                                                         \
     name, FlashPrefillTraits<__VA_ARGS__>::kHeadDim,                        \
         cuda::LaunchFlashPrefillWithTraits<FlashPrefillTraits<__VA_ARGS__>> \
   }
   const Variant prefill_variants[] = {
-      PREFILL_VARIANT("w8 m1 n64 -P b2", 128, 8, 1, 64, false, true, 2),
-      PREFILL_VARIANT("w8 m1 n64 -- b2", 128, 8, 1, 64, false, false, 2),
-      PREFILL_VARIANT("w4 m2 n64 -- b1", 128, 4, 2, 64, false, false, 1),
-      PREFILL_VARIANT("w4 m2 n32 -- b1", 128, 4, 2, 32, false, false, 1),
-      PREFILL_VARIANT("w8 m1 n64 -P b2", 64, 8, 1, 64, false, true, 2),
-      PREFILL_VARIANT("w8 m1 n64 -- b2", 64, 8, 1, 64, false, false, 2),
-      PREFILL_VARIANT("w8 m1 n128 -P b2", 64, 8, 1, 128, false, true, 2),
+      PREFILL_VARIANT("w8 m1 n64 - b2", 128, 8, 1, 64, false, 2),
+      PREFILL_VARIANT("w8 m1 n64 L b2", 128, 8, 1, 64, true, 2),
+      PREFILL_VARIANT("w4 m2 n64 - b1", 128, 4, 2, 64, false, 1),
+      PREFILL_VARIANT("w8 m1 n32 - b2", 128, 8, 1, 32, false, 2),
+      PREFILL_VARIANT("w8 m1 n64 - b2", 64, 8, 1, 64, false, 2),
+      PREFILL_VARIANT("w8 m1 n128 - b2", 64, 8, 1, 128, false, 2),
   };
 #undef PREFILL_VARIANT
   std::printf("\n%-22s %-30s %10s %10s\n", "variant", "shape", "ms", "TFLOP/s");

@@ -26,14 +26,13 @@
 
 namespace llm::cuda {
 
-// kLazyRescale: see WarpFlashState. kPrefetchBlocks: read the block table one tile ahead.
-// kMinBlocksPerSm: __launch_bounds__'s occupancy floor (2 caps 8-warp blocks at 128 registers).
-template <int kHeadDim_, int kWarps_, int kMTiles_, int kTileN_, bool kLazyRescale_ = true,
-          bool kPrefetchBlocks_ = true, int kMinBlocksPerSm_ = 1>
+// kLazyRescale: see WarpFlashState. kMinBlocksPerSm: __launch_bounds__'s occupancy floor (2 caps
+// 8-warp blocks at 128 registers).
+template <int kHeadDim_, int kWarps_, int kMTiles_, int kTileN_, bool kLazyRescale_ = false,
+          int kMinBlocksPerSm_ = 1>
 struct FlashPrefillTraits {
   static constexpr int kMinBlocksPerSm = kMinBlocksPerSm_;
   static constexpr bool kLazyRescale = kLazyRescale_;
-  static constexpr bool kPrefetchBlocks = kPrefetchBlocks_;
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kWarps = kWarps_;
   static constexpr int kMTiles = kMTiles_;
@@ -94,44 +93,48 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
   }
   // K/V tile `tile` into buffer `buffer`: row r is position tile * kTileN + r of the sequence. Each
   // thread copies the same 16-byte column chunk of kRowsPerThread rows (my_row0 + k * kRowStep) of
-  // every tile. The rows' physical blocks are read from the block table one tile ahead
-  // (fetch_blocks), so that dependent global load hides behind a tile of math instead of stalling
-  // the cp.async issue.
+  // every tile, so it walks its rows' (block-table index, slot) pairs from one tile to the next by
+  // adding kTileN positions: the pairs kvcache::LocatePosition defines (block_table[p / block_size],
+  // p % block_size), without a division per row per tile (integer division was ~20% of the
+  // kernel's non-MMA instructions). Tiles must therefore be loaded in order 0, 1, 2, ...
   constexpr int kRowStep = Traits::kThreads / kChunks;
   constexpr int kRowsPerThread = kTileN / kRowStep;
   static_assert(Traits::kThreads % kChunks == 0 && kTileN % kRowStep == 0, "uneven K/V tile copy");
   const int my_chunk = threadIdx.x % kChunks;
   const int my_row0 = threadIdx.x / kChunks;
-  int prefetched_block[kRowsPerThread];
-  auto fetch_blocks = [&](int tile) {
+  const int block_size = layout.block_size;
+  const int advance_blocks = kTileN / block_size;
+  const int advance_slots = kTileN % block_size;
+  int cursor_block[kRowsPerThread];
+  int cursor_slot[kRowsPerThread];
 #pragma unroll
-    for (int k = 0; k < kRowsPerThread; ++k) {
-      const int position = tile * kTileN + my_row0 + k * kRowStep;
-      prefetched_block[k] =
-          position < kv_end
-              ? kvcache::LocatePosition(block_table, layout.block_size, position).block
-              : 0;
-    }
-  };
-  auto load_kv = [&](int tile, int buffer) {
+  for (int k = 0; k < kRowsPerThread; ++k) {
+    const int position = my_row0 + k * kRowStep;
+    cursor_block[k] = position / block_size;
+    cursor_slot[k] = position % block_size;
+  }
+  auto load_next_kv = [&](int tile, int buffer) {
 #pragma unroll
     for (int k = 0; k < kRowsPerThread; ++k) {
       const int r = my_row0 + k * kRowStep;
-      const int position = tile * kTileN + r;
-      const bool valid = position < kv_end;
+      const bool valid = tile * kTileN + r < kv_end;
       const int64_t offset =
-          valid ? layout.offset_in_layer(prefetched_block[k], kv_head, position % layout.block_size,
+          valid ? layout.offset_in_layer(block_table[cursor_block[k]], kv_head, cursor_slot[k],
                                          my_chunk * 8)
                 : 0;
       const int destination = buffer * kTileN * D + SwizzledOffset<D>(r, my_chunk * 8);
       CpAsync16(smem_k + destination, params.k_cache + offset, valid);
       CpAsync16(smem_v + destination, params.v_cache + offset, valid);
+      cursor_slot[k] += advance_slots;
+      cursor_block[k] += advance_blocks;
+      if (cursor_slot[k] >= block_size) {
+        cursor_slot[k] -= block_size;
+        ++cursor_block[k];
+      }
     }
   };
-  fetch_blocks(0);
-  load_kv(0, 0);
+  load_next_kv(0, 0);
   CpAsyncCommit();
-  if (Traits::kPrefetchBlocks && num_kv_tiles > 1) fetch_blocks(1);
 
   // Absolute position of each query row of the tile (padding rows reuse the first), in shared
   // memory rather than registers: only the diagonal tiles read it.
@@ -150,15 +153,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocksPerSm)
   const float scale_log2 = params.softmax_scale * 1.4426950408889634f;
 
   for (int tile = 0; tile < num_kv_tiles; ++tile) {
-    if (tile + 1 < num_kv_tiles) {
-      if constexpr (Traits::kPrefetchBlocks) {
-        load_kv(tile + 1, (tile + 1) & 1);
-        if (tile + 2 < num_kv_tiles) fetch_blocks(tile + 2);
-      } else {
-        fetch_blocks(tile + 1);
-        load_kv(tile + 1, (tile + 1) & 1);
-      }
-    }
+    if (tile + 1 < num_kv_tiles) load_next_kv(tile + 1, (tile + 1) & 1);
     CpAsyncCommit();
     CpAsyncWait<1>();
     __syncthreads();

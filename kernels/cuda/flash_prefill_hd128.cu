@@ -9,7 +9,7 @@ namespace llm::cuda {
 // 96 KB of shared memory. Chosen by `llm-bench-kernels --sections variants` on an H100
 // (docs/PERFORMANCE.md): 197 / 226 TFLOP/s at B8 S2048 / B2 S8192, against 190 / 219 with the
 // prefetch, 188 / 229 for 4 warps x 32 rows (which spills) and 176 / 206 with 32-position tiles.
-using FlashPrefillHeadDim128Traits = FlashPrefillTraits<128, 8, 1, 64, false, false, 2>;
+using FlashPrefillHeadDim128Traits = FlashPrefillTraits<128, 8, 1, 64, false, 2>;
 
 absl::Status LaunchFlashPrefillHeadDim128(const PagedAttentionParams& params, cudaStream_t stream) {
   return LaunchFlashPrefillWithTraits<FlashPrefillHeadDim128Traits>(params, stream);

@@ -343,6 +343,20 @@ TEST(AttentionLargeTest, MixedBatchLongDecodesAndPrefillChunks) {
   }
 }
 
+// Block sizes that do not divide the kernels' 64-position K/V tiles (the prefill kernel walks block
+// boundaries incrementally from tile to tile) and one below 16.
+TEST(AttentionLargeTest, BlockSizesThatDoNotDivideTheTile) {
+  SKIP_WITHOUT_GPU();
+  for (int32_t block_size : {8, 24, 48, 80}) {
+    for (int32_t head_dim : {64, 128}) {
+      Problem problem{head_dim, 8, 2, block_size, {{0, 300}, {1000, 77}, {3001, 1}, {130, 2}}, 70u + block_size};
+      AttentionCase test_case(problem);
+      test_case.Check(Kernel::kAuto);
+      test_case.Check(Kernel::kFlashPrefill);
+    }
+  }
+}
+
 TEST(AttentionLargeTest, GenericKernelTakesOtherHeadDims) {
   SKIP_WITHOUT_GPU();
   for (int32_t head_dim : {80, 96, 256}) {
