@@ -268,15 +268,18 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
       PREFILL_VARIANT("w8 m1 n64 - b2", 128, 8, 1, 64, false, 2),
       PREFILL_VARIANT("w8 m1 n64 L b2", 128, 8, 1, 64, true, 2),
       PREFILL_VARIANT("w4 m2 n64 - b1", 128, 4, 2, 64, false, 1),
-      PREFILL_VARIANT("w8 m1 n32 - b2", 128, 8, 1, 32, false, 2),
+      PREFILL_VARIANT("w4 m2 n64 L b1", 128, 4, 2, 64, true, 1),
+      PREFILL_VARIANT("w4 m2 n32 L b1", 128, 4, 2, 32, true, 1),
       PREFILL_VARIANT("w8 m1 n64 - b2", 64, 8, 1, 64, false, 2),
-      PREFILL_VARIANT("w8 m1 n128 - b2", 64, 8, 1, 128, false, 2),
+      PREFILL_VARIANT("w8 m1 n64 L b2", 64, 8, 1, 64, true, 2),
+      PREFILL_VARIANT("w4 m2 n64 - b1", 64, 4, 2, 64, false, 1),
+      PREFILL_VARIANT("w4 m2 n64 L b1", 64, 4, 2, 64, true, 1),
   };
 #undef PREFILL_VARIANT
   std::printf("\n%-22s %-30s %10s %10s\n", "variant", "shape", "ms", "TFLOP/s");
   for (const Variant& v : prefill_variants) {
     const int hkv = v.head_dim == 128 ? 8 : 4;
-    for (auto [b, s] : {std::pair{8, 2048}, std::pair{2, 8192}}) {
+    for (auto [b, s] : {std::pair{8, 2048}, std::pair{1, 4096}, std::pair{2, 8192}}) {
       PagedBatch batch = MakeBatch(b, s, s, 32, hkv, v.head_dim, 16, 1, 300 + s);
       const double ms =
           MedianMs(stream, 3, 20, [&](int) { BENCH_STATUS(v.launch(batch.params, stream)); });
