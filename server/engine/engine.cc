@@ -49,7 +49,9 @@ struct Engine::WaitingEntry {
   bool persistent = false;     // for a new sequence
   SamplingParams sampling;     // for a new sequence
   int64_t existing_length = 0;
-  int64_t tokens_to_reserve = 0;  // beyond the existing length
+  int64_t tokens_to_reserve = 0;  // beyond the existing length, at admission
+  int64_t max_total_tokens = 0;   // the most KV tokens the request can ever need
+  bool recompute = false;         // requeued by a preemption
   absl::Time enqueued;
   std::unique_ptr<ActiveRequest> request;
 };
@@ -84,7 +86,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Transform
       {.num_blocks = layout.num_blocks,
        .block_size = layout.block_size,
        .block_bytes = KvBlockBytes(model->config(), layout.block_size,
-                                   model->backend().compute_dtype())});
+                                   model->backend().compute_dtype()),
+       .enable_prefix_cache = options.enable_prefix_cache});
   if (!kv.ok()) return kv.status();
   return std::unique_ptr<Engine>(new Engine(std::move(model), *std::move(kv), options));
 }
@@ -388,6 +391,7 @@ void Engine::HandlePrefill(PrefillWork work) {
     entry->sampling = work.sampling;
   }
   entry->tokens_to_reserve = static_cast<int64_t>(entry->request->feed.size());
+  entry->max_total_tokens = entry->existing_length + entry->tokens_to_reserve;
   Enwait(std::move(entry));
 }
 
@@ -425,6 +429,7 @@ void Engine::HandleDecode(DecodeWork work) {
   entry->sequence_id = sequence.id;
   entry->existing_length = length;
   entry->tokens_to_reserve = 1;
+  entry->max_total_tokens = length + 1;
   entry->request = std::make_unique<ActiveRequest>();
   entry->request->control = work.control;
   entry->request->feed = {*token};
@@ -438,8 +443,12 @@ void Engine::HandleGenerate(GenerateWork work) {
   entry->enqueued = absl::Now();
   entry->persistent = false;
   entry->sampling = work.sampling;
-  // The last generated token is returned but never fed back, so it needs no KV slot.
-  entry->tokens_to_reserve = static_cast<int64_t>(work.tokens.size()) + work.max_tokens - 1;
+  // Blocks grow lazily as tokens are generated (RunStep preempts when they run out); admission takes
+  // the prompt plus the first generated token's slot. The last generated token is returned but
+  // never fed back, so it needs no KV slot.
+  const int64_t prompt_tokens = static_cast<int64_t>(work.tokens.size());
+  entry->tokens_to_reserve = prompt_tokens + (work.max_tokens > 1 ? 1 : 0);
+  entry->max_total_tokens = prompt_tokens + work.max_tokens - 1;
   entry->request = std::make_unique<ActiveRequest>();
   entry->request->control = work.control;
   entry->request->feed = std::move(work.tokens);
@@ -487,7 +496,11 @@ void Engine::FailWaiting(WaitingEntry& entry, absl::Status status) {
 
 int32_t Engine::BlocksNeeded(const WaitingEntry& entry) const {
   if (entry.sequence_id == 0) {
-    return kvcache::BlocksForTokens(entry.tokens_to_reserve, kv_->block_size());
+    // Cached prefix blocks need no allocation, but those no sequence holds are counted as free now
+    // and stop being free once mapped.
+    const kvcache::PrefixMatch match = kv_->MatchPrefix(entry.request->feed);
+    return kvcache::BlocksForTokens(entry.tokens_to_reserve, kv_->block_size()) -
+           match.num_blocks + match.unreferenced_blocks;
   }
   absl::StatusOr<int32_t> missing =
       kv_->BlocksToReserve(entry.sequence_id, entry.existing_length + entry.tokens_to_reserve);
@@ -502,7 +515,7 @@ void Engine::Enwait(std::unique_ptr<WaitingEntry> entry) {
                                    "with backoff",
                                    waiting_.size())));
   }
-  const int64_t total_tokens = entry->existing_length + entry->tokens_to_reserve;
+  const int64_t total_tokens = entry->max_total_tokens;
   const int32_t total_blocks = kvcache::BlocksForTokens(total_tokens, kv_->block_size());
   if (total_blocks > kv_->num_blocks()) {
     ++counters_.requests_rejected_kv_total;
@@ -584,8 +597,17 @@ void Engine::AdmitWaiting(absl::Time now) {
     SequenceId id = entry->sequence_id;
     if (id == 0) {
       id = next_sequence_id_++;
-      absl::Status status = kv_->CreateSequence(id);
+      absl::StatusOr<int32_t> cached = kv_->CreateSequenceWithPrefix(id, entry->request->feed);
+      absl::Status status = cached.status();
       if (status.ok()) status = kv_->Reserve(id, entry->tokens_to_reserve);
+      if (status.ok()) {
+        entry->request->fed = *cached;  // the cached prefix is not run again
+        if (!entry->recompute) {
+          counters_.prefix_cache_query_tokens_total +=
+              static_cast<int64_t>(entry->request->feed.size());
+          counters_.prefix_cache_hit_tokens_total += *cached;
+        }
+      }
       if (!status.ok()) {
         (void)kv_->Free(id);
         FailWaiting(*entry, absl::InternalError(absl::StrCat(
@@ -610,21 +632,89 @@ void Engine::AdmitWaiting(absl::Time now) {
     sequence.length_before_request = static_cast<int32_t>(entry->existing_length);
     sequence.active = std::move(entry->request);
     running_.push_back(id);
-    if (observer_ != nullptr) observer_->OnAdmitted(now - entry->enqueued);
+    if (observer_ != nullptr && !entry->recompute) observer_->OnAdmitted(now - entry->enqueued);
   }
   waiting_.swap(still_waiting);
 }
 
-void Engine::RunStep() {
-  std::vector<RunnableSequence> runnable;
-  runnable.reserve(running_.size());
-  for (SequenceId id : running_) {
-    const ActiveRequest& request = *sequences_.at(id)->active;
-    runnable.push_back({.id = id,
-                        .pending_tokens = static_cast<int32_t>(request.feed.size()) - request.fed,
-                        .is_decode = request.prompt_done});
+std::vector<ScheduledChunk> Engine::PlanStepWithinKv() {
+  while (!running_.empty()) {
+    std::vector<RunnableSequence> runnable;
+    runnable.reserve(running_.size());
+    for (SequenceId id : running_) {
+      const ActiveRequest& request = *sequences_.at(id)->active;
+      runnable.push_back({.id = id,
+                          .pending_tokens = static_cast<int32_t>(request.feed.size()) - request.fed,
+                          .is_decode = request.prompt_done});
+    }
+    std::vector<ScheduledChunk> plan = scheduler_.PlanStep(runnable);
+    int32_t needed = 0;
+    for (const ScheduledChunk& chunk : plan) {
+      needed += kv_->BlocksToReserve(chunk.id, *kv_->length(chunk.id) + chunk.num_tokens).value_or(0);
+    }
+    if (needed <= kv_->num_free_blocks()) {
+      bool reserved = true;
+      for (const ScheduledChunk& chunk : plan) {
+        absl::Status status = kv_->Reserve(chunk.id, *kv_->length(chunk.id) + chunk.num_tokens);
+        if (!status.ok()) {  // not expected: the blocks were counted just above
+          AbortRequest(*sequences_.at(chunk.id),
+                       absl::InternalError(absl::StrCat("KV bookkeeping failed before a step: ",
+                                                        status.message())));
+          reserved = false;
+          break;
+        }
+      }
+      if (reserved) return plan;
+      continue;
+    }
+    // Lowest priority first: the request admitted last (possibly the one that needs the block).
+    Preempt(*sequences_.at(running_.back()));
   }
-  const std::vector<ScheduledChunk> plan = scheduler_.PlanStep(runnable);
+  return {};
+}
+
+void Engine::Preempt(Sequence& sequence) {
+  std::unique_ptr<ActiveRequest> request = std::move(sequence.active);
+  running_.erase(std::find(running_.begin(), running_.end(), sequence.id));
+  auto entry = std::make_unique<WaitingEntry>();
+  entry->enqueued = absl::Now();
+  entry->recompute = true;
+  if (sequence.created_by_request) {
+    // Everything the sequence holds came from this request: recompute it from the tokens.
+    std::vector<int32_t> history;
+    if (absl::StatusOr<std::span<const int32_t>> cached = kv_->tokens(sequence.id); cached.ok()) {
+      history.assign(cached->begin(), cached->end());
+    }
+    history.insert(history.end(), request->feed.begin() + request->fed, request->feed.end());
+    const int64_t remaining =
+        request->generate != nullptr
+            ? request->generate->max_tokens - request->generate->generated
+            : 1;
+    request->feed = std::move(history);
+    request->fed = 0;
+    request->prompt_done = false;
+    const int64_t feed_size = static_cast<int64_t>(request->feed.size());
+    entry->persistent = sequence.persistent;
+    entry->sampling = sequence.sampling;
+    entry->tokens_to_reserve = feed_size + (remaining > 1 ? 1 : 0);
+    entry->max_total_tokens = feed_size + std::max<int64_t>(remaining - 1, 0);
+    FreeSequence(sequence.id);
+  } else {
+    // The request extends an older sequence: undo its part; the sequence stays busy with it.
+    (void)kv_->Truncate(sequence.id, sequence.length_before_request);
+    request->fed = 0;
+    entry->sequence_id = sequence.id;
+    entry->existing_length = sequence.length_before_request;
+    entry->tokens_to_reserve = static_cast<int64_t>(request->feed.size());
+    entry->max_total_tokens = entry->existing_length + entry->tokens_to_reserve;
+  }
+  entry->request = std::move(request);
+  waiting_.push_front(std::move(entry));
+  ++counters_.preemptions_total;
+}
+
+void Engine::RunStep() {
+  const std::vector<ScheduledChunk> plan = PlanStepWithinKv();
   if (plan.empty()) return;
 
   StepStats step;
@@ -675,8 +765,9 @@ void Engine::RunStep() {
   counters_.prompt_tokens_total += step.prefill_tokens;
   for (size_t i = 0; i < plan.size(); ++i) {
     Sequence& sequence = *sequences_.at(plan[i].id);
-    // The blocks were reserved at admission, so this only moves the length.
-    if (absl::Status status = kv_->Append(sequence.id, plan[i].num_tokens); !status.ok()) {
+    // The blocks were reserved before the step, so this only moves the length (and caches the
+    // blocks the chunk completed).
+    if (absl::Status status = kv_->AppendTokens(sequence.id, chunks[i].tokens); !status.ok()) {
       AbortRequest(sequence, absl::InternalError(absl::StrCat("KV bookkeeping failed after a "
                                                               "step: ",
                                                               status.message())));
@@ -779,6 +870,8 @@ void Engine::PublishStats() {
   stats.kv_blocks_total = usage.total_blocks;
   stats.kv_blocks_used = usage.used_blocks;
   stats.kv_blocks_free = usage.free_blocks;
+  stats.kv_blocks_cached = usage.cached_blocks;
+  stats.kv_blocks_evicted_total = usage.evictions_total;
   stats.kv_block_bytes = usage.block_bytes;
   std::lock_guard<std::mutex> lock(mutex_);
   published_stats_ = stats;

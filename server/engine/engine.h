@@ -102,6 +102,13 @@ class Engine {
   void ExpireWork(absl::Time now);
   void AdmitWaiting(absl::Time now);
   void RunStep();
+  // Preempts the latest-admitted running requests until the planned chunks' blocks fit; returns the
+  // plan (empty when nothing can run).
+  std::vector<ScheduledChunk> PlanStepWithinKv();
+  // Takes a running request off its sequence and puts it back at the head of the queue: a request
+  // that made its sequence frees it and will recompute its whole history (prompt + tokens so far);
+  // one that extends an existing sequence rolls it back to where the request started.
+  void Preempt(Sequence& sequence);
   void FinishSampled(Sequence& sequence, const SampledToken& token);
   // Fails the sequence's request and rolls the sequence back (or frees it when the request made it).
   void AbortRequest(Sequence& sequence, absl::Status status);

@@ -14,7 +14,8 @@ struct EngineStats {
   int32_t idle_sequences = 0;    // sequences from Prefill holding KV with no request
   int32_t kv_blocks_total = 0;
   int32_t kv_blocks_used = 0;
-  int32_t kv_blocks_free = 0;
+  int32_t kv_blocks_free = 0;    // free or cached-unreferenced: what an allocation can take
+  int32_t kv_blocks_cached = 0;  // findable by prefix hash, held by sequences or not
   size_t kv_block_bytes = 0;
   int64_t prompt_tokens_total = 0;     // prefill tokens run through the model
   int64_t generated_tokens_total = 0;  // tokens sampled and returned
@@ -23,6 +24,22 @@ struct EngineStats {
   double last_step_seconds = 0.0;
   int64_t sequences_expired_total = 0;  // freed by the idle TTL
   int64_t requests_rejected_kv_total = 0;  // RESOURCE_EXHAUSTED because of KV space or queue bound
+  // Prefix cache: prompt tokens of new sequences looked up, and those whose K/V came from cached
+  // blocks (not run through the model). Recomputations after a preemption are not counted.
+  int64_t prefix_cache_query_tokens_total = 0;
+  int64_t prefix_cache_hit_tokens_total = 0;
+  int64_t kv_blocks_evicted_total = 0;  // cached blocks reused for other contents
+  // Running requests that lost their KV blocks so that older ones could grow; requeued and
+  // recomputed.
+  int64_t preemptions_total = 0;
+
+  // Hit tokens / looked-up prompt tokens; 0 before any lookup.
+  double prefix_cache_hit_rate() const {
+    return prefix_cache_query_tokens_total > 0
+               ? static_cast<double>(prefix_cache_hit_tokens_total) /
+                     static_cast<double>(prefix_cache_query_tokens_total)
+               : 0.0;
+  }
 };
 
 // One forward step, as the metrics module wants it.
