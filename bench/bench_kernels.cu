@@ -245,6 +245,7 @@ void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results,
   }
 }
 
+#ifdef LLM_BENCH_VARIANTS
 // Tile-shape variants of the two flash kernels on a few shapes, to choose the traits that the
 // per-head_dim .cu files instantiate (--sections variants).
 using LaunchFn = absl::Status (*)(const cuda::PagedAttentionParams&, cudaStream_t);
@@ -353,6 +354,13 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
     }
   }
 }
+#else
+
+void BenchVariants(cudaStream_t, int, std::vector<Result>&) {
+  std::printf("\nvariants: not built (configure with -DLLM_BENCH_VARIANTS=ON)\n");
+}
+
+#endif  // LLM_BENCH_VARIANTS
 
 void BenchCopy(cudaStream_t stream, std::vector<Result>& results) {
   const size_t bytes = size_t{1} << 30;
