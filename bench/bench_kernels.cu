@@ -313,12 +313,13 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
       {"decode w4 n16 s3 16sp", cuda::LaunchFlashDecodeWithTraits<DecodeW4>, 16},
       {"decode w4 n16 s3 32sp", cuda::LaunchFlashDecodeWithTraits<DecodeW4>, 32},
       {"decode w4 n16 s3 64sp", cuda::LaunchFlashDecodeWithTraits<DecodeW4>, 64},
-      {"decode w8 n16 s2 auto", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 8, 16, 2>>, 0},
+      {"decode w8 n16 s2 auto", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<128, 8, 16, 2>>,
+       0},
   };
   std::printf("\n%-22s %-30s %10s %10s\n", "variant", "shape", "ms", "GB/s");
   for (const DecodeVariant& v : decode_variants) {
-    for (auto [b, c] : {std::pair{1, 4096}, std::pair{1, 32768}, std::pair{8, 4096}, std::pair{32, 4096},
-                        std::pair{64, 2048}, std::pair{16, 16384}}) {
+    for (auto [b, c] : {std::pair{1, 4096}, std::pair{1, 32768}, std::pair{8, 4096},
+                        std::pair{32, 4096}, std::pair{64, 2048}, std::pair{16, 16384}}) {
       const double kv_bytes = 2.0 * b * c * 8 * 128 * 2;
       const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
       PagedBatch batch = MakeBatch(b, c, 1, 32, 8, 128, 16, copies, 400 + b);

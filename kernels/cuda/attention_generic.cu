@@ -116,6 +116,8 @@ absl::Status LaunchGenericAttention(const PagedAttentionParams& params, cudaStre
     return absl::InvalidArgumentError("generic attention: head_dim above 256 is not supported");
   }
   if (params.num_tokens == 0) return absl::OkStatus();
+  if (params.num_q_heads > 65535)
+    return absl::InvalidArgumentError("generic attention: too many heads");
   const dim3 grid(params.num_tokens, params.num_q_heads);
   GenericAttentionKernel<<<grid, kWarps * 32, 0, stream>>>(params);
   LLM_CUDA_CHECK_LAUNCH(GenericAttentionKernel);

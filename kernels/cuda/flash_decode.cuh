@@ -220,6 +220,9 @@ __global__ void __launch_bounds__(Traits::kThreads)
 template <typename Traits>
 absl::Status LaunchFlashDecodeWithTraits(const PagedAttentionParams& params, cudaStream_t stream) {
   if (params.num_seqs == 0) return absl::OkStatus();
+  if (params.num_seqs > 65535 || params.num_kv_heads > 65535) {  // grid z / y limits
+    return absl::InvalidArgumentError("flash decode: more than 65535 sequences or kv heads");
+  }
   LLM_CUDA_CHECK(cudaFuncSetAttribute(FlashDecodeKernel<Traits>,
                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       Traits::kSharedBytes));
