@@ -29,8 +29,11 @@ std::vector<std::string> Candidates(const CudaPluginOptions& options) {
   const std::filesystem::path executable = std::filesystem::read_symlink("/proc/self/exe", error);
   if (!error) {
     const std::filesystem::path directory = executable.parent_path();
-    for (const auto& relative : {std::filesystem::path("."), std::filesystem::path("../lib"),
-                                 std::filesystem::path("../kernels/cuda")}) {
+    // Installed (bin/ + lib/), next to the binary, and the CMake build tree (tests/<dir>/ and
+    // server/service/ two levels below kernels/cuda/).
+    for (const auto& relative :
+         {std::filesystem::path("."), std::filesystem::path("../lib"),
+          std::filesystem::path("../kernels/cuda"), std::filesystem::path("../../kernels/cuda")}) {
       const std::filesystem::path candidate = directory / relative / kCudaPluginFileName;
       if (std::filesystem::exists(candidate, error))
         candidates.push_back(candidate.lexically_normal());
