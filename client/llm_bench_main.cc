@@ -21,6 +21,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "client/latency_summary.h"
+#include "client/secure_channel.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -87,9 +88,13 @@ int main(int argc, char** argv) {
     std::cerr << "need --concurrency >= 1 and 1 <= min <= max for the prompt and output lengths\n";
     return 2;
   }
-  auto channel =
-      grpc::CreateChannel(absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials());
-  auto stub = llm::v1::LlmService::NewStub(channel);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      llm::client::MakeChannelFromFlags(absl::GetFlag(FLAGS_target));
+  if (!channel.ok()) {
+    std::cerr << channel.status().message() << "\n";
+    return 2;
+  }
+  auto stub = llm::v1::LlmService::NewStub(*channel);
   llm::v1::ModelInfo info;
   {
     grpc::ClientContext context;

@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "client/client_commands.h"
+#include "client/secure_channel.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 
@@ -80,8 +81,13 @@ int main(int argc, char** argv) {
   options.top_logprobs = absl::GetFlag(FLAGS_top_logprobs);
   options.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
 
-  auto channel =
-      grpc::CreateChannel(absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials());
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> made =
+      llm::client::MakeChannelFromFlags(absl::GetFlag(FLAGS_target));
+  if (!made.ok()) {
+    std::cerr << made.status().message() << "\n";
+    return 2;
+  }
+  std::shared_ptr<grpc::Channel> channel = *std::move(made);
   absl::Status status;
   if (command == "health") {
     status = llm::client::RunHealth(channel, options, std::cout);

@@ -16,14 +16,24 @@ constexpr char kServiceName[] = "llm.v1.LlmService";
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const std::string& address,
-                                                             InterceptorFactories interceptors) {
+                                                             InterceptorFactories interceptors,
+                                                             GrpcServerOptions options) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   auto server = std::unique_ptr<GrpcServer>(new GrpcServer());
+  // Every LlmService call passes the access guard (authentication, limits) before the service.
+  server->guard_ = std::make_unique<AccessGuard>(std::move(options.access));
+  server->guarded_service_ =
+      std::make_unique<GuardedLlmService>(&server->service_, server->guard_.get());
+  interceptors.push_back(server->guard_->MakeInterceptorFactory());
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &server->port_);
-  builder.RegisterService(&server->service_);
-  if (!interceptors.empty()) builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  builder.AddListeningPort(address,
+                           options.credentials != nullptr ? options.credentials
+                                                          : grpc::InsecureServerCredentials(),
+                           &server->port_);
+  builder.RegisterService(server->guarded_service_.get());
+  if (options.max_message_bytes > 0) builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat(

@@ -10,12 +10,21 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server.h"
 #include "grpcpp/support/server_interceptor.h"
 #include "server/engine/engine.h"
+#include "server/service/access_guard.h"
 #include "server/service/llm_service.h"
 
 namespace llm::service {
+
+// Transport and access settings of the listening port (docs/SECURITY.md).
+struct GrpcServerOptions {
+  std::shared_ptr<grpc::ServerCredentials> credentials;  // null = plaintext
+  int max_message_bytes = 4 << 20;  // largest request message; larger ones fail RESOURCE_EXHAUSTED
+  AccessPolicy access;              // API keys and per-client / per-request limits
+};
 
 class GrpcServer {
  public:
@@ -26,10 +35,12 @@ class GrpcServer {
   // health says NOT_SERVING until AttachEngine. `interceptors` (e.g. the metrics module's) see every
   // call; their owners must outlive this server.
   static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const std::string& address,
-                                                           InterceptorFactories interceptors = {});
+                                                           InterceptorFactories interceptors = {},
+                                                           GrpcServerOptions options = {});
   ~GrpcServer();
 
   int port() const { return port_; }
+  const AccessGuard& access_guard() const { return *guard_; }
   // Publishes the engine (already warm and started) and flips health to SERVING.
   void AttachEngine(engine::Engine* engine, const std::string& model_path);
   // Health NOT_SERVING, the engine stops accepting and finishes (or after `grace` fails) its work,
@@ -40,6 +51,8 @@ class GrpcServer {
   GrpcServer() = default;
 
   LlmServiceImpl service_;
+  std::unique_ptr<AccessGuard> guard_;
+  std::unique_ptr<GuardedLlmService> guarded_service_;
   std::unique_ptr<grpc::Server> server_;
   engine::Engine* engine_ = nullptr;
   int port_ = 0;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -24,6 +25,7 @@
 #include "server/model/transformer.h"
 #include "server/service/backend_selection.h"
 #include "server/service/grpc_server.h"
+#include "server/service/tls_config.h"
 #if LLM_HAVE_SERVER_METRICS
 #include "server/metrics/memory_sample.h"
 #include "server/metrics/server_metrics.h"
@@ -36,7 +38,30 @@ ABSL_FLAG(std::string, model, "",
 ABSL_FLAG(std::string, host, "0.0.0.0", "Address to listen on.");
 ABSL_FLAG(int, port, 50051, "gRPC port; 0 picks a free one (printed at startup).");
 ABSL_FLAG(int, metrics_port, 0,
-          "Port of the Prometheus /metrics endpoint (on --host). 0 = no metrics.");
+          "Port of the Prometheus /metrics endpoint (on --metrics_host). 0 = no metrics.");
+ABSL_FLAG(std::string, metrics_host, "",
+          "Address /metrics listens on (e.g. 127.0.0.1 to keep it off the public interface); "
+          "empty = --host.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of the server; with --tls_key turns on TLS (docs/SECURITY.md).");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS).");
+ABSL_FLAG(std::string, api_keys_file, "",
+          "File of API keys, one per line ('#' comments). When this or $LLM_API_KEYS (comma "
+          "separated) gives keys, every llm.v1 call needs `authorization: Bearer <key>` or "
+          "`x-api-key: <key>`; health and reflection stay open.");
+ABSL_FLAG(int, max_message_bytes, 4 << 20,
+          "Largest request message in bytes; larger ones fail RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int, max_prompt_tokens, 0,
+          "Most prompt tokens in one Prefill/Generate (INVALID_ARGUMENT above); 0 = the model's "
+          "max_position_embeddings only.");
+ABSL_FLAG(int, max_tokens_limit, 0,
+          "Largest Generate max_tokens accepted (INVALID_ARGUMENT above); 0 = the model's "
+          "max_position_embeddings only.");
+ABSL_FLAG(int, max_requests_per_client, 0,
+          "Most Prefill/Decode/Generate calls in flight per client (per API key, or per peer "
+          "address without keys); more fail RESOURCE_EXHAUSTED. 0 = no limit.");
 ABSL_FLAG(std::string, backend, "auto", "Compute backend: auto (CUDA if available, else CPU), cpu, cuda.");
 ABSL_FLAG(int64_t, kv_cache_bytes, 256ll << 20,
           "Memory budget of the paged KV cache in bytes; sets the number of blocks unless "
@@ -101,6 +126,17 @@ std::string Bytes(size_t bytes) {
   return absl::StrFormat("%.1f MiB", static_cast<double>(bytes) / (1 << 20));
 }
 
+std::string MetricsHost() {
+  const std::string host = absl::GetFlag(FLAGS_metrics_host);
+  return host.empty() ? absl::GetFlag(FLAGS_host) : host;
+}
+
+// Keys from --api_keys_file and $LLM_API_KEYS together; none = no authentication.
+absl::StatusOr<service::ApiKeySet> LoadApiKeys() {
+  const char* env = std::getenv("LLM_API_KEYS");
+  return service::ApiKeySet::Load(absl::GetFlag(FLAGS_api_keys_file), env != nullptr ? env : "");
+}
+
 int Run() {
   // Block the stop signals in every thread (gRPC and engine threads inherit the mask); the main
   // thread collects them with sigwait.
@@ -125,14 +161,44 @@ int Run() {
     return 2;
   }
 
+  // Transport security and access limits; a bad setting stops the server before it listens.
+  const service::TlsFiles tls_files{.cert_path = absl::GetFlag(FLAGS_tls_cert),
+                                    .key_path = absl::GetFlag(FLAGS_tls_key),
+                                    .client_ca_path = absl::GetFlag(FLAGS_tls_client_ca)};
+  service::GrpcServerOptions server_options;
+  if (absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+          service::MakeServerCredentials(tls_files);
+      credentials.ok()) {
+    server_options.credentials = *std::move(credentials);
+  } else {
+    Log(std::string(credentials.status().message()));
+    return 2;
+  }
+  if (absl::StatusOr<service::ApiKeySet> keys = LoadApiKeys(); keys.ok()) {
+    server_options.access.api_keys = *std::move(keys);
+  } else {
+    Log(std::string(keys.status().message()));
+    return 2;
+  }
+  server_options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  server_options.access.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  server_options.access.max_tokens_limit = absl::GetFlag(FLAGS_max_tokens_limit);
+  server_options.access.max_requests_per_client = absl::GetFlag(FLAGS_max_requests_per_client);
+  server_options.access.ownership_ttl = absl::GetFlag(FLAGS_sequence_ttl) + absl::Minutes(1);
+  Log(absl::StrFormat("transport %s, %s, max message %d bytes",
+                      service::TransportSecurityName(tls_files),
+                      server_options.access.api_keys.empty()
+                          ? "no API keys (unauthenticated)"
+                          : absl::StrCat(server_options.access.api_keys.size(), " API key(s)"),
+                      server_options.max_message_bytes));
+
   // Metrics first, so that their interceptors see every call from the start.
   service::GrpcServer::InterceptorFactories interceptors;
 #if LLM_HAVE_SERVER_METRICS
   std::unique_ptr<metrics::ServerMetrics> server_metrics;
   if (absl::GetFlag(FLAGS_metrics_port) != 0) {
     absl::StatusOr<std::unique_ptr<metrics::ServerMetrics>> started = metrics::ServerMetrics::Start(
-        {.bind_address = absl::StrCat(absl::GetFlag(FLAGS_host), ":",
-                                      absl::GetFlag(FLAGS_metrics_port)),
+        {.bind_address = absl::StrCat(MetricsHost(), ":", absl::GetFlag(FLAGS_metrics_port)),
          .replica_id = ""});
     if (!started.ok()) {
       Log(absl::StrCat("starting /metrics failed: ", started.status().message()));
@@ -140,7 +206,7 @@ int Run() {
     }
     server_metrics = *std::move(started);
     interceptors = server_metrics->MakeInterceptors();
-    Log(absl::StrFormat("metrics on http://%s:%d/metrics", absl::GetFlag(FLAGS_host),
+    Log(absl::StrFormat("metrics on http://%s:%d/metrics", MetricsHost(),
                         server_metrics->port()));
   }
 #else
@@ -154,7 +220,7 @@ int Run() {
   const std::string address =
       absl::StrCat(absl::GetFlag(FLAGS_host), ":", absl::GetFlag(FLAGS_port));
   absl::StatusOr<std::unique_ptr<service::GrpcServer>> server =
-      service::GrpcServer::Start(address, std::move(interceptors));
+      service::GrpcServer::Start(address, std::move(interceptors), std::move(server_options));
   if (!server.ok()) {
     Log(std::string(server.status().message()));
     return 1;
