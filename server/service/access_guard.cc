@@ -82,16 +82,20 @@ class AccessGuard::CallInterceptor final : public grpc::experimental::Intercepto
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
       const bool ok = methods->GetSendStatus().ok();
+      const bool not_found = methods->GetSendStatus().error_code() == grpc::StatusCode::NOT_FOUND;
       std::string client;
-      std::optional<uint64_t> created, released;
+      std::optional<uint64_t> created, touched;
       {
         std::lock_guard<std::mutex> lock(guard_->mutex_);
         client = client_;
         created = created_sequence_;
-        released = released_sequence_;
+        touched = touched_sequence_;
       }
       if (ok && created.has_value()) guard_->RecordOwner(*created, client);
-      if (ok && released.has_value()) guard_->ForgetOwner(*released);
+      // Released, or gone from the engine (expired after its TTL): no longer held by anyone.
+      if (touched.has_value() && ((ok && method_ == Method::kRelease) || not_found)) {
+        guard_->ForgetOwner(*touched);
+      }
     }
     methods->Proceed();
   }
@@ -102,7 +106,7 @@ class AccessGuard::CallInterceptor final : public grpc::experimental::Intercepto
   void NoteCreatedSequence(grpc::experimental::InterceptorBatchMethods* methods) {
     {
       std::lock_guard<std::mutex> lock(guard_->mutex_);
-      if (!tracks_owner_) return;
+      if (!creates_sequence_) return;
     }
     uint64_t sequence_id = 0;
     if (const void* message = methods->GetSendMessage(); message != nullptr) {
@@ -129,9 +133,9 @@ class AccessGuard::CallInterceptor final : public grpc::experimental::Intercepto
   // Written by AccessGuard::Admit (under the guard's mutex).
   std::string client_;
   bool holds_slot_ = false;
-  bool tracks_owner_ = false;
+  bool creates_sequence_ = false;
   std::optional<uint64_t> created_sequence_;
-  std::optional<uint64_t> released_sequence_;
+  std::optional<uint64_t> touched_sequence_;
 };
 
 namespace {
@@ -185,23 +189,34 @@ grpc::Status AccessGuard::Identify(const grpc::CallbackServerContext& context,
 }
 
 grpc::Status AccessGuard::Admit(grpc::CallbackServerContext* context, bool takes_slot,
-                                std::optional<uint64_t> sequence_id) {
+                                std::optional<uint64_t> sequence_id, bool creates_sequence) {
   std::string client;
   if (grpc::Status status = Identify(*context, &client); !status.ok()) return status;
   const absl::Time now = absl::Now();
   std::lock_guard<std::mutex> lock(mutex_);
   auto call = calls_.find(context);
   CallInterceptor* interceptor = call == calls_.end() ? nullptr : call->second;
-  if (sequence_id.has_value() && authenticating()) {
+  if (sequence_id.has_value()) {
     auto owner = owners_.find(*sequence_id);
     if (owner != owners_.end()) {
-      if (owner->second.client != client) {
+      if (authenticating() && owner->second.client != client) {
         return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
                             absl::StrCat("sequence ", *sequence_id,
                                          " was created with another API key; only that key may "
                                          "use or release it"));
       }
       owner->second.last_used = now;
+    }
+  }
+  if (creates_sequence && policy_.max_sequences_per_client > 0) {
+    SweepOwnersLocked(now);
+    auto held = held_.find(client);
+    if (held != held_.end() && held->second >= policy_.max_sequences_per_client) {
+      return grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat("client ", client, " holds ", held->second,
+                       " sequences, the most this server allows per client "
+                       "(--max_sequences_per_client); Release one, or use Generate"));
     }
   }
   if (takes_slot && policy_.max_requests_per_client > 0) {
@@ -219,8 +234,8 @@ grpc::Status AccessGuard::Admit(grpc::CallbackServerContext* context, bool takes
   if (interceptor != nullptr) {
     interceptor->client_ = client;
     interceptor->holds_slot_ = takes_slot && policy_.max_requests_per_client > 0;
-    interceptor->tracks_owner_ = authenticating();
-    if (interceptor->method_ == Method::kRelease) interceptor->released_sequence_ = sequence_id;
+    interceptor->creates_sequence_ = creates_sequence;
+    interceptor->touched_sequence_ = sequence_id;
   }
   return grpc::Status::OK;
 }
@@ -256,21 +271,44 @@ void AccessGuard::ReleaseSlot(const std::string& client) {
   if (--it->second <= 0) in_flight_.erase(it);
 }
 
+int32_t AccessGuard::HeldSequences(const std::string& client) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = held_.find(client);
+  return it == held_.end() ? 0 : it->second;
+}
+
 void AccessGuard::RecordOwner(uint64_t sequence_id, const std::string& client) {
   const absl::Time now = absl::Now();
   std::lock_guard<std::mutex> lock(mutex_);
-  owners_[sequence_id] = Owner{client, now};
-  if (now < next_owner_sweep_) return;
-  // The engine frees sequences idle for its TTL without telling anyone; forget them as well.
-  next_owner_sweep_ = now + absl::Seconds(30);
-  for (auto it = owners_.begin(); it != owners_.end();) {
-    it = now - it->second.last_used > policy_.ownership_ttl ? owners_.erase(it) : std::next(it);
+  auto [it, inserted] = owners_.try_emplace(sequence_id, Owner{client, now});
+  if (inserted) {
+    ++held_[client];
+  } else {
+    it->second.last_used = now;
   }
+  SweepOwnersLocked(now);
 }
 
 void AccessGuard::ForgetOwner(uint64_t sequence_id) {
   std::lock_guard<std::mutex> lock(mutex_);
-  owners_.erase(sequence_id);
+  auto it = owners_.find(sequence_id);
+  if (it == owners_.end()) return;
+  if (--held_[it->second.client] <= 0) held_.erase(it->second.client);
+  owners_.erase(it);
+}
+
+void AccessGuard::SweepOwnersLocked(absl::Time now) {
+  if (now < next_owner_sweep_) return;
+  // The engine frees sequences idle for its TTL without telling anyone; forget them as well.
+  next_owner_sweep_ = now + absl::Seconds(30);
+  for (auto it = owners_.begin(); it != owners_.end();) {
+    if (now - it->second.last_used <= policy_.ownership_ttl) {
+      ++it;
+      continue;
+    }
+    if (--held_[it->second.client] <= 0) held_.erase(it->second.client);
+    it = owners_.erase(it);
+  }
 }
 
 grpc::ServerUnaryReactor* GuardedLlmService::Prefill(grpc::CallbackServerContext* context,
@@ -278,7 +316,9 @@ grpc::ServerUnaryReactor* GuardedLlmService::Prefill(grpc::CallbackServerContext
                                                      v1::PrefillResponse* response) {
   std::optional<uint64_t> extends;
   if (request->has_sequence_id()) extends = request->sequence_id();
-  if (grpc::Status status = guard_->Admit(context, /*takes_slot=*/true, extends); !status.ok()) {
+  if (grpc::Status status = guard_->Admit(context, /*takes_slot=*/true, extends,
+                                          /*creates_sequence=*/!extends.has_value());
+      !status.ok()) {
     return Reject(context, status);
   }
   const int32_t limit = guard_->policy().max_prompt_tokens;

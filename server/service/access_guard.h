@@ -1,6 +1,7 @@
 // Who may call llm.v1.LlmService and how much: API-key authentication, per-client limits on
-// requests in flight, request size limits (prompt tokens, Generate max_tokens), and, with keys on,
-// sequence ownership (a key may only Decode/extend/Release the sequences it created).
+// requests in flight and on sequences held, request size limits (prompt tokens, Generate
+// max_tokens), and, with keys on, sequence ownership (a key may only Decode/extend/Release the
+// sequences it created). A client is an API key, or without keys the peer's address (host only).
 //
 // GuardedLlmService wraps LlmServiceImpl: each handler checks the call against the AccessGuard and
 // either fails it at once (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED,
@@ -30,6 +31,9 @@ struct AccessPolicy {
   int32_t max_prompt_tokens = 0;       // Prefill/Generate prompt tokens; 0 = the model's limit only
   int32_t max_tokens_limit = 0;        // Generate max_tokens; 0 = the model's limit only
   int32_t max_requests_per_client = 0; // Prefill/Decode/Generate in flight per client; 0 = no limit
+  // Sequences a client holds (created by Prefill, not yet released, expired or reported missing);
+  // a Prefill that would create one more fails RESOURCE_EXHAUSTED. 0 = no limit.
+  int32_t max_sequences_per_client = 0;
   // Ownership records of sequences nobody touched for this long are dropped (the engine has
   // expired those sequences by then); set it to the engine's sequence TTL or more.
   absl::Duration ownership_ttl = absl::Minutes(15);
@@ -48,12 +52,15 @@ class AccessGuard {
 
   // What the handlers call. `takes_slot`: the call counts against max_requests_per_client.
   // `sequence_id`: the existing sequence the call touches (ownership check), if any.
+  // `creates_sequence`: a Prefill of a new sequence (max_sequences_per_client).
   grpc::Status Admit(grpc::CallbackServerContext* context, bool takes_slot,
-                     std::optional<uint64_t> sequence_id = std::nullopt);
+                     std::optional<uint64_t> sequence_id = std::nullopt,
+                     bool creates_sequence = false);
 
   // Requests in flight of one client identity (tests and logs).
   int32_t InFlight(const std::string& client) const;
   size_t owned_sequences() const;
+  int32_t HeldSequences(const std::string& client) const;
 
   class CallInterceptor;
 
@@ -71,12 +78,15 @@ class AccessGuard {
   void ReleaseSlot(const std::string& client);
   void RecordOwner(uint64_t sequence_id, const std::string& client);
   void ForgetOwner(uint64_t sequence_id);
+  // Drops ownership records idle for longer than ownership_ttl, at most every 30 s.
+  void SweepOwnersLocked(absl::Time now);
 
   const AccessPolicy policy_;
   mutable std::mutex mutex_;
   std::unordered_map<const grpc::ServerContextBase*, CallInterceptor*> calls_;
   std::unordered_map<std::string, int32_t> in_flight_;
   std::unordered_map<uint64_t, Owner> owners_;
+  std::unordered_map<std::string, int32_t> held_;  // owners_ entries per client
   absl::Time next_owner_sweep_ = absl::InfinitePast();
 };
 

@@ -26,6 +26,7 @@
 #include "server/service/backend_selection.h"
 #include "server/service/grpc_server.h"
 #include "server/service/tls_config.h"
+#include "server/service/tls_config.h"
 #if LLM_HAVE_SERVER_METRICS
 #include "server/metrics/memory_sample.h"
 #include "server/metrics/server_metrics.h"
@@ -62,6 +63,9 @@ ABSL_FLAG(int, max_tokens_limit, 0,
 ABSL_FLAG(int, max_requests_per_client, 0,
           "Most Prefill/Decode/Generate calls in flight per client (per API key, or per peer "
           "address without keys); more fail RESOURCE_EXHAUSTED. 0 = no limit.");
+ABSL_FLAG(int, max_sequences_per_client, 0,
+          "Most sequences one client may hold (created by Prefill, not yet released or expired); "
+          "a Prefill past it fails RESOURCE_EXHAUSTED. 0 = no limit.");
 ABSL_FLAG(std::string, backend, "auto", "Compute backend: auto (CUDA if available, else CPU), cpu, cuda.");
 ABSL_FLAG(int64_t, kv_cache_bytes, 256ll << 20,
           "Memory budget of the paged KV cache in bytes; sets the number of blocks unless "
@@ -184,6 +188,38 @@ int Run() {
   server_options.access.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
   server_options.access.max_tokens_limit = absl::GetFlag(FLAGS_max_tokens_limit);
   server_options.access.max_requests_per_client = absl::GetFlag(FLAGS_max_requests_per_client);
+  server_options.access.ownership_ttl = absl::GetFlag(FLAGS_sequence_ttl) + absl::Minutes(1);
+  Log(absl::StrFormat("transport %s, %s, max message %d bytes",
+                      service::TransportSecurityName(tls_files),
+                      server_options.access.api_keys.empty()
+                          ? "no API keys (unauthenticated)"
+                          : absl::StrCat(server_options.access.api_keys.size(), " API key(s)"),
+                      server_options.max_message_bytes));
+
+  // Transport security and access limits; a bad setting stops the server before it listens.
+  const service::TlsFiles tls_files{.cert_path = absl::GetFlag(FLAGS_tls_cert),
+                                    .key_path = absl::GetFlag(FLAGS_tls_key),
+                                    .client_ca_path = absl::GetFlag(FLAGS_tls_client_ca)};
+  service::GrpcServerOptions server_options;
+  if (absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+          service::MakeServerCredentials(tls_files);
+      credentials.ok()) {
+    server_options.credentials = *std::move(credentials);
+  } else {
+    Log(std::string(credentials.status().message()));
+    return 2;
+  }
+  if (absl::StatusOr<service::ApiKeySet> keys = LoadApiKeys(); keys.ok()) {
+    server_options.access.api_keys = *std::move(keys);
+  } else {
+    Log(std::string(keys.status().message()));
+    return 2;
+  }
+  server_options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  server_options.access.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
+  server_options.access.max_tokens_limit = absl::GetFlag(FLAGS_max_tokens_limit);
+  server_options.access.max_requests_per_client = absl::GetFlag(FLAGS_max_requests_per_client);
+  server_options.access.max_sequences_per_client = absl::GetFlag(FLAGS_max_sequences_per_client);
   server_options.access.ownership_ttl = absl::GetFlag(FLAGS_sequence_ttl) + absl::Minutes(1);
   Log(absl::StrFormat("transport %s, %s, max message %d bytes",
                       service::TransportSecurityName(tls_files),

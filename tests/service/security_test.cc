@@ -247,6 +247,40 @@ TEST(SecurityTest, RequestsInFlightPerClientAreLimited) {
   EXPECT_TRUE(server.Idle());
 }
 
+TEST(SecurityTest, SequencesHeldPerClientAreLimitedAndReleasedOrExpiredOnesCountNoMore) {
+  GrpcServerOptions options;
+  options.access.max_sequences_per_client = 2;
+  TestServer server({.engine = {.sequence_ttl = absl::Milliseconds(300)}, .server = std::move(options)});
+  auto channel = server.PlaintextChannel();
+  v1::PrefillResponse first, second, third;
+  ASSERT_TRUE(Prefill(channel, {1, 2}, &first).ok());
+  ASSERT_TRUE(Prefill(channel, {1, 3}, &second).ok());
+  ASSERT_TRUE(testing::Eventually([&] { return server.server().access_guard().owned_sequences() == 2; }));
+  grpc::Status status = Prefill(channel, {1, 4}, &third);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("--max_sequences_per_client"));
+  // Extending a held sequence and Generate streams are not new held sequences.
+  {
+    grpc::ClientContext context;
+    SetDeadline(context);
+    v1::PrefillRequest extend;
+    extend.set_sequence_id(first.sequence_id());
+    extend.mutable_tokens()->add_ids(5);
+    v1::PrefillResponse extended;
+    EXPECT_TRUE(v1::LlmService::NewStub(channel)->Prefill(&context, extend, &extended).ok());
+  }
+  EXPECT_TRUE(Generate(channel, GenerateRequestOf(4, 2)).ok());
+  ASSERT_TRUE(Release(channel, first.sequence_id()).ok());
+  ASSERT_TRUE(testing::Eventually([&] { return server.server().access_guard().owned_sequences() == 1; }));
+  ASSERT_TRUE(Prefill(channel, {1, 4}, &third).ok());
+  // Both held sequences expire; the first call that finds one gone (NOT_FOUND) frees its count.
+  ASSERT_TRUE(testing::Eventually([&] { return server.engine().stats().kv_blocks_used == 0; }));
+  EXPECT_EQ(Decode(channel, second.sequence_id()).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Decode(channel, third.sequence_id()).error_code(), grpc::StatusCode::NOT_FOUND);
+  ASSERT_TRUE(testing::Eventually([&] { return server.server().access_guard().owned_sequences() == 0; }));
+  EXPECT_TRUE(Prefill(channel, {1, 5}, &first).ok());
+}
+
 TEST(SecurityTest, PromptAndMaxTokensLimitsNameTheFlag) {
   GrpcServerOptions options;
   options.access.max_prompt_tokens = 32;
