@@ -26,7 +26,6 @@
 #include "server/service/backend_selection.h"
 #include "server/service/grpc_server.h"
 #include "server/service/tls_config.h"
-#include "server/service/tls_config.h"
 #if LLM_HAVE_SERVER_METRICS
 #include "server/metrics/memory_sample.h"
 #include "server/metrics/server_metrics.h"
@@ -164,37 +163,6 @@ int Run() {
     Log(absl::StrCat("--block_size=", block_size, " must be positive"));
     return 2;
   }
-
-  // Transport security and access limits; a bad setting stops the server before it listens.
-  const service::TlsFiles tls_files{.cert_path = absl::GetFlag(FLAGS_tls_cert),
-                                    .key_path = absl::GetFlag(FLAGS_tls_key),
-                                    .client_ca_path = absl::GetFlag(FLAGS_tls_client_ca)};
-  service::GrpcServerOptions server_options;
-  if (absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
-          service::MakeServerCredentials(tls_files);
-      credentials.ok()) {
-    server_options.credentials = *std::move(credentials);
-  } else {
-    Log(std::string(credentials.status().message()));
-    return 2;
-  }
-  if (absl::StatusOr<service::ApiKeySet> keys = LoadApiKeys(); keys.ok()) {
-    server_options.access.api_keys = *std::move(keys);
-  } else {
-    Log(std::string(keys.status().message()));
-    return 2;
-  }
-  server_options.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
-  server_options.access.max_prompt_tokens = absl::GetFlag(FLAGS_max_prompt_tokens);
-  server_options.access.max_tokens_limit = absl::GetFlag(FLAGS_max_tokens_limit);
-  server_options.access.max_requests_per_client = absl::GetFlag(FLAGS_max_requests_per_client);
-  server_options.access.ownership_ttl = absl::GetFlag(FLAGS_sequence_ttl) + absl::Minutes(1);
-  Log(absl::StrFormat("transport %s, %s, max message %d bytes",
-                      service::TransportSecurityName(tls_files),
-                      server_options.access.api_keys.empty()
-                          ? "no API keys (unauthenticated)"
-                          : absl::StrCat(server_options.access.api_keys.size(), " API key(s)"),
-                      server_options.max_message_bytes));
 
   // Transport security and access limits; a bad setting stops the server before it listens.
   const service::TlsFiles tls_files{.cert_path = absl::GetFlag(FLAGS_tls_cert),
