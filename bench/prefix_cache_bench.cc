@@ -50,11 +50,16 @@ Options ParseOptions(int argc, char** argv) {
     auto value = [&](std::string_view name) -> const char* {
       return arg.starts_with(name) ? argv[i] + name.size() : nullptr;
     };
-    if (const char* v = value("--model_dir=")) options.model_dir = v;
-    else if (const char* v = value("--threads=")) options.threads = std::atoi(v);
-    else if (const char* v = value("--repeats=")) options.repeats = std::max(2, std::atoi(v));
-    else if (const char* v = value("--suffix_tokens=")) options.suffix_tokens = std::atoi(v);
-    else if (const char* v = value("--json=")) options.json = v;
+    if (const char* v = value("--model_dir="))
+      options.model_dir = v;
+    else if (const char* v = value("--threads="))
+      options.threads = std::atoi(v);
+    else if (const char* v = value("--repeats="))
+      options.repeats = std::max(2, std::atoi(v));
+    else if (const char* v = value("--suffix_tokens="))
+      options.suffix_tokens = std::atoi(v);
+    else if (const char* v = value("--json="))
+      options.json = v;
     else {
       std::fprintf(stderr, "unknown argument %s\n", argv[i]);
       std::exit(2);
@@ -90,12 +95,12 @@ void Release(llm::engine::Engine& engine, llm::engine::SequenceId id) {
 absl::StatusOr<Row> Measure(const llm::Checkpoint& checkpoint, llm::Backend& backend,
                             const Options& options, int system_tokens, bool cache) {
   const int total = system_tokens + options.suffix_tokens;
-  absl::StatusOr<std::unique_ptr<llm::Transformer>> model = llm::Transformer::Create(
-      checkpoint, backend,
-      {.kv_num_blocks = (total / 16 + 2) * (options.repeats + 1),
-       .kv_block_size = 16,
-       .max_batch_tokens = 2048,
-       .max_batch_sequences = 8});
+  absl::StatusOr<std::unique_ptr<llm::Transformer>> model =
+      llm::Transformer::Create(checkpoint, backend,
+                               {.kv_num_blocks = (total / 16 + 2) * (options.repeats + 1),
+                                .kv_block_size = 16,
+                                .max_batch_tokens = 2048,
+                                .max_batch_sequences = 8});
   if (!model.ok()) return model.status();
   const int vocab = (*model)->config().vocab_size;
   absl::StatusOr<std::unique_ptr<llm::engine::Engine>> engine = llm::engine::Engine::Create(
@@ -153,8 +158,9 @@ int main(int argc, char** argv) {
 
   std::printf("model %s, CPU backend, %d threads, user suffix %d tokens, %d requests per row\n",
               options.model_dir.c_str(), options.threads, options.suffix_tokens, options.repeats);
-  std::printf("| system tokens | prefix cache | first TTFT ms | later TTFT ms (median) | hit rate | "
-              "prompt tokens computed |\n| --- | --- | --- | --- | --- | --- |\n");
+  std::printf(
+      "| system tokens | prefix cache | first TTFT ms | later TTFT ms (median) | hit rate | "
+      "prompt tokens computed |\n| --- | --- | --- | --- | --- | --- |\n");
   for (const Row& row : rows) {
     std::printf("| %d | %s | %.1f | %.1f | %.3f | %lld |\n", row.system_tokens,
                 row.cache ? "on" : "off", row.first_ms, row.warm_median_ms, row.hit_rate,
@@ -175,9 +181,8 @@ int main(int argc, char** argv) {
                  "    {\"system_tokens\": %d, \"prefix_cache\": %s, \"first_ttft_ms\": %.3f, "
                  "\"later_ttft_median_ms\": %.3f, \"hit_rate\": %.4f, "
                  "\"prompt_tokens_computed\": %lld}%s\n",
-                 row.system_tokens, row.cache ? "true" : "false", row.first_ms,
-                 row.warm_median_ms, row.hit_rate,
-                 static_cast<long long>(row.prompt_tokens_computed),
+                 row.system_tokens, row.cache ? "true" : "false", row.first_ms, row.warm_median_ms,
+                 row.hit_rate, static_cast<long long>(row.prompt_tokens_computed),
                  i + 1 < rows.size() ? "," : "");
   }
   std::fprintf(json, "  ]\n}\n");

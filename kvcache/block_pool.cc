@@ -13,7 +13,8 @@ BlockPool::BlockPool(int32_t num_blocks)
       has_hash_(reference_counts_.size(), false),
       lru_position_(reference_counts_.size()) {
   free_blocks_.reserve(reference_counts_.size());
-  // Reverse order so that the first allocation hands out block 0, 1, 2, ...: easier to read in logs.
+  // Reverse order so that the first allocation hands out block 0, 1, 2, ...: easier to read in
+  // logs.
   for (int32_t block = num_blocks - 1; block >= 0; --block) free_blocks_.push_back(block);
 }
 
@@ -54,8 +55,8 @@ absl::Status BlockPool::AddReference(int32_t block) {
   if (absl::Status status = CheckBlockId(block); !status.ok()) return status;
   if (reference_counts_[block] == 0) {
     if (!has_hash_[block]) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "KV block %d is free; only a used or cached block can be shared", block));
+      return absl::FailedPreconditionError(
+          absl::StrFormat("KV block %d is free; only a used or cached block can be shared", block));
     }
     lru_cached_.erase(lru_position_[block]);  // a cache hit revives it
   }

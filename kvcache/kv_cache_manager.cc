@@ -4,9 +4,8 @@
 #include <algorithm>
 #include <utility>
 
-#include "kvcache/block_hash.h"
-
 #include "absl/strings/str_format.h"
+#include "kvcache/block_hash.h"
 
 namespace llm::kvcache {
 namespace {
@@ -77,9 +76,8 @@ absl::Status KvCacheManager::Reserve(SequenceId id, int64_t new_total_tokens) {
   if (*missing == 0) return absl::OkStatus();
   absl::StatusOr<std::vector<int32_t>> blocks = pool_.Allocate(*missing);
   if (!blocks.ok()) {
-    return absl::ResourceExhaustedError(absl::StrFormat("sequence %d needs %d tokens: %s", id,
-                                                        new_total_tokens,
-                                                        blocks.status().message()));
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "sequence %d needs %d tokens: %s", id, new_total_tokens, blocks.status().message()));
   }
   sequences_.at(id).AppendBlocks(*blocks);
   return absl::OkStatus();
@@ -118,9 +116,8 @@ void KvCacheManager::RegisterFullBlocks(BlockTable& table) {
   const int32_t full_blocks = table.length() / block_size;
   for (int32_t i = static_cast<int32_t>(table.block_hashes().size()); i < full_blocks; ++i) {
     const uint64_t parent = i == 0 ? kRootBlockHash : table.block_hashes()[i - 1];
-    const uint64_t hash =
-        HashBlockTokens(parent, table.tokens().subspan(static_cast<size_t>(i) * block_size,
-                                                       block_size));
+    const uint64_t hash = HashBlockTokens(
+        parent, table.tokens().subspan(static_cast<size_t>(i) * block_size, block_size));
     table.AppendBlockHash(hash);
     // A block that another sequence already cached under this hash stays private.
     (void)pool_.RegisterHash(table.blocks()[i], hash);
@@ -210,9 +207,8 @@ absl::Status KvCacheManager::Fork(SequenceId parent, SequenceId child) {
   child_table.set_length(full_blocks * options_.block_size);
   if (parent_table->tokens_known()) {
     child_table.AppendTokens(parent_table->tokens().first(child_table.length()));
-    for (uint64_t hash :
-         parent_table->block_hashes().first(std::min<size_t>(parent_table->block_hashes().size(),
-                                                             full_blocks))) {
+    for (uint64_t hash : parent_table->block_hashes().first(
+             std::min<size_t>(parent_table->block_hashes().size(), full_blocks))) {
       child_table.AppendBlockHash(hash);
     }
   } else {

@@ -9,8 +9,8 @@
 // chain hash (block_hash.h). CreateSequenceWithPrefix maps the longest run of cached full blocks
 // that starts a new prompt into the new table (reference counted, read-only), so only the rest is
 // prefilled. Only full blocks are ever shared, and a full block is never written again (appends go
-// to positions >= length; Truncate forgets the hash of a block it makes partial), so no copy-on-write
-// is needed. Released hashed blocks stay cached until Allocate evicts them (LRU).
+// to positions >= length; Truncate forgets the hash of a block it makes partial), so no
+// copy-on-write is needed. Released hashed blocks stay cached until Allocate evicts them (LRU).
 #pragma once
 
 #include <cstddef>
@@ -31,8 +31,8 @@ using SequenceId = uint64_t;
 
 struct KvCacheOptions {
   int32_t num_blocks = 0;
-  int32_t block_size = 16;      // token slots per block
-  size_t block_bytes = 0;       // bytes of one block across all layers (K and V); for accounting only
+  int32_t block_size = 16;  // token slots per block
+  size_t block_bytes = 0;   // bytes of one block across all layers (K and V); for accounting only
   bool enable_prefix_cache = true;  // register full blocks by hash and reuse them for new prompts
 };
 

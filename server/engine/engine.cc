@@ -38,8 +38,8 @@ struct Engine::Sequence {
   SamplingParams sampling;
   std::optional<int32_t> last_sampled;
   absl::Time last_active;
-  bool busy = false;                 // a request is waiting or running on it
-  bool created_by_request = false;   // free it (not roll back) when the request fails
+  bool busy = false;                // a request is waiting or running on it
+  bool created_by_request = false;  // free it (not roll back) when the request fails
   int32_t length_before_request = 0;
   std::unique_ptr<ActiveRequest> active;
 };
@@ -85,8 +85,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<Transform
   absl::StatusOr<std::unique_ptr<kvcache::KvCacheManager>> kv = kvcache::KvCacheManager::Create(
       {.num_blocks = layout.num_blocks,
        .block_size = layout.block_size,
-       .block_bytes = KvBlockBytes(model->config(), layout.block_size,
-                                   model->backend().compute_dtype()),
+       .block_bytes =
+           KvBlockBytes(model->config(), layout.block_size, model->backend().compute_dtype()),
        .enable_prefix_cache = options.enable_prefix_cache});
   if (!kv.ok()) return kv.status();
   return std::unique_ptr<Engine>(new Engine(std::move(model), *std::move(kv), options));
@@ -120,8 +120,8 @@ absl::Status Engine::Warmup() {
     chunk.block_table.assign(table.begin(), table.end());
     absl::StatusOr<std::vector<ChunkResult>> result = model_->Forward({&chunk, 1});
     if (!result.ok()) {
-      status = absl::Status(result.status().code(),
-                            absl::StrCat("warm-up forward step failed: ", result.status().message()));
+      status = absl::Status(result.status().code(), absl::StrCat("warm-up forward step failed: ",
+                                                                 result.status().message()));
     }
   }
   (void)kv_->Free(id);
@@ -177,9 +177,9 @@ absl::Status Engine::ValidateTokens(std::span<const int32_t> tokens, std::string
   }
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] < 0 || tokens[i] >= config_.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s[%d] = %d is outside the vocabulary; token ids must be in [0, %d)", field, i,
-          tokens[i], config_.vocab_size));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s[%d] = %d is outside the vocabulary; token ids must be in [0, %d)",
+                          field, i, tokens[i], config_.vocab_size));
     }
   }
   return absl::OkStatus();
@@ -191,8 +191,8 @@ absl::Status Engine::ValidateSampling(const SamplingParams& sampling) const {
         "sampling.temperature = %g; it must be >= 0 (0 = greedy)", sampling.temperature));
   }
   if (sampling.top_k < 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "sampling.top_k = %d; it must be >= 0 (0 = no top-k cut)", sampling.top_k));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("sampling.top_k = %d; it must be >= 0 (0 = no top-k cut)", sampling.top_k));
   }
   if (!IsFinite(sampling.top_p) || sampling.top_p <= 0.0f || sampling.top_p > 1.0f) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -240,9 +240,9 @@ void Engine::SubmitDecode(DecodeWork work) {
   }
   if (status.ok() && work.num_top_logprobs.has_value() &&
       (*work.num_top_logprobs < 0 || *work.num_top_logprobs > options_.max_top_logprobs)) {
-    status = absl::InvalidArgumentError(absl::StrFormat(
-        "num_top_logprobs = %d; it must be in [0, %d]", *work.num_top_logprobs,
-        options_.max_top_logprobs));
+    status = absl::InvalidArgumentError(
+        absl::StrFormat("num_top_logprobs = %d; it must be in [0, %d]", *work.num_top_logprobs,
+                        options_.max_top_logprobs));
   }
   if (!status.ok()) return work.done(status);
   Command command(std::move(work));
@@ -365,8 +365,7 @@ void Engine::HandlePrefill(PrefillWork work) {
   if (work.sequence_id.has_value()) {
     auto it = sequences_.find(*work.sequence_id);
     if (it == sequences_.end() || !it->second->persistent) {
-      return Defer(
-          Bind(std::move(entry->request->unary_done), UnknownSequence(*work.sequence_id)));
+      return Defer(Bind(std::move(entry->request->unary_done), UnknownSequence(*work.sequence_id)));
     }
     Sequence& sequence = *it->second;
     if (sequence.busy) {
@@ -375,12 +374,12 @@ void Engine::HandlePrefill(PrefillWork work) {
     const int64_t length = *kv_->length(sequence.id);
     const int64_t total = length + static_cast<int64_t>(entry->request->feed.size());
     if (total > config_.max_position_embeddings) {
-      return Defer(Bind(std::move(entry->request->unary_done),
-                        absl::InvalidArgumentError(absl::StrFormat(
-                            "sequence %d holds %d tokens; %d more would pass "
-                            "max_position_embeddings (%d)",
-                            sequence.id, length, entry->request->feed.size(),
-                            config_.max_position_embeddings))));
+      return Defer(Bind(
+          std::move(entry->request->unary_done),
+          absl::InvalidArgumentError(absl::StrFormat(
+              "sequence %d holds %d tokens; %d more would pass "
+              "max_position_embeddings (%d)",
+              sequence.id, length, entry->request->feed.size(), config_.max_position_embeddings))));
     }
     sequence.sampling = work.sampling;
     sequence.busy = true;
@@ -412,17 +411,18 @@ void Engine::HandleDecode(DecodeWork work) {
   }
   std::optional<int32_t> token = work.token.has_value() ? work.token : sequence.last_sampled;
   if (!token.has_value()) {
-    return Defer(Bind(std::move(work.done),
-                      absl::FailedPreconditionError(absl::StrFormat(
-                          "sequence %d has no sampled token to append; pass token_id",
-                          sequence.id))));
+    return Defer(
+        Bind(std::move(work.done),
+             absl::FailedPreconditionError(absl::StrFormat(
+                 "sequence %d has no sampled token to append; pass token_id", sequence.id))));
   }
   if (work.sampling.has_value()) {
     const int32_t top = sequence.sampling.num_top_logprobs;
     sequence.sampling = *work.sampling;
     sequence.sampling.num_top_logprobs = top;
   }
-  if (work.num_top_logprobs.has_value()) sequence.sampling.num_top_logprobs = *work.num_top_logprobs;
+  if (work.num_top_logprobs.has_value())
+    sequence.sampling.num_top_logprobs = *work.num_top_logprobs;
   sequence.busy = true;
   auto entry = std::make_unique<WaitingEntry>();
   entry->enqueued = absl::Now();
@@ -443,9 +443,9 @@ void Engine::HandleGenerate(GenerateWork work) {
   entry->enqueued = absl::Now();
   entry->persistent = false;
   entry->sampling = work.sampling;
-  // Blocks grow lazily as tokens are generated (RunStep preempts when they run out); admission takes
-  // the prompt plus the first generated token's slot. The last generated token is returned but
-  // never fed back, so it needs no KV slot.
+  // Blocks grow lazily as tokens are generated (RunStep preempts when they run out); admission
+  // takes the prompt plus the first generated token's slot. The last generated token is returned
+  // but never fed back, so it needs no KV slot.
   const int64_t prompt_tokens = static_cast<int64_t>(work.tokens.size());
   entry->tokens_to_reserve = prompt_tokens + (work.max_tokens > 1 ? 1 : 0);
   entry->max_total_tokens = prompt_tokens + work.max_tokens - 1;
@@ -499,8 +499,8 @@ int32_t Engine::BlocksNeeded(const WaitingEntry& entry) const {
     // Cached prefix blocks need no allocation, but those no sequence holds are counted as free now
     // and stop being free once mapped.
     const kvcache::PrefixMatch match = kv_->MatchPrefix(entry.request->feed);
-    return kvcache::BlocksForTokens(entry.tokens_to_reserve, kv_->block_size()) -
-           match.num_blocks + match.unreferenced_blocks;
+    return kvcache::BlocksForTokens(entry.tokens_to_reserve, kv_->block_size()) - match.num_blocks +
+           match.unreferenced_blocks;
   }
   absl::StatusOr<int32_t> missing =
       kv_->BlocksToReserve(entry.sequence_id, entry.existing_length + entry.tokens_to_reserve);
@@ -519,12 +519,12 @@ void Engine::Enwait(std::unique_ptr<WaitingEntry> entry) {
   const int32_t total_blocks = kvcache::BlocksForTokens(total_tokens, kv_->block_size());
   if (total_blocks > kv_->num_blocks()) {
     ++counters_.requests_rejected_kv_total;
-    return FailWaiting(*entry, absl::ResourceExhaustedError(absl::StrFormat(
-                                   "the request needs %d KV tokens (%d blocks) but the whole KV "
-                                   "cache holds %d blocks of %d tokens; shorten the prompt or "
-                                   "max_tokens, or start the server with a larger KV budget",
-                                   total_tokens, total_blocks, kv_->num_blocks(),
-                                   kv_->block_size())));
+    return FailWaiting(*entry,
+                       absl::ResourceExhaustedError(absl::StrFormat(
+                           "the request needs %d KV tokens (%d blocks) but the whole KV "
+                           "cache holds %d blocks of %d tokens; shorten the prompt or "
+                           "max_tokens, or start the server with a larger KV budget",
+                           total_tokens, total_blocks, kv_->num_blocks(), kv_->block_size())));
   }
   waiting_.push_back(std::move(entry));
 }
@@ -610,8 +610,8 @@ void Engine::AdmitWaiting(absl::Time now) {
       }
       if (!status.ok()) {
         (void)kv_->Free(id);
-        FailWaiting(*entry, absl::InternalError(absl::StrCat(
-                                "KV bookkeeping failed at admission: ", status.message())));
+        FailWaiting(*entry, absl::InternalError(absl::StrCat("KV bookkeeping failed at admission: ",
+                                                             status.message())));
         continue;
       }
       auto sequence = std::make_unique<Sequence>();
@@ -624,8 +624,8 @@ void Engine::AdmitWaiting(absl::Time now) {
     } else if (absl::Status status =
                    kv_->Reserve(id, entry->existing_length + entry->tokens_to_reserve);
                !status.ok()) {
-      FailWaiting(*entry, absl::InternalError(
-                              absl::StrCat("KV bookkeeping failed at admission: ", status.message())));
+      FailWaiting(*entry, absl::InternalError(absl::StrCat("KV bookkeeping failed at admission: ",
+                                                           status.message())));
       continue;
     }
     Sequence& sequence = *sequences_.at(id);
@@ -650,7 +650,8 @@ std::vector<ScheduledChunk> Engine::PlanStepWithinKv() {
     std::vector<ScheduledChunk> plan = scheduler_.PlanStep(runnable);
     int32_t needed = 0;
     for (const ScheduledChunk& chunk : plan) {
-      needed += kv_->BlocksToReserve(chunk.id, *kv_->length(chunk.id) + chunk.num_tokens).value_or(0);
+      needed +=
+          kv_->BlocksToReserve(chunk.id, *kv_->length(chunk.id) + chunk.num_tokens).value_or(0);
     }
     if (needed <= kv_->num_free_blocks()) {
       bool reserved = true;
@@ -686,10 +687,9 @@ void Engine::Preempt(Sequence& sequence) {
       history.assign(cached->begin(), cached->end());
     }
     history.insert(history.end(), request->feed.begin() + request->fed, request->feed.end());
-    const int64_t remaining =
-        request->generate != nullptr
-            ? request->generate->max_tokens - request->generate->generated
-            : 1;
+    const int64_t remaining = request->generate != nullptr
+                                  ? request->generate->max_tokens - request->generate->generated
+                                  : 1;
     request->feed = std::move(history);
     request->fed = 0;
     request->prompt_done = false;
@@ -751,8 +751,8 @@ void Engine::RunStep() {
   }
   if (!results.ok()) {
     step.ok = false;
-    const absl::Status failure = absl::InternalError(
-        absl::StrCat("the forward step failed: ", results.status().message()));
+    const absl::Status failure =
+        absl::InternalError(absl::StrCat("the forward step failed: ", results.status().message()));
     for (const ScheduledChunk& scheduled : plan) {
       auto it = sequences_.find(scheduled.id);
       if (it != sequences_.end() && it->second->active != nullptr) {
@@ -794,8 +794,8 @@ void Engine::FinishSampled(Sequence& sequence, const SampledToken& token) {
         generate.stop_token_ids.end()) {
       reason = FinishReason::kStopToken;
     } else if (!generate.ignore_eos &&
-               std::find(config_.eos_token_ids.begin(), config_.eos_token_ids.end(),
-                         token.token) != config_.eos_token_ids.end()) {
+               std::find(config_.eos_token_ids.begin(), config_.eos_token_ids.end(), token.token) !=
+                   config_.eos_token_ids.end()) {
       reason = FinishReason::kEos;
     } else if (generate.generated >= generate.max_tokens) {
       reason = FinishReason::kLength;

@@ -47,8 +47,9 @@ class Engine {
   absl::Status Warmup();
   // Starts the engine thread. `observer` (may be null) must outlive the engine.
   void Start(EngineObserver* observer = nullptr);
-  // Stops accepting work (new submissions fail UNAVAILABLE), lets admitted and queued requests finish
-  // for up to `grace`, then fails what is left with UNAVAILABLE, frees every sequence and joins.
+  // Stops accepting work (new submissions fail UNAVAILABLE), lets admitted and queued requests
+  // finish for up to `grace`, then fails what is left with UNAVAILABLE, frees every sequence and
+  // joins.
   void Shutdown(absl::Duration grace);
 
   // Each completes exactly once through its callback: at once on invalid input or while shutting
@@ -110,7 +111,8 @@ class Engine {
   // one that extends an existing sequence rolls it back to where the request started.
   void Preempt(Sequence& sequence);
   void FinishSampled(Sequence& sequence, const SampledToken& token);
-  // Fails the sequence's request and rolls the sequence back (or frees it when the request made it).
+  // Fails the sequence's request and rolls the sequence back (or frees it when the request made
+  // it).
   void AbortRequest(Sequence& sequence, absl::Status status);
   void FreeSequence(SequenceId id);
   void AbortEverything(const absl::Status& status);

@@ -14,7 +14,8 @@ struct EngineOptions {
   int32_t max_running_sequences = 64;
   // Most requests waiting for admission (KV space or a batch slot); beyond it, RESOURCE_EXHAUSTED.
   int32_t max_waiting_requests = 1024;
-  // Longest a request waits for KV space before RESOURCE_EXHAUSTED (its own deadline may end it sooner).
+  // Longest a request waits for KV space before RESOURCE_EXHAUSTED (its own deadline may end it
+  // sooner).
   absl::Duration max_queue_wait = absl::Seconds(30);
   // A sequence from Prefill with no request for this long is freed.
   absl::Duration sequence_ttl = absl::Minutes(10);

@@ -22,7 +22,7 @@ struct EngineStats {
   int64_t steps_total = 0;
   double step_seconds_total = 0.0;
   double last_step_seconds = 0.0;
-  int64_t sequences_expired_total = 0;  // freed by the idle TTL
+  int64_t sequences_expired_total = 0;     // freed by the idle TTL
   int64_t requests_rejected_kv_total = 0;  // RESOURCE_EXHAUSTED because of KV space or queue bound
   // Prefix cache: prompt tokens of new sequences looked up, and those whose K/V came from cached
   // blocks (not run through the model). Recomputations after a preemption are not counted.

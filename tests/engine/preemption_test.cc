@@ -1,6 +1,6 @@
-// Lazy KV growth and preemption in the engine, over the fake model whose sampled token is a function
-// of the KV contents it reads back through the block tables (fake_transformer.h): a preempted and
-// recomputed request must produce exactly the tokens an unpreempted run produces.
+// Lazy KV growth and preemption in the engine, over the fake model whose sampled token is a
+// function of the KV contents it reads back through the block tables (fake_transformer.h): a
+// preempted and recomputed request must produce exactly the tokens an unpreempted run produces.
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -11,9 +11,9 @@
 namespace llm::engine {
 namespace {
 
-using ::llm::engine::testing::Await;
 using ::llm::engine::testing::AsyncGenerate;
 using ::llm::engine::testing::AsyncPrefill;
+using ::llm::engine::testing::Await;
 using ::llm::engine::testing::Eventually;
 using ::llm::engine::testing::ExpectedNextToken;
 using ::llm::engine::testing::FakeModelShape;
@@ -84,7 +84,8 @@ TEST(PreemptionTest, GenerationsThatOutgrowTheCacheTogetherPreemptAndStillMatchU
 TEST(PreemptionTest, PreemptedExtensionOfAnIdleSequenceRollsBackAndRunsAgain) {
   // A persistent sequence (1 block), then a long Generate and, admitted after it, a 16-token
   // extension of the sequence. The Generate's growth needs the extension's blocks: the extension is
-  // preempted (rolled back to the sequence's 4 tokens), waits, and reruns once the Generate is done.
+  // preempted (rolled back to the sequence's 4 tokens), waits, and reruns once the Generate is
+  // done.
   Harness h = StartEngine({.num_blocks = 8, .block_size = 4}, {.max_batch_tokens = 2});
   const std::vector<int32_t> base = Prompt(4, 3);
   absl::StatusOr<StepOutput> prefill = Await(AsyncPrefill(*h.engine, base));
@@ -115,8 +116,8 @@ TEST(PreemptionTest, AGenerationThatCannotGrowPastIdleSequencesWaitsThenFailsWit
   // Idle sequences hold 6 of 8 blocks; a Generate that would need 3 blocks is admitted with 2
   // (prompt + first slot), samples two tokens, cannot get a third block for position 8, preempts
   // itself, and waits for space it never gets.
-  Harness h = StartEngine({.num_blocks = 8, .block_size = 4},
-                          {.max_queue_wait = absl::Milliseconds(200)});
+  Harness h =
+      StartEngine({.num_blocks = 8, .block_size = 4}, {.max_queue_wait = absl::Milliseconds(200)});
   ASSERT_TRUE(Await(AsyncPrefill(*h.engine, Prompt(12, 5))).ok());
   ASSERT_TRUE(Await(AsyncPrefill(*h.engine, Prompt(12, 6))).ok());
   const int steps_before = h.model->entered();

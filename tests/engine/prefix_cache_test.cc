@@ -1,6 +1,6 @@
 // Prefix caching in the engine: a new prompt that starts with cached full blocks maps them and
-// prefills only the rest, and what it samples is what it samples without the cache. Checked over the
-// fake model (exact, and the recorded chunks show what was recomputed) and over the real CPU
+// prefills only the rest, and what it samples is what it samples without the cache. Checked over
+// the fake model (exact, and the recorded chunks show what was recomputed) and over the real CPU
 // transformer with a fixture checkpoint (top log-probs equal to an engine without the cache).
 #include <filesystem>
 
@@ -15,10 +15,10 @@
 namespace llm::engine {
 namespace {
 
-using ::llm::engine::testing::Await;
 using ::llm::engine::testing::AsyncGenerate;
 using ::llm::engine::testing::AsyncPrefill;
 using ::llm::engine::testing::AsyncRelease;
+using ::llm::engine::testing::Await;
 using ::llm::engine::testing::Eventually;
 using ::llm::engine::testing::ExpectedNextToken;
 using ::llm::engine::testing::FakeModelShape;
@@ -105,10 +105,11 @@ std::unique_ptr<Engine> StartCpuEngine(bool prefix_cache, int32_t kv_blocks = 64
                                        bool start = true) {
   static Checkpoint* checkpoint = Checkpoint::Open(kModelDir)->release();
   static Backend* backend = CreateCpuBackend(2).release();
-  std::unique_ptr<Transformer> model = *Transformer::Create(
-      *checkpoint, *backend,
-      {.kv_num_blocks = kv_blocks, .kv_block_size = 16, .max_batch_tokens = 512,
-       .max_batch_sequences = 64});
+  std::unique_ptr<Transformer> model = *Transformer::Create(*checkpoint, *backend,
+                                                            {.kv_num_blocks = kv_blocks,
+                                                             .kv_block_size = 16,
+                                                             .max_batch_tokens = 512,
+                                                             .max_batch_sequences = 64});
   std::unique_ptr<Engine> engine =
       *Engine::Create(std::move(model), {.enable_prefix_cache = prefix_cache});
   if (start) engine->Start();

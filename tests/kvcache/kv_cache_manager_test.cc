@@ -10,9 +10,8 @@ namespace {
 
 std::unique_ptr<KvCacheManager> MakeManager(int32_t num_blocks, int32_t block_size,
                                             size_t block_bytes = 0) {
-  absl::StatusOr<std::unique_ptr<KvCacheManager>> manager =
-      KvCacheManager::Create({.num_blocks = num_blocks, .block_size = block_size,
-                              .block_bytes = block_bytes});
+  absl::StatusOr<std::unique_ptr<KvCacheManager>> manager = KvCacheManager::Create(
+      {.num_blocks = num_blocks, .block_size = block_size, .block_bytes = block_bytes});
   EXPECT_TRUE(manager.ok()) << manager.status();
   return *std::move(manager);
 }
@@ -32,7 +31,7 @@ TEST(KvCacheManagerTest, ReserveAllocatesCeilTokensOverBlockSize) {
   EXPECT_EQ(*manager->length(1), 0);               // reserving writes nothing
   ASSERT_TRUE(manager->Reserve(1, 12).ok());       // still 3 blocks
   EXPECT_EQ(manager->block_table(1)->size(), 3u);
-  ASSERT_TRUE(manager->Reserve(1, 5).ok());        // never shrinks
+  ASSERT_TRUE(manager->Reserve(1, 5).ok());  // never shrinks
   EXPECT_EQ(manager->block_table(1)->size(), 3u);
   EXPECT_EQ(manager->usage().used_blocks, 3);
 }
@@ -85,8 +84,8 @@ TEST(KvCacheManagerTest, FreeReturnsEveryBlock) {
 TEST(KvCacheManagerTest, TruncateReleasesBlocksPastTheNewLength) {
   auto manager = MakeManager(6, 4);
   ASSERT_TRUE(manager->CreateSequence(1).ok());
-  ASSERT_TRUE(manager->Append(1, 10).ok());  // 3 blocks
-  ASSERT_TRUE(manager->Reserve(1, 20).ok()); // 5 blocks
+  ASSERT_TRUE(manager->Append(1, 10).ok());   // 3 blocks
+  ASSERT_TRUE(manager->Reserve(1, 20).ok());  // 5 blocks
   ASSERT_TRUE(manager->Truncate(1, 5).ok());
   EXPECT_EQ(*manager->length(1), 5);
   EXPECT_EQ(manager->block_table(1)->size(), 2u);
@@ -216,8 +215,8 @@ TEST(KvCacheManagerTest, TruncatingIntoACachedBlockUncachesIt) {
 }
 
 TEST(KvCacheManagerTest, PrefixCacheCanBeTurnedOff) {
-  absl::StatusOr<std::unique_ptr<KvCacheManager>> manager = KvCacheManager::Create(
-      {.num_blocks = 8, .block_size = 4, .enable_prefix_cache = false});
+  absl::StatusOr<std::unique_ptr<KvCacheManager>> manager =
+      KvCacheManager::Create({.num_blocks = 8, .block_size = 4, .enable_prefix_cache = false});
   ASSERT_TRUE(manager.ok());
   ASSERT_TRUE((*manager)->CreateSequence(1).ok());
   ASSERT_TRUE((*manager)->AppendTokens(1, Iota(8)).ok());

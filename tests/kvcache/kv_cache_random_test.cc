@@ -1,5 +1,5 @@
-// Randomized create/create-from-cached-prefix/reserve/append/truncate/fork/free sequences against the
-// KV block manager, with the invariants checked after every operation: block ownership matches
+// Randomized create/create-from-cached-prefix/reserve/append/truncate/fork/free sequences against
+// the KV block manager, with the invariants checked after every operation: block ownership matches
 // reference counts, used plus free equals total, tables cover lengths, shared and cached blocks are
 // never written, a simulated KV pool written through the tables reads back every sequence's own
 // tokens (no cross-sequence corruption, and every prefix-cache hit maps blocks that really hold the
@@ -33,7 +33,8 @@ class Simulation {
     const int32_t stem_length = std::uniform_int_distribution<int32_t>(0, 10)(rng);
     for (int32_t i = 0; i < stem_length; ++i) prompt.push_back(100 * stem + i);
     const int32_t tail = std::uniform_int_distribution<int32_t>(1, 6)(rng);
-    for (int32_t i = 0; i < tail; ++i) prompt.push_back(std::uniform_int_distribution<int32_t>(0, 2)(rng));
+    for (int32_t i = 0; i < tail; ++i)
+      prompt.push_back(std::uniform_int_distribution<int32_t>(0, 2)(rng));
     return prompt;
   }
 
@@ -56,14 +57,15 @@ class Simulation {
       hit_tokens_ += *cached;
       tokens_[id].assign(prompt.begin(), prompt.begin() + *cached);
       ASSERT_NO_FATAL_FAILURE(CheckInvariants());  // the mapped blocks hold the prompt's tokens
-      ASSERT_NO_FATAL_FAILURE(WriteTokens(id, std::vector<int32_t>(prompt.begin() + *cached,
-                                                                   prompt.end())));
+      ASSERT_NO_FATAL_FAILURE(
+          WriteTokens(id, std::vector<int32_t>(prompt.begin() + *cached, prompt.end())));
       return;
     }
     const SequenceId id = RandomLiveId(rng);
     const int32_t length = static_cast<int32_t>(tokens_[id].size());
     switch (op) {
-      case 3: case 4: {  // append
+      case 3:
+      case 4: {  // append
         const int32_t count = std::uniform_int_distribution<int32_t>(0, 9)(rng);
         std::vector<int32_t> tokens;
         for (int32_t i = 0; i < count; ++i) {
@@ -159,7 +161,8 @@ class Simulation {
       ASSERT_TRUE(manager_->Contains(id));
       ASSERT_EQ(*manager_->length(id), static_cast<int32_t>(tokens.size()));
       std::span<const int32_t> table = *manager_->block_table(id);
-      ASSERT_GE(static_cast<int64_t>(table.size()) * kBlockSize, static_cast<int64_t>(tokens.size()))
+      ASSERT_GE(static_cast<int64_t>(table.size()) * kBlockSize,
+                static_cast<int64_t>(tokens.size()))
           << "table of sequence " << id << " does not cover its length";
       std::vector<int32_t> sorted(table.begin(), table.end());
       std::sort(sorted.begin(), sorted.end());
