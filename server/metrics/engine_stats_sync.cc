@@ -12,6 +12,7 @@ EngineStateSample EngineStatsSync::ToSample(const engine::EngineStats& stats,
   sample.kv_cache = {.total_blocks = stats.kv_blocks_total,
                      .used_blocks = stats.kv_blocks_used,
                      .free_blocks = stats.kv_blocks_free,
+                     .cached_blocks = stats.kv_blocks_cached,
                      .block_size_tokens = block_size_tokens,
                      .block_bytes = stats.kv_block_bytes};
   sample.memory = memory;
@@ -27,8 +28,13 @@ void EngineStatsSync::Sync(const engine::EngineStats& stats) {
   observer_.OnPromptTokens(delta(stats.prompt_tokens_total, last_.prompt_tokens_total));
   observer_.OnGeneratedTokens(delta(stats.generated_tokens_total, last_.generated_tokens_total));
   observer_.OnSequencesExpired(delta(stats.sequences_expired_total, last_.sequences_expired_total));
+  observer_.OnPreemptions(delta(stats.preemptions_total, last_.preemptions_total));
   observer_.OnRejections(RejectionReason::kKvCacheFull,
                          delta(stats.requests_rejected_kv_total, last_.requests_rejected_kv_total));
+  observer_.OnPrefixCacheLookups(
+      delta(stats.prefix_cache_query_tokens_total, last_.prefix_cache_query_tokens_total),
+      delta(stats.prefix_cache_hit_tokens_total, last_.prefix_cache_hit_tokens_total));
+  observer_.OnKvBlocksEvicted(delta(stats.kv_blocks_evicted_total, last_.kv_blocks_evicted_total));
   last_ = stats;
 }
 

@@ -1,10 +1,11 @@
 // Turns the engine's published stats snapshot (engine::EngineStats) into gauge values and counter
 // increments on a ServingObserver.
 //
-// The engine keeps running totals (tokens, expirations, KV rejections); Prometheus counters only
-// go up by increments. Sync() remembers the totals it last saw and adds the difference, so the
-// exported counters equal the engine's totals after every sync. Meant to run just before each
-// scrape (RefreshingCollectable), so gauges are fresh even while the engine is idle.
+// The engine keeps running totals (tokens, expirations, KV rejections, preemptions, prefix-cache
+// lookups and hits, evictions); Prometheus counters only go up by increments. Sync() remembers the
+// totals it last saw and adds the difference, so the exported counters equal the engine's totals
+// after every sync. Meant to run just before each scrape (RefreshingCollectable), so gauges are
+// fresh even while the engine is idle.
 #pragma once
 
 #include <mutex>
