@@ -55,6 +55,13 @@ PANELS = [
      [("sum by (state) (llm_kv_cache_blocks{instance=~\"$instance\"})", "{{state}}"),
       ("sum(llm_kv_cache_capacity_blocks{instance=~\"$instance\"})", "capacity")],
      "KV blocks used and free."),
+    ("Prefix cache", "percentunit",
+     [(f"sum(rate(llm_prefix_cache_hit_tokens_total{{instance=~\"$instance\"}}[{RATE}]))"
+       f" / clamp_min(sum(rate(llm_prefix_cache_query_tokens_total{{instance=~\"$instance\"}}[{RATE}])), 1e-9)",
+       "hit rate (prompt tokens)"),
+      ("sum(llm_kv_cache_cached_blocks{instance=~\"$instance\"}) / sum(llm_kv_cache_capacity_blocks{instance=~\"$instance\"})",
+       "cached blocks / capacity")],
+     "Share of looked-up prompt tokens served from cached KV blocks, and the cached share of the pool."),
     ("Device memory", "bytes",
      [("sum(llm_device_memory_used_bytes{instance=~\"$instance\"})", "device used (all processes)"),
       ("sum(llm_device_memory_capacity_bytes{instance=~\"$instance\"})", "device capacity"),
@@ -71,10 +78,11 @@ PANELS = [
       (f"sum by (phase) (rate(llm_engine_step_batch_sequences_sum{{instance=~\"$instance\"}}[{RATE}]))"
        f" / sum by (phase) (rate(llm_engine_step_batch_sequences_count{{instance=~\"$instance\"}}[{RATE}]))", "sequences {{phase}}")],
      "Query tokens and sequences per engine step."),
-    ("Preemptions and expirations", "short",
+    ("Preemptions, expirations, evictions", "short",
      [(f"sum(rate(llm_sequence_preemptions_total{{instance=~\"$instance\"}}[{RATE}]))", "preempted /s"),
+      (f"sum(rate(llm_kv_cache_evicted_blocks_total{{instance=~\"$instance\"}}[{RATE}]))", "blocks evicted /s"),
       (f"sum(rate(llm_sequence_expirations_total{{instance=~\"$instance\"}}[{RATE}]))", "expired /s")],
-     "Sequences that lost their KV blocks, and idle sequences freed by the TTL."),
+     "Requests that lost their KV blocks, prefix-cache evictions, idle sequences freed by the TTL."),
 ]
 
 

@@ -19,7 +19,8 @@ struct SequenceCounts {
 struct KvCacheSample {
   int64_t total_blocks = 0;
   int64_t used_blocks = 0;
-  int64_t free_blocks = 0;
+  int64_t free_blocks = 0;    // free, or cached and held by no sequence: what allocation can take
+  int64_t cached_blocks = 0;  // findable by prefix hash, held by sequences or not
   int64_t block_size_tokens = 0;
   size_t block_bytes = 0;  // one block across all layers, K and V
 };

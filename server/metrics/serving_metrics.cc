@@ -103,6 +103,17 @@ ServingMetrics::ServingMetrics(std::shared_ptr<prometheus::Registry> registry)
       expirations_(CounterFamily(*registry_, "llm_sequence_expirations_total",
                                  "Idle sequences released after their time-to-live.")
                        .Add({})),
+      prefix_cache_query_tokens_(CounterFamily(*registry_, "llm_prefix_cache_query_tokens_total",
+                                               "Prompt tokens of new sequences looked up in the "
+                                               "prefix cache.")
+                                     .Add({})),
+      prefix_cache_hit_tokens_(CounterFamily(*registry_, "llm_prefix_cache_hit_tokens_total",
+                                             "Looked-up prompt tokens whose K/V came from cached "
+                                             "blocks instead of the model.")
+                                   .Add({})),
+      kv_blocks_evicted_(CounterFamily(*registry_, "llm_kv_cache_evicted_blocks_total",
+                                       "Cached KV blocks reused for other contents.")
+                             .Add({})),
       sequences_(GaugeFamily(*registry_, "llm_sequences",
                              "Sequences held by the engine, by state: running (in the current "
                              "batch), waiting (queued for prefill), idle (prefilled, awaiting the "
@@ -117,6 +128,10 @@ ServingMetrics::ServingMetrics(std::shared_ptr<prometheus::Registry> registry)
       kv_capacity_blocks_(
           GaugeFamily(*registry_, "llm_kv_cache_capacity_blocks", "KV cache blocks in the pool.")
               .Add({})),
+      kv_cached_blocks_(GaugeFamily(*registry_, "llm_kv_cache_cached_blocks",
+                                    "KV blocks findable by prefix hash (reusable by a new sequence "
+                                    "with the same prompt prefix), held by sequences or not.")
+                            .Add({})),
       kv_used_bytes_(GaugeFamily(*registry_, "llm_kv_cache_used_bytes",
                                  "Bytes of the KV pool held by sequences (used blocks times block "
                                  "bytes).")
@@ -227,6 +242,15 @@ void ServingMetrics::OnSequencesExpired(int64_t count) {
   if (count > 0) expirations_.Increment(static_cast<double>(count));
 }
 
+void ServingMetrics::OnPrefixCacheLookups(int64_t query_tokens, int64_t hit_tokens) {
+  if (query_tokens > 0) prefix_cache_query_tokens_.Increment(static_cast<double>(query_tokens));
+  if (hit_tokens > 0) prefix_cache_hit_tokens_.Increment(static_cast<double>(hit_tokens));
+}
+
+void ServingMetrics::OnKvBlocksEvicted(int64_t count) {
+  if (count > 0) kv_blocks_evicted_.Increment(static_cast<double>(count));
+}
+
 void ServingMetrics::OnEngineState(const EngineStateSample& sample) {
   sequences_running_.Set(static_cast<double>(sample.sequences.running));
   sequences_waiting_.Set(static_cast<double>(sample.sequences.waiting));
@@ -236,6 +260,7 @@ void ServingMetrics::OnEngineState(const EngineStateSample& sample) {
   kv_blocks_used_.Set(static_cast<double>(kv.used_blocks));
   kv_blocks_free_.Set(static_cast<double>(kv.free_blocks));
   kv_capacity_blocks_.Set(static_cast<double>(kv.total_blocks));
+  kv_cached_blocks_.Set(static_cast<double>(kv.cached_blocks));
   kv_used_bytes_.Set(static_cast<double>(kv.used_blocks) * AsDouble(kv.block_bytes));
   kv_capacity_bytes_.Set(static_cast<double>(kv.total_blocks) * AsDouble(kv.block_bytes));
   kv_usage_ratio_.Set(kv.total_blocks > 0 ? static_cast<double>(kv.used_blocks) /

@@ -50,6 +50,8 @@ class ServingMetrics final : public ServingObserver {
   void OnRejections(RejectionReason reason, int64_t count) override;
   void OnPreemptions(int64_t count) override;
   void OnSequencesExpired(int64_t count) override;
+  void OnPrefixCacheLookups(int64_t query_tokens, int64_t hit_tokens) override;
+  void OnKvBlocksEvicted(int64_t count) override;
   void OnEngineState(const EngineStateSample& sample) override;
 
  private:
@@ -80,6 +82,9 @@ class ServingMetrics final : public ServingObserver {
   prometheus::Family<prometheus::Counter>& rejections_;
   prometheus::Counter& preemptions_;
   prometheus::Counter& expirations_;
+  prometheus::Counter& prefix_cache_query_tokens_;
+  prometheus::Counter& prefix_cache_hit_tokens_;
+  prometheus::Counter& kv_blocks_evicted_;
 
   prometheus::Family<prometheus::Gauge>& sequences_;
   prometheus::Gauge& sequences_running_;
@@ -89,6 +94,7 @@ class ServingMetrics final : public ServingObserver {
   prometheus::Gauge& kv_blocks_used_;
   prometheus::Gauge& kv_blocks_free_;
   prometheus::Gauge& kv_capacity_blocks_;
+  prometheus::Gauge& kv_cached_blocks_;
   prometheus::Gauge& kv_used_bytes_;
   prometheus::Gauge& kv_capacity_bytes_;
   prometheus::Gauge& kv_usage_ratio_;

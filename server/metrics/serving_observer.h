@@ -57,6 +57,11 @@ class ServingObserver {
   virtual void OnPreemptions(int64_t count) = 0;
   // `count` sequences idle for longer than their TTL were released by the engine.
   virtual void OnSequencesExpired(int64_t count) = 0;
+  // The prefix cache looked up `query_tokens` prompt tokens of new sequences and found K/V for
+  // `hit_tokens` of them.
+  virtual void OnPrefixCacheLookups(int64_t query_tokens, int64_t hit_tokens) = 0;
+  // `count` cached KV blocks were reused for other contents.
+  virtual void OnKvBlocksEvicted(int64_t count) = 0;
   // The engine's state after a step (or at start-up): queue depths, KV cache and memory use.
   virtual void OnEngineState(const EngineStateSample& sample) = 0;
 };
@@ -74,6 +79,8 @@ class NullServingObserver final : public ServingObserver {
   void OnRejections(RejectionReason, int64_t) override {}
   void OnPreemptions(int64_t) override {}
   void OnSequencesExpired(int64_t) override {}
+  void OnPrefixCacheLookups(int64_t, int64_t) override {}
+  void OnKvBlocksEvicted(int64_t) override {}
   void OnEngineState(const EngineStateSample&) override {}
 };
 

@@ -81,6 +81,11 @@ TEST_F(EngineMetricsTest, StatsSyncSetsGaugesAndAddsOnlyTheNewPartOfTotals) {
   stats.generated_tokens_total = 10;
   stats.sequences_expired_total = 1;
   stats.requests_rejected_kv_total = 2;
+  stats.kv_blocks_cached = 20;
+  stats.preemptions_total = 3;
+  stats.prefix_cache_query_tokens_total = 40;
+  stats.prefix_cache_hit_tokens_total = 32;
+  stats.kv_blocks_evicted_total = 5;
 
   // Scraping through a RefreshingCollectable syncs first, as llm-server does.
   auto scraped = std::make_shared<RefreshingCollectable>([&] { sync.Sync(stats); }, registry_);
@@ -97,10 +102,17 @@ TEST_F(EngineMetricsTest, StatsSyncSetsGaugesAndAddsOnlyTheNewPartOfTotals) {
   EXPECT_THAT(SampleValue(text, "llm_sequence_expirations_total"), Optional(1.0));
   EXPECT_THAT(SampleValue(text, R"(llm_request_rejections_total{reason="kv_cache_full"})"),
               Optional(2.0));
+  EXPECT_THAT(SampleValue(text, "llm_kv_cache_cached_blocks"), Optional(20.0));
+  EXPECT_THAT(SampleValue(text, "llm_sequence_preemptions_total"), Optional(3.0));
+  EXPECT_THAT(SampleValue(text, "llm_prefix_cache_query_tokens_total"), Optional(40.0));
+  EXPECT_THAT(SampleValue(text, "llm_prefix_cache_hit_tokens_total"), Optional(32.0));
+  EXPECT_THAT(SampleValue(text, "llm_kv_cache_evicted_blocks_total"), Optional(5.0));
 
   // A second scrape with the same totals adds nothing; grown totals are followed exactly.
   text = SerializeToText({scraped});
   EXPECT_THAT(SampleValue(text, "llm_prompt_tokens_total"), Optional(100.0));
+  EXPECT_THAT(SampleValue(text, "llm_sequence_preemptions_total"), Optional(3.0));
+  EXPECT_THAT(SampleValue(text, "llm_prefix_cache_hit_tokens_total"), Optional(32.0));
   stats.prompt_tokens_total = 130;
   stats.generated_tokens_total = 25;
   stats.waiting_requests = 0;

@@ -124,6 +124,9 @@ TEST_F(ServingMetricsTest, RejectionsPreemptionsAndExpirationsAreCounted) {
   metrics_.OnRejections(RejectionReason::kQueueFull, 0);
   metrics_.OnPreemptions(1);
   metrics_.OnSequencesExpired(2);
+  metrics_.OnPrefixCacheLookups(16, 12);
+  metrics_.OnPrefixCacheLookups(8, 0);
+  metrics_.OnKvBlocksEvicted(4);
   const std::string text = Scrape();
   EXPECT_THAT(SampleValue(text, R"(llm_request_rejections_total{reason="kv_cache_full"})"),
               Optional(2.0));
@@ -131,6 +134,9 @@ TEST_F(ServingMetricsTest, RejectionsPreemptionsAndExpirationsAreCounted) {
               Optional(1.0));
   EXPECT_THAT(SampleValue(text, "llm_sequence_preemptions_total"), Optional(1.0));
   EXPECT_THAT(SampleValue(text, "llm_sequence_expirations_total"), Optional(2.0));
+  EXPECT_THAT(SampleValue(text, "llm_prefix_cache_query_tokens_total"), Optional(24.0));
+  EXPECT_THAT(SampleValue(text, "llm_prefix_cache_hit_tokens_total"), Optional(12.0));
+  EXPECT_THAT(SampleValue(text, "llm_kv_cache_evicted_blocks_total"), Optional(4.0));
   // A zero count creates no series: a label value appears only once it has happened.
   EXPECT_EQ(SampleValue(text, R"(llm_request_rejections_total{reason="queue_full"})"),
             std::nullopt);
@@ -142,6 +148,7 @@ TEST_F(ServingMetricsTest, EngineStateSetsQueueKvAndMemoryGauges) {
   sample.kv_cache = {.total_blocks = 100,
                      .used_blocks = 25,
                      .free_blocks = 75,
+                     .cached_blocks = 30,
                      .block_size_tokens = 16,
                      .block_bytes = 4096};
   sample.memory = {.device_total_bytes = 80'000'000'000,
@@ -158,6 +165,7 @@ TEST_F(ServingMetricsTest, EngineStateSetsQueueKvAndMemoryGauges) {
   EXPECT_THAT(SampleValue(text, R"(llm_kv_cache_blocks{state="used"})"), Optional(25.0));
   EXPECT_THAT(SampleValue(text, R"(llm_kv_cache_blocks{state="free"})"), Optional(75.0));
   EXPECT_THAT(SampleValue(text, "llm_kv_cache_capacity_blocks"), Optional(100.0));
+  EXPECT_THAT(SampleValue(text, "llm_kv_cache_cached_blocks"), Optional(30.0));
   EXPECT_THAT(SampleValue(text, "llm_kv_cache_used_bytes"), Optional(25.0 * 4096));
   EXPECT_THAT(SampleValue(text, "llm_kv_cache_capacity_bytes"), Optional(100.0 * 4096));
   EXPECT_THAT(SampleValue(text, "llm_kv_cache_usage_ratio"), Optional(0.25));
