@@ -93,7 +93,11 @@ absl::Status RunPrefill(const std::shared_ptr<grpc::Channel>& channel,
   grpc::ClientContext context;
   SetDeadline(context, options);
   v1::PrefillRequest request;
-  for (int32_t token : options.tokens) request.mutable_tokens()->add_ids(token);
+  if (options.text.has_value()) {
+    request.set_text(*options.text);
+  } else {
+    for (int32_t token : options.tokens) request.mutable_tokens()->add_ids(token);
+  }
   if (options.sequence_id.has_value()) request.set_sequence_id(*options.sequence_id);
   *request.mutable_sampling() = SamplingOf(options);
   request.set_num_top_logprobs(options.top_logprobs);
@@ -135,7 +139,13 @@ absl::Status RunGenerate(const std::shared_ptr<grpc::Channel>& channel,
   grpc::ClientContext context;
   SetDeadline(context, options);
   v1::GenerateRequest request;
-  for (int32_t token : options.tokens) request.mutable_tokens()->add_ids(token);
+  const bool text_mode = options.text.has_value();
+  if (text_mode) {
+    request.set_text(*options.text);
+  } else {
+    for (int32_t token : options.tokens) request.mutable_tokens()->add_ids(token);
+  }
+  for (const std::string& stop : options.stop_strings) request.add_stop_strings(stop);
   *request.mutable_sampling() = SamplingOf(options);
   request.set_max_tokens(options.max_tokens);
   for (int32_t stop : options.stop_token_ids) request.add_stop_token_ids(stop);
@@ -143,12 +153,19 @@ absl::Status RunGenerate(const std::shared_ptr<grpc::Channel>& channel,
   request.set_num_top_logprobs(options.top_logprobs);
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader =
       stub->Generate(&context, request);
+  // Text mode prints the prompt and then the text as it streams; token mode prints a line per token.
+  if (text_mode) out << *options.text << std::flush;
   v1::GenerateResponse message;
   while (reader->Read(&message)) {
     if (message.has_token()) {
-      out << absl::StrFormat("[%d] %s\n", message.index(), FormatToken(message.token()))
-          << std::flush;
+      if (text_mode) {
+        out << message.token().text() << std::flush;
+      } else {
+        out << absl::StrFormat("[%d] %s\n", message.index(), FormatToken(message.token()))
+            << std::flush;
+      }
     } else if (message.has_finished()) {
+      if (text_mode) out << message.text() << "\n";
       out << absl::StrFormat("finished: %s, prompt %d tokens, completion %d tokens\n",
                              v1::FinishReason_Name(message.finished().reason()),
                              message.finished().prompt_tokens(),
@@ -156,6 +173,24 @@ absl::Status RunGenerate(const std::shared_ptr<grpc::Channel>& channel,
     }
   }
   return FromGrpc(reader->Finish(), "Generate");
+}
+
+absl::Status RunTokenize(const std::shared_ptr<grpc::Channel>& channel,
+                         const ClientOptions& options, std::ostream& out) {
+  if (!options.text.has_value()) return absl::InvalidArgumentError("tokenize needs a text argument");
+  auto stub = v1::LlmService::NewStub(channel);
+  grpc::ClientContext context;
+  SetDeadline(context, options);
+  v1::TokenizeRequest request;
+  request.set_text(*options.text);
+  request.set_add_bos(true);
+  v1::TokenizeResponse response;
+  if (absl::Status status = FromGrpc(stub->Tokenize(&context, request, &response), "Tokenize");
+      !status.ok()) {
+    return status;
+  }
+  out << absl::StrJoin(response.ids(), ",") << "\n";
+  return absl::OkStatus();
 }
 
 absl::Status RunRelease(const std::shared_ptr<grpc::Channel>& channel,

@@ -17,6 +17,8 @@ namespace llm::client {
 struct ClientOptions {
   std::chrono::milliseconds timeout{10000};
   std::vector<int32_t> tokens;           // prompt for prefill/generate
+  std::optional<std::string> text;       // text prompt instead of tokens (needs a tokenizer)
+  std::vector<std::string> stop_strings; // generate: stop at these strings (needs a tokenizer)
   std::optional<uint64_t> sequence_id;   // decode/release, or prefill to extend
   std::optional<int32_t> token_id;       // decode
   int32_t max_tokens = 16;
@@ -39,6 +41,9 @@ absl::Status RunPrefill(const std::shared_ptr<grpc::Channel>& channel,
 absl::Status RunDecode(const std::shared_ptr<grpc::Channel>& channel, const ClientOptions& options,
                        std::ostream& out);
 absl::Status RunGenerate(const std::shared_ptr<grpc::Channel>& channel,
+                         const ClientOptions& options, std::ostream& out);
+// Prints the ids of options.text (with BOS).
+absl::Status RunTokenize(const std::shared_ptr<grpc::Channel>& channel,
                          const ClientOptions& options, std::ostream& out);
 absl::Status RunRelease(const std::shared_ptr<grpc::Channel>& channel,
                         const ClientOptions& options, std::ostream& out);

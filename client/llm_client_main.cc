@@ -31,6 +31,8 @@ ABSL_FLAG(int64_t, seed, -1, "Sampling seed (-1 = server's choice).");
 ABSL_FLAG(int, top_logprobs, 0, "Also print this many most likely alternatives per token.");
 ABSL_FLAG(std::string, stop, "", "generate: stop token ids, comma separated.");
 ABSL_FLAG(bool, ignore_eos, false, "generate: keep going past EOS tokens.");
+ABSL_FLAG(std::vector<std::string>, stop_strings, {},
+          "generate: stop when the text reaches any of these (comma separated; needs a tokenizer).");
 
 namespace {
 
@@ -54,12 +56,16 @@ int main(int argc, char** argv) {
   usage_config.contains_helpshort_flags = usage_config.contains_help_flags;
   absl::SetFlagsUsageConfig(usage_config);
   absl::SetProgramUsageMessage(
-      "llm-client [flags] <command>\n"
-      "commands: health, info, prefill, decode, generate, release, smoke\n"
-      "example: llm-client --target=localhost:50051 --tokens=1,15,27 --max_tokens=8 generate");
+      "llm-client [flags] <command> [text]\n"
+      "commands: health, info, prefill, decode, generate, tokenize, release, smoke\n"
+      "prefill, generate and tokenize take a text prompt as their argument (the server's model\n"
+      "needs a tokenizer.model), or token ids through --tokens.\n"
+      "examples:\n"
+      "  llm-client generate \"The meaning of life is\" --max_tokens=40 --temperature=0.8\n"
+      "  llm-client --tokens=1,15,27 --max_tokens=8 generate");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
-  if (args.size() != 2) {
-    std::cerr << "expected exactly one command; run llm-client --help\n";
+  if (args.size() != 2 && args.size() != 3) {
+    std::cerr << "expected a command and at most one text argument; run llm-client --help\n";
     return 2;
   }
   const std::string command = args[1];
@@ -80,6 +86,8 @@ int main(int argc, char** argv) {
   options.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
   options.top_logprobs = absl::GetFlag(FLAGS_top_logprobs);
   options.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  options.stop_strings = absl::GetFlag(FLAGS_stop_strings);
+  if (args.size() == 3) options.text = args[2];
 
   absl::StatusOr<std::shared_ptr<grpc::Channel>> made =
       llm::client::MakeChannelFromFlags(absl::GetFlag(FLAGS_target));
@@ -99,6 +107,8 @@ int main(int argc, char** argv) {
     status = llm::client::RunDecode(channel, options, std::cout);
   } else if (command == "generate") {
     status = llm::client::RunGenerate(channel, options, std::cout);
+  } else if (command == "tokenize") {
+    status = llm::client::RunTokenize(channel, options, std::cout);
   } else if (command == "release") {
     status = llm::client::RunRelease(channel, options, std::cout);
   } else if (command == "smoke") {

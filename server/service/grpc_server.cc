@@ -48,9 +48,10 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const std::string&
 
 GrpcServer::~GrpcServer() { Drain(absl::ZeroDuration()); }
 
-void GrpcServer::AttachEngine(engine::Engine* engine, const std::string& model_path) {
+void GrpcServer::AttachEngine(engine::Engine* engine, const std::string& model_path,
+                              const Tokenizer* tokenizer) {
   engine_ = engine;
-  service_.AttachEngine(engine, model_path);
+  service_.AttachEngine(engine, model_path, tokenizer);
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   health->SetServingStatus(true);
   health->SetServingStatus(kServiceName, true);

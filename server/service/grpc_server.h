@@ -42,7 +42,9 @@ class GrpcServer {
   int port() const { return port_; }
   const AccessGuard& access_guard() const { return *guard_; }
   // Publishes the engine (already warm and started) and flips health to SERVING.
-  void AttachEngine(engine::Engine* engine, const std::string& model_path);
+  // `tokenizer` (nullptr when the checkpoint has none) must outlive the server.
+  void AttachEngine(engine::Engine* engine, const std::string& model_path,
+                    const Tokenizer* tokenizer = nullptr);
   // Health NOT_SERVING, the engine stops accepting and finishes (or after `grace` fails) its work,
   // then the gRPC server shuts down. The engine may be destroyed afterwards.
   void Drain(absl::Duration grace);

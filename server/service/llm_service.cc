@@ -13,9 +13,11 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "server/service/proto_conversion.h"
+#include "server/text/text_stream.h"
 
 namespace llm::service {
 namespace {
@@ -27,6 +29,12 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
     return absl::InfiniteFuture();
   }
   return absl::FromChrono(deadline);
+}
+
+grpc::Status NoTokenizer() {
+  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                      "this model has no tokenizer.model, so text fields cannot be used; send token "
+                      "ids instead (GetModelInfo.has_tokenizer tells)");
 }
 
 grpc::Status Unavailable() {
@@ -127,9 +135,25 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
 
 }  // namespace
 
-void LlmServiceImpl::AttachEngine(engine::Engine* engine, std::string model_path) {
-  if (engine != nullptr) model_info_ = BuildModelInfo(*engine, model_path);
+void LlmServiceImpl::AttachEngine(engine::Engine* engine, std::string model_path,
+                                  const Tokenizer* tokenizer) {
+  tokenizer_ = tokenizer;
+  if (engine != nullptr) {
+    model_info_ = BuildModelInfo(*engine, model_path);
+    model_info_.set_has_tokenizer(tokenizer != nullptr);
+  }
   engine_.store(engine, std::memory_order_release);
+}
+
+absl::StatusOr<std::vector<int32_t>> LlmServiceImpl::TokenizePrompt(const std::string& text) const {
+  if (tokenizer_ == nullptr) return absl::FailedPreconditionError(NoTokenizer().error_message());
+  if (text.empty()) {
+    return absl::InvalidArgumentError("the prompt text is empty; send at least one character");
+  }
+  auto ids = tokenizer_->Encode(text, /*add_bos=*/false);
+  if (!ids.ok()) return ids.status();
+  if (model_info_.bos_token_id() >= 0) ids->insert(ids->begin(), model_info_.bos_token_id());
+  return ids;
 }
 
 grpc::ServerUnaryReactor* LlmServiceImpl::Prefill(grpc::CallbackServerContext* context,
@@ -142,7 +166,26 @@ grpc::ServerUnaryReactor* LlmServiceImpl::Prefill(grpc::CallbackServerContext* c
     return call;
   }
   engine::PrefillWork work;
-  work.tokens.assign(request->tokens().ids().begin(), request->tokens().ids().end());
+  if (request->has_text()) {
+    absl::StatusOr<std::vector<int32_t>> ids;
+    if (request->has_sequence_id()) {
+      // Continuing a sequence: no BOS in the middle of it.
+      if (tokenizer_ == nullptr) {
+        call->Finish(NoTokenizer());
+        return call;
+      }
+      ids = tokenizer_->Encode(request->text(), /*add_bos=*/false);
+    } else {
+      ids = TokenizePrompt(request->text());
+    }
+    if (!ids.ok()) {
+      call->Finish(ToGrpcStatus(ids.status()));
+      return call;
+    }
+    work.tokens = *std::move(ids);
+  } else {
+    work.tokens.assign(request->tokens().ids().begin(), request->tokens().ids().end());
+  }
   if (request->has_sequence_id()) work.sequence_id = request->sequence_id();
   work.sampling = FromProto(request->sampling(), request->num_top_logprobs());
   work.control = call->control();
@@ -194,27 +237,74 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* LlmServiceImpl::Generate(
     return call;
   }
   engine::GenerateWork work;
-  work.tokens.assign(request->tokens().ids().begin(), request->tokens().ids().end());
+  if (request->has_text()) {
+    absl::StatusOr<std::vector<int32_t>> ids = TokenizePrompt(request->text());
+    if (!ids.ok()) {
+      call->Complete(ToGrpcStatus(ids.status()));
+      return call;
+    }
+    work.tokens = *std::move(ids);
+  } else {
+    work.tokens.assign(request->tokens().ids().begin(), request->tokens().ids().end());
+  }
+  std::vector<std::string> stop_strings(request->stop_strings().begin(),
+                                        request->stop_strings().end());
+  if (!stop_strings.empty() && tokenizer_ == nullptr) {
+    call->Complete(NoTokenizer());
+    return call;
+  }
   work.sampling = FromProto(request->sampling(), request->num_top_logprobs());
   work.max_tokens =
       request->max_tokens() != 0 ? request->max_tokens() : engine->options().default_max_tokens;
   work.stop_token_ids.assign(request->stop_token_ids().begin(), request->stop_token_ids().end());
   work.ignore_eos = request->ignore_eos();
   work.control = call->control();
-  work.on_token = [call](const SampledToken& token, int32_t index) {
+
+  // Text state of the stream; touched only by the engine thread (on_token, then done).
+  struct TextState {
+    std::optional<TextStream> stream;
+    bool stopped = false;  // a stop string ended the stream; the engine is being told to stop
+    int32_t streamed_tokens = 0;
+  };
+  auto text = std::make_shared<TextState>();
+  if (tokenizer_ != nullptr) text->stream.emplace(*tokenizer_, work.tokens, std::move(stop_strings));
+  auto cancellation = work.control.cancellation;
+
+  work.on_token = [call, text, cancellation, engine](const SampledToken& token, int32_t index) {
+    if (text->stopped) return;  // the engine may run one more step before it sees the stop
     v1::GenerateResponse message;
     ToProto(token, message.mutable_token());
     message.set_index(index);
+    ++text->streamed_tokens;
+    if (text->stream.has_value()) {
+      absl::StatusOr<TextStream::Delta> delta = text->stream->Push(token.token);
+      if (delta.ok()) {
+        message.mutable_token()->set_text(std::move(delta->text));
+        if (delta->stopped) {
+          text->stopped = true;
+          cancellation->cancelled.store(true);
+          engine->Wake();
+        }
+      }
+    }
     call->Push(std::move(message));
   };
-  work.done = [call](absl::StatusOr<engine::GenerateSummary> summary) {
-    if (!summary.ok()) return call->Complete(ToGrpcStatus(summary.status()));
+  work.done = [call, text](absl::StatusOr<engine::GenerateSummary> summary) {
+    // A stop string ends the stream normally even though the engine saw it as a cancellation.
+    if (!summary.ok() && !text->stopped) return call->Complete(ToGrpcStatus(summary.status()));
     v1::GenerateResponse message;
     v1::GenerateFinished* finished = message.mutable_finished();
-    finished->set_reason(ToProto(summary->reason));
-    finished->set_prompt_tokens(summary->prompt_tokens);
-    finished->set_completion_tokens(summary->completion_tokens);
-    message.set_index(summary->completion_tokens);
+    if (text->stopped) {
+      finished->set_reason(v1::FINISH_REASON_STOP_STRING);
+      finished->set_prompt_tokens(summary.ok() ? summary->prompt_tokens : 0);
+      finished->set_completion_tokens(text->streamed_tokens);
+    } else {
+      finished->set_reason(ToProto(summary->reason));
+      finished->set_prompt_tokens(summary->prompt_tokens);
+      finished->set_completion_tokens(summary->completion_tokens);
+      if (text->stream.has_value()) message.set_text(text->stream->Finish());
+    }
+    message.set_index(finished->completion_tokens());
     call->Push(std::move(message));
     call->Complete(grpc::Status::OK);
   };
@@ -249,6 +339,56 @@ grpc::ServerUnaryReactor* LlmServiceImpl::GetModelInfo(grpc::CallbackServerConte
     return call;
   }
   *response = model_info_;
+  call->Finish(grpc::Status::OK);
+  return call;
+}
+
+grpc::ServerUnaryReactor* LlmServiceImpl::Tokenize(grpc::CallbackServerContext* context,
+                                                   const v1::TokenizeRequest* request,
+                                                   v1::TokenizeResponse* response) {
+  engine::Engine* engine = engine_.load(std::memory_order_acquire);
+  auto* call = new UnaryCall(engine, *context);
+  if (engine == nullptr) {
+    call->Finish(Unavailable());
+    return call;
+  }
+  if (tokenizer_ == nullptr) {
+    call->Finish(NoTokenizer());
+    return call;
+  }
+  absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->Encode(request->text(), false);
+  if (!ids.ok()) {
+    call->Finish(ToGrpcStatus(ids.status()));
+    return call;
+  }
+  if (request->add_bos() && model_info_.bos_token_id() >= 0) {
+    response->add_ids(model_info_.bos_token_id());
+  }
+  response->mutable_ids()->Add(ids->begin(), ids->end());
+  call->Finish(grpc::Status::OK);
+  return call;
+}
+
+grpc::ServerUnaryReactor* LlmServiceImpl::Detokenize(grpc::CallbackServerContext* context,
+                                                     const v1::DetokenizeRequest* request,
+                                                     v1::DetokenizeResponse* response) {
+  engine::Engine* engine = engine_.load(std::memory_order_acquire);
+  auto* call = new UnaryCall(engine, *context);
+  if (engine == nullptr) {
+    call->Finish(Unavailable());
+    return call;
+  }
+  if (tokenizer_ == nullptr) {
+    call->Finish(NoTokenizer());
+    return call;
+  }
+  const std::vector<int32_t> ids(request->ids().begin(), request->ids().end());
+  absl::StatusOr<std::string> text = tokenizer_->Decode(ids);
+  if (!text.ok()) {
+    call->Finish(ToGrpcStatus(text.status()));
+    return call;
+  }
+  response->set_text(*std::move(text));
   call->Finish(grpc::Status::OK);
   return call;
 }

@@ -7,6 +7,7 @@
 
 #include "llm/v1/llm.grpc.pb.h"
 #include "server/engine/engine.h"
+#include "server/text/tokenizer.h"
 
 namespace llm::service {
 
@@ -14,9 +15,11 @@ class LlmServiceImpl final : public v1::LlmService::CallbackService {
  public:
   LlmServiceImpl() = default;
 
-  // Until an engine is attached (model loading) every RPC answers UNAVAILABLE. The engine must stay
-  // alive until the gRPC server has shut down.
-  void AttachEngine(engine::Engine* engine, std::string model_path);
+  // Until an engine is attached (model loading) every RPC answers UNAVAILABLE. The engine (and the
+  // tokenizer, when the checkpoint has one; nullptr otherwise) must stay alive until the gRPC server
+  // has shut down.
+  void AttachEngine(engine::Engine* engine, std::string model_path,
+                    const Tokenizer* tokenizer = nullptr);
 
   grpc::ServerUnaryReactor* Prefill(grpc::CallbackServerContext* context,
                                     const v1::PrefillRequest* request,
@@ -32,10 +35,22 @@ class LlmServiceImpl final : public v1::LlmService::CallbackService {
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
                                          const v1::GetModelInfoRequest* request,
                                          v1::ModelInfo* response) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const v1::TokenizeRequest* request,
+                                     v1::TokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* context,
+                                       const v1::DetokenizeRequest* request,
+                                       v1::DetokenizeResponse* response) override;
 
  private:
+  // Token ids of a text prompt: BOS (when the model has one) then the tokenizer's ids. Errors when
+  // the model has no tokenizer or the text is empty.
+  absl::StatusOr<std::vector<int32_t>> TokenizePrompt(const std::string& text) const;
+
   std::atomic<engine::Engine*> engine_{nullptr};
-  v1::ModelInfo model_info_;  // written once before the engine pointer is published
+  // Written once before the engine pointer is published.
+  v1::ModelInfo model_info_;
+  const Tokenizer* tokenizer_ = nullptr;
 };
 
 }  // namespace llm::service

@@ -26,6 +26,7 @@
 #include "server/service/backend_selection.h"
 #include "server/service/grpc_server.h"
 #include "server/service/tls_config.h"
+#include "server/text/tokenizer.h"
 #if LLM_HAVE_SERVER_METRICS
 #include "server/metrics/memory_sample.h"
 #include "server/metrics/server_metrics.h"
@@ -247,6 +248,26 @@ int Run() {
     return 1;
   }
   const ModelConfig& config = (*checkpoint)->config();
+  // Text in and out when the checkpoint ships a sentencepiece model; token ids always work.
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (std::filesystem::exists(model_dir / "tokenizer.model")) {
+    absl::StatusOr<std::unique_ptr<Tokenizer>> loaded = Tokenizer::Load(model_dir / "tokenizer.model");
+    if (!loaded.ok()) {
+      Log(absl::StrCat("loading the tokenizer failed: ", loaded.status().message()));
+      return 1;
+    }
+    if ((*loaded)->vocab_size() > config.vocab_size) {
+      Log(absl::StrFormat("%s has %d pieces but the model's vocab_size is %d; they do not belong "
+                          "together", (model_dir / "tokenizer.model").string(),
+                          (*loaded)->vocab_size(), config.vocab_size));
+      return 1;
+    }
+    tokenizer = *std::move(loaded);
+    Log(absl::StrFormat("tokenizer: %s (%d pieces); text prompts get BOS id %d",
+                        tokenizer->path().string(), tokenizer->vocab_size(), config.bos_token_id));
+  } else {
+    Log(absl::StrCat("no tokenizer.model in ", model_dir.string(), ": token ids only"));
+  }
   const size_t block_bytes = KvBlockBytes(config, block_size, backend->backend->compute_dtype());
   int kv_blocks = absl::GetFlag(FLAGS_kv_blocks);
   if (kv_blocks <= 0) {
@@ -312,7 +333,7 @@ int Run() {
   }
 #endif
   (*engine)->Start(observer);
-  (*server)->AttachEngine(engine->get(), model_dir.string());
+  (*server)->AttachEngine(engine->get(), model_dir.string(), tokenizer.get());
   Log(absl::StrFormat("SERVING llm.v1.LlmService on %s:%d", absl::GetFlag(FLAGS_host),
                       (*server)->port()));
 

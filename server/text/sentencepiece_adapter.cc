@@ -1,41 +1,66 @@
 #include "server/text/sentencepiece_adapter.h"
 
-#include <sentencepiece_processor.h>
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
 
 namespace llm::internal {
 namespace {
 
-class SentencePieceImpl final : public SentencePiece {
- public:
-  bool Load(const std::string& path, std::string* error) {
-    const auto status = processor_.Load(path);
-    if (!status.ok()) *error = status.ToString();
-    return status.ok();
-  }
-  bool Encode(std::string_view text, std::vector<int>* ids, std::string* error) const override {
-    const auto status = processor_.Encode(text, ids);
-    if (!status.ok()) *error = status.ToString();
-    return status.ok();
-  }
-  bool Decode(const std::vector<int>& ids, std::string* text, std::string* error) const override {
-    const auto status = processor_.Decode(ids, text);
-    if (!status.ok()) *error = status.ToString();
-    return status.ok();
-  }
-  int vocab_size() const override { return processor_.GetPieceSize(); }
-  int bos_id() const override { return processor_.bos_id(); }
-  int eos_id() const override { return processor_.eos_id(); }
+constexpr char kModuleName[] = "libllm_sentencepiece.so";
+using LoadFunction = SentencePiece* (*)(const std::string*, std::string*);
 
- private:
-  sentencepiece::SentencePieceProcessor processor_;
-};
+// Where the module may be: $LLM_SENTENCEPIECE_MODULE, next to the executable (and ../lib for an
+// installed tree), the build tree, then the dynamic linker's search path.
+std::vector<std::string> Candidates() {
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("LLM_SENTENCEPIECE_MODULE"); env != nullptr && *env != '\0') {
+    candidates.push_back(env);
+  }
+  std::error_code error;
+  const std::filesystem::path executable = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (!error) {
+    for (const char* relative : {".", "../lib"}) {
+      candidates.push_back((executable.parent_path() / relative / kModuleName).lexically_normal());
+    }
+  }
+  candidates.push_back(LLM_SENTENCEPIECE_MODULE_BUILD_PATH);
+  candidates.push_back(kModuleName);
+  return candidates;
+}
+
+// Loads the module once per process; the handle stays open for the process's lifetime.
+LoadFunction FindLoadFunction(std::string* error) {
+  static std::once_flag once;
+  static LoadFunction function = nullptr;
+  static std::string load_error;
+  std::call_once(once, [] {
+    std::string tried;
+    for (const std::string& candidate : Candidates()) {
+      void* handle = dlopen(candidate.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+      if (handle == nullptr) {
+        tried += "\n  " + candidate + ": " + dlerror();
+        continue;
+      }
+      function = reinterpret_cast<LoadFunction>(dlsym(handle, "llm_sentencepiece_load"));
+      if (function != nullptr) return;
+      tried += "\n  " + candidate + ": no llm_sentencepiece_load symbol";
+    }
+    load_error = "cannot load the sentencepiece module " + std::string(kModuleName) +
+                 " (set LLM_SENTENCEPIECE_MODULE to its path); tried:" + tried;
+  });
+  if (function == nullptr) *error = load_error;
+  return function;
+}
 
 }  // namespace
 
 std::unique_ptr<SentencePiece> SentencePiece::Load(const std::string& path, std::string* error) {
-  auto impl = std::make_unique<SentencePieceImpl>();
-  if (!impl->Load(path, error)) return nullptr;
-  return impl;
+  LoadFunction load = FindLoadFunction(error);
+  if (load == nullptr) return nullptr;
+  return std::unique_ptr<SentencePiece>(load(&path, error));
 }
 
 }  // namespace llm::internal

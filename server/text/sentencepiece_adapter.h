@@ -1,6 +1,9 @@
-// A narrow, std-only view of sentencepiece. Debian's sentencepiece header declares its own
-// `absl::string_view`, which collides with Abseil's in any file that includes both, so only
-// sentencepiece_adapter.cc includes it and everything else goes through these functions.
+// A narrow, std-only view of sentencepiece. Two reasons keep sentencepiece behind it:
+// - Debian's sentencepiece header declares its own `absl::string_view`, which collides with Abseil's
+//   in any file that includes both;
+// - Debian's libsentencepiece.so exports a private copy of protobuf that breaks a process which also
+//   loads libprotobuf (see sentencepiece_plugin.cc), so it lives in a module loaded with
+//   RTLD_LOCAL | RTLD_DEEPBIND (sentencepiece_adapter.cc) rather than being linked in.
 #pragma once
 
 #include <memory>
