@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <future>
 #include <limits>
@@ -304,8 +305,12 @@ TEST_F(BadInputTest, EveryCataloguedInputGetsItsDocumentedStatusAndTheServerStay
   for (const Case& c : cases) {
     SCOPED_TRACE(c.input);
     const grpc::Status status = c.send();
+    std::printf("%-70s -> %d %s\n", c.input.c_str(), status.error_code(),
+                status.error_message().substr(0, 160).c_str());
     EXPECT_EQ(status.error_code(), c.expected) << c.input << ": " << status.error_message();
-    if (!c.message.empty()) EXPECT_THAT(status.error_message(), HasSubstr(c.message)) << c.input;
+    if (!c.message.empty()) {
+      EXPECT_THAT(status.error_message(), HasSubstr(c.message)) << c.input;
+    }
     ASSERT_TRUE(Healthy()) << "server unhealthy after: " << c.input;
   }
   // Not gRPC at all: random bytes, then an HTTP/1.1 request. The server hangs up and keeps serving.
