@@ -540,9 +540,11 @@ void Engine::ExpireWork(absl::Time now) {
           "the deadline passed while the request waited for KV cache space; retry with a longer "
           "deadline or when the server is less loaded");
     } else if (now - entry.enqueued >= options_.max_queue_wait &&
-               (!entry.recompute || running_.empty())) {
+               (!entry.recompute ||
+                (running_.empty() && BlocksNeeded(entry) > kv_->num_free_blocks()))) {
       // A preempted request has already started (a Generate may have streamed tokens): it waits
-      // for as long as running requests, which always finish, keep freeing blocks.
+      // for as long as running requests, which always finish, keep freeing blocks, and is not
+      // failed when the blocks it waits for are free now (admission comes right after this).
       ++counters_.requests_rejected_kv_total;
       status = absl::ResourceExhaustedError(absl::StrFormat(
           "KV cache full: the request waited %s for %d free KV blocks (%d of %d free); retry "

@@ -81,6 +81,29 @@ TEST(PreemptionTest, GenerationsThatOutgrowTheCacheTogetherPreemptAndStillMatchU
   EXPECT_EQ(stats.generated_tokens_total, 28) << "a recomputation samples no extra token";
 }
 
+TEST(PreemptionTest, APreemptedGenerationOutwaitsTheQueueLimitWhileOthersRun) {
+  // As above, with a 30 ms queue limit, and the surviving request holding the engine for 100 ms
+  // late in its run (its token callback sleeps on the engine thread) while the preempted one waits.
+  Harness h =
+      StartEngine({.num_blocks = 8, .block_size = 4}, {.max_queue_wait = absl::Milliseconds(30)});
+  const std::vector<int32_t> prompt_a = Prompt(6, 1);
+  const std::vector<int32_t> prompt_b = Prompt(6, 2);
+  h.model->Pause();
+  auto a = AsyncGenerate(*h.engine, prompt_a, 14, {}, {}, false, [](int32_t index) {
+    if (index == 12) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  });
+  h.model->WaitUntilEntered(1);
+  auto b = AsyncGenerate(*h.engine, prompt_b, 14);
+  h.model->Resume();
+  testing::GenerateOutcome outcome_a = Await(std::move(a));
+  testing::GenerateOutcome outcome_b = Await(std::move(b));
+  ASSERT_TRUE(outcome_a.summary.ok()) << outcome_a.summary.status();
+  ASSERT_TRUE(outcome_b.summary.ok()) << outcome_b.summary.status();
+  EXPECT_EQ(outcome_b.tokens, ExpectedContinuation(prompt_b, 14));
+  EXPECT_GE(h.engine->stats().preemptions_total, 1);
+  EXPECT_EQ(h.engine->stats().requests_rejected_kv_total, 0);
+}
+
 TEST(PreemptionTest, PreemptedExtensionOfAnIdleSequenceRollsBackAndRunsAgain) {
   // A persistent sequence (1 block), then a long Generate and, admitted after it, a 16-token
   // extension of the sequence. The Generate's growth needs the extension's blocks: the extension is
