@@ -421,8 +421,9 @@ void Engine::HandleDecode(DecodeWork work) {
     sequence.sampling = *work.sampling;
     sequence.sampling.num_top_logprobs = top;
   }
-  if (work.num_top_logprobs.has_value())
+  if (work.num_top_logprobs.has_value()) {
     sequence.sampling.num_top_logprobs = *work.num_top_logprobs;
+  }
   sequence.busy = true;
   auto entry = std::make_unique<WaitingEntry>();
   entry->enqueued = absl::Now();
