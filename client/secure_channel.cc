@@ -17,13 +17,15 @@
 
 ABSL_FLAG(bool, tls, false,
           "Connect with TLS, verifying the server against the system's roots (or --tls_ca).");
-ABSL_FLAG(std::string, tls_ca, "", "PEM CA bundle that signed the server's certificate; implies --tls.");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA bundle that signed the server's certificate; implies --tls.");
 ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate for mutual TLS; implies --tls.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
 ABSL_FLAG(std::string, tls_server_name, "",
           "Name the server's certificate must carry when it differs from the --target host.");
-ABSL_FLAG(std::string, api_key, "",
-          "API key sent as `authorization: Bearer <key>`; default $LLM_API_KEY (keeps it out of ps).");
+ABSL_FLAG(
+    std::string, api_key, "",
+    "API key sent as `authorization: Bearer <key>`; default $LLM_API_KEY (keeps it out of ps).");
 
 namespace llm::client {
 namespace {
@@ -101,7 +103,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& ta
     interceptors.push_back(std::make_unique<ApiKeyInterceptorFactory>(security.api_key));
   }
   return grpc::experimental::CreateCustomChannelWithInterceptors(target, credentials, arguments,
-                                                                std::move(interceptors));
+                                                                 std::move(interceptors));
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannelFromFlags(const std::string& target) {

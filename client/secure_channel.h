@@ -11,12 +11,13 @@
 namespace llm::client {
 
 struct ChannelSecurity {
-  bool tls = false;              // implied by any tls_* path below
-  std::string tls_ca_path;       // PEM roots that verify the server; empty = the system's roots
-  std::string tls_cert_path;     // PEM client certificate (mutual TLS)
-  std::string tls_key_path;      // its private key
-  std::string tls_server_name;   // name to verify the server's certificate against; empty = host
-  std::string api_key;           // empty = none
+  bool tls = false;                // implied by any tls_* path below
+  std::string tls_ca_path = {};    // PEM roots that verify the server; empty = the system's roots
+  std::string tls_cert_path = {};  // PEM client certificate (mutual TLS)
+  std::string tls_key_path = {};   // its private key
+  std::string tls_server_name =
+      {};                    // name to verify the server's certificate against; empty = host
+  std::string api_key = {};  // empty = none
 };
 
 // Fails (naming the flag) when a file cannot be read or a client cert comes without its key.

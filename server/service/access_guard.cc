@@ -46,11 +46,11 @@ grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* context, const grp
 }
 
 grpc::Status PromptTooLong(int prompt_tokens, int32_t limit) {
-  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                      absl::StrCat("the prompt has ", prompt_tokens,
-                                   " tokens; this server accepts at most ", limit,
-                                   " per request (--max_prompt_tokens); send it in several "
-                                   "Prefill calls or shorten it"));
+  return grpc::Status(
+      grpc::StatusCode::INVALID_ARGUMENT,
+      absl::StrCat("the prompt has ", prompt_tokens, " tokens; this server accepts at most ", limit,
+                   " per request (--max_prompt_tokens); send it in several "
+                   "Prefill calls or shorten it"));
 }
 
 }  // namespace
@@ -345,7 +345,8 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* GuardedLlmService::Generate(
   }
   const AccessPolicy& policy = guard_->policy();
   if (policy.max_prompt_tokens > 0 && request->tokens().ids_size() > policy.max_prompt_tokens) {
-    return new RejectedStream(PromptTooLong(request->tokens().ids_size(), policy.max_prompt_tokens));
+    return new RejectedStream(
+        PromptTooLong(request->tokens().ids_size(), policy.max_prompt_tokens));
   }
   if (policy.max_tokens_limit > 0 && request->max_tokens() > policy.max_tokens_limit) {
     return new RejectedStream(grpc::Status(

@@ -6,9 +6,10 @@
 // GuardedLlmService wraps LlmServiceImpl: each handler checks the call against the AccessGuard and
 // either fails it at once (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED,
 // INVALID_ARGUMENT) or hands it to the inner service unchanged. A server interceptor, created by
-// the guard for every LlmService call, learns when the call is over (it is destroyed then) and gives
-// the client's slot back; it also sees Prefill replies (new sequence ids) and Release outcomes.
-// Health and reflection are not guarded: they reveal the serving state and the public schema only.
+// the guard for every LlmService call, learns when the call is over (it is destroyed then) and
+// gives the client's slot back; it also sees Prefill replies (new sequence ids) and Release
+// outcomes. Health and reflection are not guarded: they reveal the serving state and the public
+// schema only.
 #pragma once
 
 #include <cstdint>
@@ -27,10 +28,11 @@
 namespace llm::service {
 
 struct AccessPolicy {
-  ApiKeySet api_keys;                  // empty: no authentication
-  int32_t max_prompt_tokens = 0;       // Prefill/Generate prompt tokens; 0 = the model's limit only
-  int32_t max_tokens_limit = 0;        // Generate max_tokens; 0 = the model's limit only
-  int32_t max_requests_per_client = 0; // Prefill/Decode/Generate in flight per client; 0 = no limit
+  ApiKeySet api_keys;             // empty: no authentication
+  int32_t max_prompt_tokens = 0;  // Prefill/Generate prompt tokens; 0 = the model's limit only
+  int32_t max_tokens_limit = 0;   // Generate max_tokens; 0 = the model's limit only
+  int32_t max_requests_per_client =
+      0;  // Prefill/Decode/Generate in flight per client; 0 = no limit
   // Sequences a client holds (created by Prefill, not yet released, expired or reported missing);
   // a Prefill that would create one more fails RESOURCE_EXHAUSTED. 0 = no limit.
   int32_t max_sequences_per_client = 0;

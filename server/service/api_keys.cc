@@ -15,15 +15,15 @@ namespace {
 
 absl::Status CheckKey(absl::string_view key, absl::string_view where) {
   if (key.size() < kMinApiKeyLength) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "an API key in ", where, " has ", key.size(), " characters; use at least ",
-        kMinApiKeyLength, " (e.g. `openssl rand -hex 32`)"));
+    return absl::InvalidArgumentError(absl::StrCat("an API key in ", where, " has ", key.size(),
+                                                   " characters; use at least ", kMinApiKeyLength,
+                                                   " (e.g. `openssl rand -hex 32`)"));
   }
   for (char c : key) {
     if (c <= ' ' || c > '~') {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "an API key in ", where,
-          " contains a space or a non-printable character; keys are printable ASCII"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("an API key in ", where,
+                       " contains a space or a non-printable character; keys are printable ASCII"));
     }
   }
   return absl::OkStatus();
@@ -117,7 +117,8 @@ std::optional<std::string> PresentedApiKey(
     return std::string();
   }
   if (auto it = metadata.find(kApiKeyHeader); it != metadata.end()) {
-    return std::string(absl::StripAsciiWhitespace(absl::string_view(it->second.data(), it->second.size())));
+    return std::string(
+        absl::StripAsciiWhitespace(absl::string_view(it->second.data(), it->second.size())));
   }
   return std::nullopt;
 }

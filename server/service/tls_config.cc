@@ -19,8 +19,9 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& path, const std::stri
   contents << file.rdbuf();
   std::string pem = contents.str();
   if (!absl::StrContains(pem, "-----BEGIN ")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, " given as --", flag, " is not PEM (no \"-----BEGIN\" line); convert it with openssl"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, " given as --", flag,
+                     " is not PEM (no \"-----BEGIN\" line); convert it with openssl"));
   }
   return pem;
 }
@@ -47,8 +48,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     absl::StatusOr<std::string> ca = ReadPemFile(files.client_ca_path, "tls_client_ca");
     if (!ca.ok()) return ca.status();
     options.pem_root_certs = *std::move(ca);
-    options.client_certificate_request =
-        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
   return grpc::SslServerCredentials(options);
 }

@@ -11,9 +11,10 @@
 namespace llm::service {
 
 struct TlsFiles {
-  std::string cert_path;       // PEM certificate chain of the server
-  std::string key_path;        // PEM private key of that certificate
-  std::string client_ca_path;  // PEM CA bundle; non-empty = require and verify client certificates
+  std::string cert_path = {};  // PEM certificate chain of the server
+  std::string key_path = {};   // PEM private key of that certificate
+  std::string client_ca_path =
+      {};  // PEM CA bundle; non-empty = require and verify client certificates
 };
 
 // Plaintext when every path is empty. A path that is set but unreadable, or not PEM, and a cert

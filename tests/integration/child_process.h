@@ -26,7 +26,8 @@ namespace llm::testing {
 class ChildProcess {
  public:
   // `extra_environment` entries ("NAME=value") are added to this process's environment.
-  explicit ChildProcess(std::vector<std::string> argv, std::vector<std::string> extra_environment = {}) {
+  explicit ChildProcess(std::vector<std::string> argv,
+                        std::vector<std::string> extra_environment = {}) {
     int pipe_fds[2];
     EXPECT_EQ(pipe(pipe_fds), 0);
     posix_spawn_file_actions_t actions;

@@ -35,16 +35,17 @@ std::filesystem::path TempDir(const std::string& name) {
 std::string FixtureModel() { return std::string(LLM_TEST_FIXTURES_DIR) + "/hf/llama_gqa"; }
 
 TEST(SecurityProcessTest, TlsAndApiKeyServerServesOnlyClientsWithBoth) {
-  if (!llm::testing::HaveOpenssl()) GTEST_SKIP() << "the openssl CLI is not installed (apt-get install openssl)";
+  if (!llm::testing::HaveOpenssl())
+    GTEST_SKIP() << "the openssl CLI is not installed (apt-get install openssl)";
   const std::filesystem::path dir = TempDir("secure_server");
   llm::testing::TestCertificates certs;
   ASSERT_TRUE(llm::testing::MakeTestCertificates(dir, &certs))
       << llm::testing::ReadTextFile(dir / "openssl.log");
   std::ofstream(dir / "keys") << "# test keys\n" << kKey << "\n";
-  ChildProcess server({LLM_SERVER_BINARY, "--host=127.0.0.1", "--port=0", "--model=" + FixtureModel(),
-                       "--kv_blocks=256", "--threads=2", "--tls_cert=" + certs.server_cert().string(),
-                       "--tls_key=" + certs.server_key().string(),
-                       "--api_keys_file=" + (dir / "keys").string()});
+  ChildProcess server(
+      {LLM_SERVER_BINARY, "--host=127.0.0.1", "--port=0", "--model=" + FixtureModel(),
+       "--kv_blocks=256", "--threads=2", "--tls_cert=" + certs.server_cert().string(),
+       "--tls_key=" + certs.server_key().string(), "--api_keys_file=" + (dir / "keys").string()});
   const std::string port = server.WaitForOutput(kServingPort, std::chrono::seconds(60));
   ASSERT_FALSE(port.empty()) << server.output();
   EXPECT_THAT(server.output(), HasSubstr("transport TLS, 1 API key(s)"));
@@ -56,10 +57,10 @@ TEST(SecurityProcessTest, TlsAndApiKeyServerServesOnlyClientsWithBoth) {
                       "--timeout=30s", "smoke"});
   EXPECT_EQ(smoke.Wait(), 0) << smoke.output();
   // The key from the environment, and the bench through TLS.
-  ChildProcess bench({LLM_BENCH_BINARY, "--target=" + target, ca, "--concurrency=4", "--requests=8",
-                      "--prompt_len_min=4", "--prompt_len_max=8", "--output_len_min=2",
-                      "--output_len_max=4"},
-                     {std::string("LLM_API_KEY=") + kKey});
+  ChildProcess bench(
+      {LLM_BENCH_BINARY, "--target=" + target, ca, "--concurrency=4", "--requests=8",
+       "--prompt_len_min=4", "--prompt_len_max=8", "--output_len_min=2", "--output_len_max=4"},
+      {std::string("LLM_API_KEY=") + kKey});
   EXPECT_EQ(bench.Wait(), 0) << bench.output();
   EXPECT_THAT(bench.output(), HasSubstr("requests ok 8, errors 0"));
 
@@ -114,8 +115,8 @@ TEST(SecurityProcessTest, CorruptModelDirectoryExitsWithAMessage) {
         .write(bytes.data(), weights.gcount());
   }
   for (const char* name : {"bad_json", "no_weights", "truncated_weights"}) {
-    ChildProcess server({LLM_SERVER_BINARY, "--host=127.0.0.1", "--port=0",
-                         "--model=" + (dir / name).string()});
+    ChildProcess server(
+        {LLM_SERVER_BINARY, "--host=127.0.0.1", "--port=0", "--model=" + (dir / name).string()});
     const int exit_code = server.Wait();
     EXPECT_EQ(exit_code, 1) << name << "\n" << server.output();
     EXPECT_THAT(server.output(), HasSubstr("loading the checkpoint failed")) << name;
@@ -124,9 +125,9 @@ TEST(SecurityProcessTest, CorruptModelDirectoryExitsWithAMessage) {
 }
 
 TEST(SecurityProcessTest, SigtermWhileStreamingDrainsAndClientsGetCleanStatuses) {
-  ChildProcess server({LLM_SERVER_BINARY, "--host=127.0.0.1", "--port=0", "--model=" + FixtureModel(),
-                       "--kv_blocks=512", "--threads=2", "--max_batch_tokens=64",
-                       "--shutdown_grace=2s"});
+  ChildProcess server({LLM_SERVER_BINARY, "--host=127.0.0.1", "--port=0",
+                       "--model=" + FixtureModel(), "--kv_blocks=512", "--threads=2",
+                       "--max_batch_tokens=64", "--shutdown_grace=2s"});
   const std::string port = server.WaitForOutput(kServingPort, std::chrono::seconds(60));
   ASSERT_FALSE(port.empty()) << server.output();
   const std::string json_path = (TempDir("sigterm") / "bench.json").string();

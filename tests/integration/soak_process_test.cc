@@ -77,17 +77,15 @@ double MetricValue(const std::string& text, const std::string& metric, const std
 
 TEST(SoakProcessTest, TwoHundredFiftySixConcurrentStreamsLeaveNoErrorsBlocksOrGrowth) {
   ChildProcess server({LLM_SERVER_BINARY, "--host=127.0.0.1", "--port=0",
-                       "--metrics_port=" + std::to_string(FreePort()),
-                       "--metrics_host=127.0.0.1",
+                       "--metrics_port=" + std::to_string(FreePort()), "--metrics_host=127.0.0.1",
                        std::string("--model=") + LLM_TEST_FIXTURES_DIR + "/hf/llama_gqa",
                        "--kv_blocks=2048", "--threads=2", "--max_sequences=256",
                        "--max_batch_tokens=1024", "--max_waiting=1024"});
   const std::string port = server.WaitForOutput(
       std::regex("SERVING llm\\.v1\\.LlmService on [0-9.]+:([0-9]+)"), std::chrono::seconds(60));
   ASSERT_FALSE(port.empty()) << server.output();
-  const std::string metrics_port =
-      server.WaitForOutput(std::regex("metrics on http://127\\.0\\.0\\.1:([0-9]+)/metrics"),
-                           std::chrono::seconds(5));
+  const std::string metrics_port = server.WaitForOutput(
+      std::regex("metrics on http://127\\.0\\.0\\.1:([0-9]+)/metrics"), std::chrono::seconds(5));
   ASSERT_FALSE(metrics_port.empty()) << server.output();
   const int64_t rss_before_kb = server.ProcStatusKb("VmRSS");
 
@@ -132,7 +130,8 @@ TEST(SoakProcessTest, TwoHundredFiftySixConcurrentStreamsLeaveNoErrorsBlocksOrGr
       "%.1f ms, p99 inter-token %.1f ms, p99 end-to-end %.1f ms; server RSS %lld -> %lld kB "
       "(peak sampled %lld kB, VmHWM %lld kB)\n",
       seconds.c_str(), static_cast<long long>(report["requests_ok"].get<int64_t>()),
-      report["requests_per_second"].get<double>(), report["generated_tokens_per_second"].get<double>(),
+      report["requests_per_second"].get<double>(),
+      report["generated_tokens_per_second"].get<double>(),
       report["ttft_seconds"]["p99"].get<double>() * 1e3,
       report["inter_token_seconds"]["p99"].get<double>() * 1e3,
       report["end_to_end_seconds"]["p99"].get<double>() * 1e3,

@@ -47,8 +47,7 @@ struct Case {
 class BadInputTest : public ::testing::Test {
  protected:
   BadInputTest()
-      : server_({.engine = {.max_batch_tokens = 64},
-                 .server = {.max_message_bytes = 1 << 20}}),
+      : server_({.engine = {.max_batch_tokens = 64}, .server = {.max_message_bytes = 1 << 20}}),
         stub_(v1::LlmService::NewStub(server_.PlaintextChannel())) {}
 
   grpc::Status Prefill(const v1::PrefillRequest& request, v1::PrefillResponse* response = nullptr) {
@@ -173,9 +172,13 @@ TEST_F(BadInputTest, EveryCataloguedInputGetsItsDocumentedStatusAndTheServerStay
       {"Prefill, empty prompt", Code::INVALID_ARGUMENT, "empty",
        [&] { return Prefill(PrefillOf({})); }},
       {"Prefill, negative token id", Code::INVALID_ARGUMENT, "outside the vocabulary",
-       [&] { return Prefill(PrefillOf({1, -1})); }},
+       [&] {
+         return Prefill(PrefillOf({1, -1}));
+       }},
       {"Prefill, token id = vocab_size", Code::INVALID_ARGUMENT, "[0, 256)",
-       [&] { return Prefill(PrefillOf({1, 256})); }},
+       [&] {
+         return Prefill(PrefillOf({1, 256}));
+       }},
       {"Prefill, token id INT32_MAX", Code::INVALID_ARGUMENT, "outside the vocabulary",
        [&] { return Prefill(PrefillOf({std::numeric_limits<int32_t>::max()})); }},
       {"Prefill, temperature NaN", Code::INVALID_ARGUMENT, "temperature",
@@ -209,9 +212,8 @@ TEST_F(BadInputTest, EveryCataloguedInputGetsItsDocumentedStatusAndTheServerStay
       {"Prefill, huge prompt (200k tokens, under the message limit)", Code::INVALID_ARGUMENT,
        "max_position_embeddings",
        [&] { return Prefill(PrefillOf(std::vector<int32_t>(200000, 5))); }},
-      {"Prefill, message over --max_message_bytes (600k ids, ~1.2 MB)",
-       Code::RESOURCE_EXHAUSTED, "larger than max",
-       [&] { return Prefill(PrefillOf(std::vector<int32_t>(600000, 200))); }},
+      {"Prefill, message over --max_message_bytes (600k ids, ~1.2 MB)", Code::RESOURCE_EXHAUSTED,
+       "larger than max", [&] { return Prefill(PrefillOf(std::vector<int32_t>(600000, 200))); }},
       {"Prefill extending an unknown sequence id", Code::NOT_FOUND, "unknown",
        [&] {
          v1::PrefillRequest request = PrefillOf({4});
@@ -255,16 +257,21 @@ TEST_F(BadInputTest, EveryCataloguedInputGetsItsDocumentedStatusAndTheServerStay
        }},
       {"Release, unknown sequence id", Code::NOT_FOUND, "unknown",
        [&] { return Release(55555555); }},
-      {"Release, already released", Code::NOT_FOUND, "unknown",
-       [&] { return Release(gone_id); }},
+      {"Release, already released", Code::NOT_FOUND, "unknown", [&] { return Release(gone_id); }},
       {"Generate, empty prompt", Code::INVALID_ARGUMENT, "empty",
        [&] { return Generate(GenerateOf({}, 4)); }},
       {"Generate, out-of-vocab prompt id", Code::INVALID_ARGUMENT, "outside the vocabulary",
-       [&] { return Generate(GenerateOf({1, 9999}, 4)); }},
+       [&] {
+         return Generate(GenerateOf({1, 9999}, 4));
+       }},
       {"Generate, max_tokens 1e9", Code::INVALID_ARGUMENT, "max_position_embeddings",
-       [&] { return Generate(GenerateOf({1, 2}, 1000000000)); }},
+       [&] {
+         return Generate(GenerateOf({1, 2}, 1000000000));
+       }},
       {"Generate, max_tokens -1", Code::INVALID_ARGUMENT, "max_tokens",
-       [&] { return Generate(GenerateOf({1, 2}, -1)); }},
+       [&] {
+         return Generate(GenerateOf({1, 2}, -1));
+       }},
       {"Generate, temperature NaN", Code::INVALID_ARGUMENT, "temperature",
        [&] {
          v1::GenerateRequest request = GenerateOf({1, 2}, 4);
@@ -295,11 +302,15 @@ TEST_F(BadInputTest, EveryCataloguedInputGetsItsDocumentedStatusAndTheServerStay
          return status;
        }},
       {"Generate, 1 ms deadline on a long generation", Code::DEADLINE_EXCEEDED, "",
-       [&] { return Generate(GenerateOf(Prompt(8, 5), 400), nullptr, std::chrono::milliseconds(1)); }},
+       [&] {
+         return Generate(GenerateOf(Prompt(8, 5), 400), nullptr, std::chrono::milliseconds(1));
+       }},
       {"Undeclared method /llm.v1.LlmService/Nope", Code::UNIMPLEMENTED, "",
        [&] { return RawUnary("/llm.v1.LlmService/Nope", "x"); }},
       {"Prefill body that is not protobuf", Code::UNIMPLEMENTED, "",
-       [&] { return RawUnary("/llm.v1.LlmService/Prefill", std::string("\xff\xff\xff\xff\x0f", 5)); }},
+       [&] {
+         return RawUnary("/llm.v1.LlmService/Prefill", std::string("\xff\xff\xff\xff\x0f", 5));
+       }},
   };
   ASSERT_GE(cases.size(), 30u);
   for (const Case& c : cases) {
@@ -318,7 +329,8 @@ TEST_F(BadInputTest, EveryCataloguedInputGetsItsDocumentedStatusAndTheServerStay
   std::string garbage(65536, '\0');
   for (char& byte : garbage) byte = static_cast<char>(rng());
   EXPECT_TRUE(ServerDropsRawBytes(garbage)) << "garbage bytes on the gRPC port";
-  EXPECT_TRUE(ServerDropsRawBytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n")) << "HTTP/1.1 on the gRPC port";
+  EXPECT_TRUE(ServerDropsRawBytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+      << "HTTP/1.1 on the gRPC port";
   EXPECT_TRUE(ServerDropsRawBytes(std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") +
                                   std::string(100, '\xff')))
       << "an HTTP/2 preface followed by a corrupt frame";
@@ -352,7 +364,8 @@ TEST_F(BadInputTest, ConcurrentDecodesOnOneSequenceEitherRunOrGetFailedPrecondit
     if (status.ok()) {
       ++ok;
     } else {
-      EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+          << status.error_message();
       EXPECT_THAT(status.error_message(), HasSubstr("busy"));
     }
   }
@@ -377,10 +390,9 @@ TEST_F(BadInputTest, AClientThatNeverReadsItsStreamDoesNotPinKvOrBlockOthers) {
   stalled_request.set_num_top_logprobs(20);
   auto stalled = stub_->Generate(&stalled_context, stalled_request);
   // The engine finishes the sequence (the stream only queues messages) and frees its blocks.
-  EXPECT_TRUE(Eventually([&] { 
-    return server_.engine().stats().generated_tokens_total >= generated_before + 450;
-  },
-                         std::chrono::seconds(60)));
+  EXPECT_TRUE(Eventually(
+      [&] { return server_.engine().stats().generated_tokens_total >= generated_before + 450; },
+      std::chrono::seconds(60)));
   EXPECT_TRUE(server_.Idle());
   // Others are served meanwhile.
   int tokens = 0;

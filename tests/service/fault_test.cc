@@ -28,7 +28,8 @@ struct Streamed {
   grpc::Status status;
 };
 
-Streamed Generate(v1::LlmService::Stub& stub, const std::vector<int32_t>& prompt, int32_t max_tokens,
+Streamed Generate(v1::LlmService::Stub& stub, const std::vector<int32_t>& prompt,
+                  int32_t max_tokens,
                   std::chrono::milliseconds timeout = std::chrono::seconds(120)) {
   grpc::ClientContext context;
   SetDeadline(context, timeout);
@@ -177,7 +178,8 @@ TEST(FaultTest, KvExhaustionUnderLoadQueuesOrRejectsButNeverCorruptsSurvivors) {
   std::printf("KV exhaustion: %d ok, %d RESOURCE_EXHAUSTED of %d\n", codes[grpc::StatusCode::OK],
               codes[grpc::StatusCode::RESOURCE_EXHAUSTED], kClients);
   EXPECT_GE(codes[grpc::StatusCode::OK], 8) << "the running and the queued requests complete";
-  EXPECT_GE(codes[grpc::StatusCode::RESOURCE_EXHAUSTED], 1) << "the burst should overflow the queue";
+  EXPECT_GE(codes[grpc::StatusCode::RESOURCE_EXHAUSTED], 1)
+      << "the burst should overflow the queue";
   EXPECT_TRUE(server.Idle());
 }
 

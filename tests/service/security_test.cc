@@ -83,8 +83,8 @@ grpc::Status Release(const std::shared_ptr<grpc::Channel>& channel, uint64_t id)
   return v1::LlmService::NewStub(channel)->Release(&context, request, &response);
 }
 
-grpc::Status Generate(const std::shared_ptr<grpc::Channel>& channel, const v1::GenerateRequest& request,
-                      int* tokens = nullptr) {
+grpc::Status Generate(const std::shared_ptr<grpc::Channel>& channel,
+                      const v1::GenerateRequest& request, int* tokens = nullptr) {
   grpc::ClientContext context;
   SetDeadline(context);
   auto reader = v1::LlmService::NewStub(channel)->Generate(&context, request);
@@ -144,7 +144,8 @@ TEST(ApiKeysTest, FileSkipsCommentsAndBlankLinesAndNamesAMissingPath) {
   ASSERT_TRUE(keys.ok()) << keys.status();
   EXPECT_EQ(keys->size(), 2u);
   EXPECT_EQ(keys->Match(kKeyA), 0);
-  absl::StatusOr<ApiKeySet> merged = ApiKeySet::Load((dir / "keys").string(), "key-c-from-the-environment");
+  absl::StatusOr<ApiKeySet> merged =
+      ApiKeySet::Load((dir / "keys").string(), "key-c-from-the-environment");
   ASSERT_TRUE(merged.ok());
   EXPECT_EQ(merged->size(), 3u);
   absl::StatusOr<ApiKeySet> missing = ApiKeySet::Load((dir / "nope").string(), "");
@@ -177,11 +178,14 @@ TEST(SecurityTest, WithApiKeysEveryLlmCallNeedsAValidKeyButHealthStaysOpen) {
     SetDeadline(context);
     context.AddMetadata("x-api-key", kKeyA);
     v1::ModelInfo info;
-    EXPECT_TRUE(v1::LlmService::NewStub(server.PlaintextChannel())->GetModelInfo(&context, {}, &info).ok());
+    EXPECT_TRUE(
+        v1::LlmService::NewStub(server.PlaintextChannel())->GetModelInfo(&context, {}, &info).ok());
     grpc::ClientContext basic;
     SetDeadline(basic);
     basic.AddMetadata("authorization", std::string("Basic ") + kKeyA);
-    EXPECT_EQ(v1::LlmService::NewStub(server.PlaintextChannel())->GetModelInfo(&basic, {}, &info).error_code(),
+    EXPECT_EQ(v1::LlmService::NewStub(server.PlaintextChannel())
+                  ->GetModelInfo(&basic, {}, &info)
+                  .error_code(),
               grpc::StatusCode::UNAUTHENTICATED);
   }
   grpc::Status health_status;
@@ -197,7 +201,8 @@ TEST(SecurityTest, AKeyCannotUseOrReleaseAnotherKeysSequence) {
   auto bob = Channel(server, kKeyB);
   v1::PrefillResponse prefill;
   ASSERT_TRUE(Prefill(alice, Prompt(10, 1), &prefill).ok());
-  ASSERT_TRUE(testing::Eventually([&] { return server.server().access_guard().owned_sequences() == 1; }));
+  ASSERT_TRUE(
+      testing::Eventually([&] { return server.server().access_guard().owned_sequences() == 1; }));
   grpc::Status status = Decode(bob, prefill.sequence_id());
   EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_THAT(status.error_message(), HasSubstr("another API key"));
@@ -214,7 +219,8 @@ TEST(SecurityTest, AKeyCannotUseOrReleaseAnotherKeysSequence) {
   }
   EXPECT_TRUE(Decode(alice, prefill.sequence_id()).ok());
   EXPECT_TRUE(Release(alice, prefill.sequence_id()).ok());
-  EXPECT_TRUE(testing::Eventually([&] { return server.server().access_guard().owned_sequences() == 0; }));
+  EXPECT_TRUE(
+      testing::Eventually([&] { return server.server().access_guard().owned_sequences() == 0; }));
   EXPECT_TRUE(server.Idle());
 }
 
@@ -226,7 +232,8 @@ TEST(SecurityTest, RequestsInFlightPerClientAreLimited) {
   // A long stream holds alice's only slot.
   grpc::ClientContext long_context;
   SetDeadline(long_context);
-  auto long_stream = v1::LlmService::NewStub(alice)->Generate(&long_context, GenerateRequestOf(8, 400));
+  auto long_stream =
+      v1::LlmService::NewStub(alice)->Generate(&long_context, GenerateRequestOf(8, 400));
   v1::GenerateResponse message;
   ASSERT_TRUE(long_stream->Read(&message));
   grpc::Status status = Generate(alice, GenerateRequestOf(4, 2));
@@ -242,7 +249,8 @@ TEST(SecurityTest, RequestsInFlightPerClientAreLimited) {
   }
   EXPECT_EQ(long_stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
   // The slot comes back when the call is over.
-  ASSERT_TRUE(testing::Eventually([&] { return server.server().access_guard().InFlight("api-key-0") == 0; }));
+  ASSERT_TRUE(testing::Eventually(
+      [&] { return server.server().access_guard().InFlight("api-key-0") == 0; }));
   EXPECT_TRUE(Generate(alice, GenerateRequestOf(4, 2)).ok());
   EXPECT_TRUE(server.Idle());
 }
@@ -250,12 +258,14 @@ TEST(SecurityTest, RequestsInFlightPerClientAreLimited) {
 TEST(SecurityTest, SequencesHeldPerClientAreLimitedAndReleasedOrExpiredOnesCountNoMore) {
   GrpcServerOptions options;
   options.access.max_sequences_per_client = 2;
-  TestServer server({.engine = {.sequence_ttl = absl::Milliseconds(300)}, .server = std::move(options)});
+  TestServer server(
+      {.engine = {.sequence_ttl = absl::Milliseconds(300)}, .server = std::move(options)});
   auto channel = server.PlaintextChannel();
   v1::PrefillResponse first, second, third;
   ASSERT_TRUE(Prefill(channel, {1, 2}, &first).ok());
   ASSERT_TRUE(Prefill(channel, {1, 3}, &second).ok());
-  ASSERT_TRUE(testing::Eventually([&] { return server.server().access_guard().owned_sequences() == 2; }));
+  ASSERT_TRUE(
+      testing::Eventually([&] { return server.server().access_guard().owned_sequences() == 2; }));
   grpc::Status status = Prefill(channel, {1, 4}, &third);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(status.error_message(), HasSubstr("--max_sequences_per_client"));
@@ -271,13 +281,15 @@ TEST(SecurityTest, SequencesHeldPerClientAreLimitedAndReleasedOrExpiredOnesCount
   }
   EXPECT_TRUE(Generate(channel, GenerateRequestOf(4, 2)).ok());
   ASSERT_TRUE(Release(channel, first.sequence_id()).ok());
-  ASSERT_TRUE(testing::Eventually([&] { return server.server().access_guard().owned_sequences() == 1; }));
+  ASSERT_TRUE(
+      testing::Eventually([&] { return server.server().access_guard().owned_sequences() == 1; }));
   ASSERT_TRUE(Prefill(channel, {1, 4}, &third).ok());
   // Both held sequences expire; the first call that finds one gone (NOT_FOUND) frees its count.
   ASSERT_TRUE(testing::Eventually([&] { return server.engine().stats().kv_blocks_used == 0; }));
   EXPECT_EQ(Decode(channel, second.sequence_id()).error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(Decode(channel, third.sequence_id()).error_code(), grpc::StatusCode::NOT_FOUND);
-  ASSERT_TRUE(testing::Eventually([&] { return server.server().access_guard().owned_sequences() == 0; }));
+  ASSERT_TRUE(
+      testing::Eventually([&] { return server.server().access_guard().owned_sequences() == 0; }));
   EXPECT_TRUE(Prefill(channel, {1, 5}, &first).ok());
 }
 
@@ -308,7 +320,8 @@ TEST(SecurityTest, OversizedMessagesAreResourceExhausted) {
   options.max_message_bytes = 1024;
   TestServer server({.server = std::move(options)});
   v1::PrefillResponse prefill;
-  grpc::Status status = Prefill(server.PlaintextChannel(), std::vector<int32_t>(2000, 200), &prefill);
+  grpc::Status status =
+      Prefill(server.PlaintextChannel(), std::vector<int32_t>(2000, 200), &prefill);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(status.error_message(), HasSubstr("larger than max"));
   EXPECT_TRUE(Prefill(server.PlaintextChannel(), {1, 2, 3}, &prefill).ok());
@@ -316,11 +329,12 @@ TEST(SecurityTest, OversizedMessagesAreResourceExhausted) {
 
 TEST(TlsConfigTest, BadSettingsNameTheFlag) {
   EXPECT_TRUE(MakeServerCredentials({}).ok());
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> half = MakeServerCredentials({.cert_path = "x.pem"});
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> half =
+      MakeServerCredentials({.cert_path = "x.pem"});
   ASSERT_FALSE(half.ok());
   EXPECT_THAT(half.status().message(), HasSubstr("--tls_key"));
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> missing =
-      MakeServerCredentials({.cert_path = "/nonexistent/cert.pem", .key_path = "/nonexistent/key.pem"});
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> missing = MakeServerCredentials(
+      {.cert_path = "/nonexistent/cert.pem", .key_path = "/nonexistent/key.pem"});
   ASSERT_FALSE(missing.ok());
   EXPECT_THAT(missing.status().message(), HasSubstr("/nonexistent/cert.pem"));
   const std::filesystem::path dir = TempDir("tls_not_pem");
@@ -335,16 +349,18 @@ TEST(TlsConfigTest, BadSettingsNameTheFlag) {
 class TlsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!llm::testing::HaveOpenssl()) GTEST_SKIP() << "the openssl CLI is not installed (apt-get install openssl)";
+    if (!llm::testing::HaveOpenssl())
+      GTEST_SKIP() << "the openssl CLI is not installed (apt-get install openssl)";
     const std::filesystem::path dir = TempDir("tls_pki");
     ASSERT_TRUE(llm::testing::MakeTestCertificates(dir, &certs_))
         << llm::testing::ReadTextFile(dir / "openssl.log");
   }
   GrpcServerOptions TlsOptions(bool mutual) {
     GrpcServerOptions options;
-    options.credentials = *MakeServerCredentials(
-        {.cert_path = certs_.server_cert().string(), .key_path = certs_.server_key().string(),
-         .client_ca_path = mutual ? certs_.ca().string() : ""});
+    options.credentials =
+        *MakeServerCredentials({.cert_path = certs_.server_cert().string(),
+                                .key_path = certs_.server_key().string(),
+                                .client_ca_path = mutual ? certs_.ca().string() : ""});
     return options;
   }
   llm::testing::TestCertificates certs_;
@@ -361,13 +377,13 @@ TEST_F(TlsTest, TlsServerTalksToClientsThatTrustItsCaOnly) {
   EXPECT_TRUE(Generate(trusted, GenerateRequestOf(6, 5), &tokens).ok());
   EXPECT_EQ(tokens, 5);
   // The name in the certificate is checked: "localhost" is in it, so an override to it works.
-  auto by_name = *client::MakeChannel(server.address(), {.tls_ca_path = certs_.ca().string(),
-                                                         .tls_server_name = "localhost",
-                                                         .api_key = kKeyA});
+  auto by_name = *client::MakeChannel(
+      server.address(),
+      {.tls_ca_path = certs_.ca().string(), .tls_server_name = "localhost", .api_key = kKeyA});
   EXPECT_TRUE(Info(by_name).ok());
-  auto wrong_name = *client::MakeChannel(server.address(), {.tls_ca_path = certs_.ca().string(),
-                                                            .tls_server_name = "evil.example",
-                                                            .api_key = kKeyA});
+  auto wrong_name = *client::MakeChannel(
+      server.address(),
+      {.tls_ca_path = certs_.ca().string(), .tls_server_name = "evil.example", .api_key = kKeyA});
   EXPECT_EQ(Info(wrong_name).error_code(), grpc::StatusCode::UNAVAILABLE);
   auto untrusted = *client::MakeChannel(
       server.address(), {.tls_ca_path = certs_.other_ca().string(), .api_key = kKeyA});
@@ -381,20 +397,20 @@ TEST_F(TlsTest, TlsServerTalksToClientsThatTrustItsCaOnly) {
 
 TEST_F(TlsTest, MutualTlsRequiresAClientCertificateFromTheCa) {
   TestServer server({.server = TlsOptions(/*mutual=*/true)});
-  auto with_cert = *client::MakeChannel(
-      server.address(), {.tls_ca_path = certs_.ca().string(),
-                         .tls_cert_path = certs_.client_cert().string(),
-                         .tls_key_path = certs_.client_key().string()});
+  auto with_cert =
+      *client::MakeChannel(server.address(), {.tls_ca_path = certs_.ca().string(),
+                                              .tls_cert_path = certs_.client_cert().string(),
+                                              .tls_key_path = certs_.client_key().string()});
   EXPECT_TRUE(Info(with_cert).ok());
   auto without_cert = *client::MakeChannel(server.address(), {.tls_ca_path = certs_.ca().string()});
   EXPECT_EQ(Info(without_cert).error_code(), grpc::StatusCode::UNAVAILABLE);
   // A certificate the server's CA did not sign (the server's own key pair, re-signed by no one it
   // trusts) is refused too: here, the other CA's self-signed certificate.
   const std::filesystem::path dir = certs_.dir;
-  auto foreign = *client::MakeChannel(
-      server.address(), {.tls_ca_path = certs_.ca().string(),
-                         .tls_cert_path = certs_.other_ca().string(),
-                         .tls_key_path = (dir / "other_ca.key").string()});
+  auto foreign =
+      *client::MakeChannel(server.address(), {.tls_ca_path = certs_.ca().string(),
+                                              .tls_cert_path = certs_.other_ca().string(),
+                                              .tls_key_path = (dir / "other_ca.key").string()});
   EXPECT_EQ(Info(foreign).error_code(), grpc::StatusCode::UNAVAILABLE);
 }
 

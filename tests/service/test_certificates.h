@@ -35,7 +35,8 @@ inline bool MakeTestCertificates(const std::filesystem::path& dir, TestCertifica
   std::ofstream(dir / "server.ext") << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
   const std::string d = dir.string();
   const std::string script =
-      "cd '" + d + "' && ("
+      "cd '" + d +
+      "' && ("
       "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "
       "-subj /CN=llm-test-ca -keyout ca.key -out ca.pem && "
       "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 "

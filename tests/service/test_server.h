@@ -48,8 +48,8 @@ inline std::vector<int32_t> Prompt(int32_t length, int32_t salt) {
   return prompt;
 }
 
-inline void SetDeadline(grpc::ClientContext& context, std::chrono::milliseconds timeout =
-                                                          std::chrono::seconds(30)) {
+inline void SetDeadline(grpc::ClientContext& context,
+                        std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
   context.set_deadline(std::chrono::system_clock::now() + timeout);
 }
 
@@ -58,11 +58,12 @@ class TestServer {
   explicit TestServer(TestServerSetup setup = {}) {
     checkpoint_ = *Checkpoint::Open(kModelDir);
     backend_ = CreateCpuBackend(2);
-    std::unique_ptr<Transformer> model = *Transformer::Create(
-        *checkpoint_, *backend_,
-        {.kv_num_blocks = setup.kv_blocks, .kv_block_size = setup.block_size,
-         .max_batch_tokens = setup.engine.max_batch_tokens,
-         .max_batch_sequences = setup.engine.max_running_sequences});
+    std::unique_ptr<Transformer> model =
+        *Transformer::Create(*checkpoint_, *backend_,
+                             {.kv_num_blocks = setup.kv_blocks,
+                              .kv_block_size = setup.block_size,
+                              .max_batch_tokens = setup.engine.max_batch_tokens,
+                              .max_batch_sequences = setup.engine.max_running_sequences});
     engine_ = *engine::Engine::Create(std::move(model), setup.engine);
     EXPECT_TRUE(engine_->Warmup().ok());
     absl::StatusOr<std::unique_ptr<GrpcServer>> server =
