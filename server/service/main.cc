@@ -1,9 +1,10 @@
 // llm-server: loads a checkpoint, starts the engine and serves llm.v1 over gRPC until SIGINT/SIGTERM.
-#include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -141,14 +142,26 @@ absl::StatusOr<service::ApiKeySet> LoadApiKeys() {
   return service::ApiKeySet::Load(absl::GetFlag(FLAGS_api_keys_file), env != nullptr ? env : "");
 }
 
+sem_t stop_semaphore;
+std::atomic<int> stop_signal{0};
+
+// Async-signal-safe: an atomic store and sem_post. Later signals (during the drain) are absorbed.
+void OnStopSignal(int signal_number) {
+  stop_signal.store(signal_number);
+  sem_post(&stop_semaphore);
+}
+
 int Run() {
-  // Block the stop signals in every thread (gRPC and engine threads inherit the mask); the main
-  // thread collects them with sigwait.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // SIGINT/SIGTERM run a handler that only posts a semaphore, whichever thread they land on: some
+  // threads (OpenBLAS's pool) start before main and do not block signals, so masking plus sigwait
+  // let a second SIGTERM during the drain hit one of them and kill the process.
+  sem_init(&stop_semaphore, 0, 0);
+  struct sigaction action = {};
+  action.sa_handler = OnStopSignal;
+  action.sa_flags = SA_RESTART;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
 
   std::filesystem::path model_dir = absl::GetFlag(FLAGS_model);
   if (model_dir.empty()) {
@@ -337,8 +350,9 @@ int Run() {
   Log(absl::StrFormat("SERVING llm.v1.LlmService on %s:%d", absl::GetFlag(FLAGS_host),
                       (*server)->port()));
 
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  while (sem_wait(&stop_semaphore) != 0) {
+  }
+  const int signal_number = stop_signal.load();
   const absl::Duration grace = absl::GetFlag(FLAGS_shutdown_grace);
   Log(absl::StrFormat("received %s; draining (grace %s)", strsignal(signal_number),
                       absl::FormatDuration(grace)));

@@ -1,4 +1,4 @@
-// Text in, text out through the real gRPC service and the default model (models/fortunes): prompts
+// Text in, text out through the real gRPC service and the default model (models/default): prompts
 // as text, streamed text deltas, stop strings, Tokenize/Detokenize, and greedy output against
 // Hugging Face transformers (tests/fixtures/text/default_model_greedy.json).
 #include <filesystem>
@@ -24,7 +24,7 @@ namespace llm::service {
 namespace {
 
 const std::filesystem::path kSourceDir = LLM_SOURCE_DIR;
-const std::filesystem::path kDefaultModel = kSourceDir / "models/fortunes";
+const std::filesystem::path kDefaultModel = kSourceDir / "models/default";
 
 // The real server wiring on a model directory, with its tokenizer when it has one.
 class TextServer {

@@ -29,7 +29,7 @@ bool IsCompleteUtf8(std::string_view text) {
 class TextStreamTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto tokenizer = Tokenizer::Load(kSourceDir / "models/fortunes/tokenizer.model");
+    auto tokenizer = Tokenizer::Load(kSourceDir / "models/default/tokenizer.model");
     ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
     tokenizer_ = *std::move(tokenizer);
   }

@@ -18,7 +18,7 @@ nlohmann::json LoadReference() {
 }
 
 std::unique_ptr<Tokenizer> LoadDefaultTokenizer() {
-  auto tokenizer = Tokenizer::Load(kSourceDir / "models/fortunes/tokenizer.model");
+  auto tokenizer = Tokenizer::Load(kSourceDir / "models/default/tokenizer.model");
   EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
   return tokenizer.ok() ? *std::move(tokenizer) : nullptr;
 }
