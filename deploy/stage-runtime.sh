@@ -2,6 +2,7 @@
 # Collects what the runtime image needs from a build tree into a staging folder:
 #   STAGE/opt/llm/bin/{llm-server,llm-client,llm-bench}   stripped binaries
 #   STAGE/opt/llm/lib/libllm_cuda_backend.so              the CUDA plugin, when it was built
+#   STAGE/opt/llm/lib/libllm_sentencepiece.so             the tokenizer module (loaded at run time)
 #   STAGE/opt/llm/share/llm-inference/models/default      the bundled model (llm-server's default)
 #   STAGE/runtime-packages.txt                            the distribution packages that own every
 #                                                         shared library those files load
@@ -29,6 +30,7 @@ done
 if plugin=$(find_one libllm_cuda_backend.so 2>/dev/null); then
   install -m 0644 "$plugin" "$prefix/lib/libllm_cuda_backend.so"
 fi
+install -m 0644 "$(find_one libllm_sentencepiece.so)" "$prefix/lib/libllm_sentencepiece.so"
 strip --strip-unneeded "$prefix"/bin/* "$prefix"/lib/*.so 2>/dev/null || true
 cp -r models/default "$prefix/share/llm-inference/models/default"
 # The server runs as an unprivileged user: everything readable, nothing writable, whatever the
