@@ -3,7 +3,9 @@
 // in process (a fake Checkpoint: no download). Each sequence first prefills 511 tokens; a step then
 // decodes one token per sequence at position 511 (rewriting that slot each time, so the context
 // stays 512) and samples greedily. Wall time of Transformer::Forward, which ends synchronised
-// (sampling copies tokens back), median of `iterations` after warm-up.
+// (sampling copies tokens back), median of `iterations` after warm-up. Run twice: decode graphs off
+// (the plain eager path) and on (TransformerOptions::DecodeGraphs::kAuto: padded buckets, replayed
+// CUDA graphs; the warm-up records them).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -92,6 +94,9 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
     return results;
   }
   RandomCheckpoint checkpoint;
+  using Mode = TransformerOptions::DecodeGraphs;
+  for (const Mode mode : {Mode::kOff, Mode::kAuto}) {
+  const char* mode_name = mode == Mode::kOff ? "eager" : "graphs";
   const int max_batch = *std::max_element(batch_sizes.begin(), batch_sizes.end());
   const int block_size = 16;
   const int blocks_per_seq = (context_tokens + block_size - 1) / block_size;
@@ -100,6 +105,7 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
   options.kv_num_blocks = max_batch * blocks_per_seq + 8;
   options.max_batch_tokens = 2048;
   options.max_batch_sequences = std::max(64, max_batch);
+  options.decode_graphs = mode;
   auto model = Transformer::Create(checkpoint, **backend, options);
   if (!model.ok()) {
     std::fprintf(stderr, "decode_step: %s\n", model.status().ToString().c_str());
@@ -124,7 +130,8 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
       return results;
     }
   }
-  std::printf("\n%-34s %10s %12s\n", "decode step (TinyLlama-1.1B shape)", "ms", "tokens/s");
+  std::printf("\n%-34s %10s %12s  (%s)\n", "decode step (TinyLlama-1.1B shape)", "ms", "tokens/s",
+              mode_name);
   for (int batch : batch_sizes) {
     std::vector<SequenceChunk> chunks(batch);
     for (int s = 0; s < batch; ++s) {
@@ -146,10 +153,11 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
     std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
     const double median = ms[ms.size() / 2];
     char shape[64];
-    std::snprintf(shape, sizeof(shape), "B%d context %d", batch, context_tokens);
+    std::snprintf(shape, sizeof(shape), "B%d context %d %s", batch, context_tokens, mode_name);
     results.push_back(
         Result{"decode_step", shape, median, 0, 0, "wall time of Forward, greedy sampling"});
     std::printf("%-34s %10.3f %12.0f\n", shape, median, batch / (median * 1e-3));
+  }
   }
   return results;
 }

@@ -167,6 +167,30 @@ class Backend {
   // Samples one token per row of F32 logits [rows, vocab]; params and results are host memory.
   virtual absl::Status Sample(const float* logits, int32_t rows, int32_t vocab,
                               std::span<const SamplingParams> params, std::span<SampledToken> out) = 0;
+
+  // --- graph capture (optional; CUDA graphs on the CUDA backend) ---
+  // Between BeginGraphCapture and EndGraphCapture the ops above are recorded, not run: only ops
+  // whose launch shapes are host values and whose pointers stay valid may be recorded (no
+  // CopyToDevice/CopyToHost/Sample/Synchronize). A recorded graph replays the same ops on the same
+  // addresses; the caller uploads the data they read (at fixed addresses) before each replay.
+  // Defaults: no graphs, and the CPU backend keeps them.
+  virtual bool SupportsGraphs() const { return false; }
+  virtual absl::Status BeginGraphCapture() {
+    return absl::UnimplementedError("this backend does not record graphs");
+  }
+  // Stops recording. With keep, instantiates the recording and returns its id (> 0); without it
+  // (after a failed op) discards it and returns 0.
+  virtual absl::StatusOr<int64_t> EndGraphCapture(bool keep) {
+    (void)keep;
+    return absl::UnimplementedError("this backend does not record graphs");
+  }
+  // Queues graph `id`. Returns false, queuing nothing, when the backend has dropped the graph
+  // (e.g. its scratch memory had to grow and move): record it again.
+  virtual absl::StatusOr<bool> ReplayGraph(int64_t id) {
+    (void)id;
+    return absl::UnimplementedError("this backend does not record graphs");
+  }
+  virtual void DestroyGraph(int64_t id) { (void)id; }
 };
 
 }  // namespace llm

@@ -6,9 +6,12 @@
 # .gpu/ is git-ignored: send it with the device call's `carry: [".gpu"]`, then on the device:
 #   mkdir -p /tmp/g && tar -xzf .gpu/bundle.tar.gz -C /tmp/g && export LD_LIBRARY_PATH=/tmp/g/lib
 #
-# usage: scripts/gpu-bundle.sh [build-dir] [binary-or-library ...]
-#   default build dir: build-cuda; default binaries: kernels_gpu_tests, llm-bench-kernels and the
-#   plugin libllm_cuda_backend.so (whatever of them exists).
+# usage: [SERVER=1] scripts/gpu-bundle.sh [build-dir] [binary-or-library ...]
+#   default build dir: build-cuda; default binaries: kernels_gpu_tests, llm-bench-kernels,
+#   model_gpu_tests and the plugin libllm_cuda_backend.so (whatever of them exists); with SERVER=1
+#   also llm-server, llm-client, llm-bench and the tokenizer module libllm_sentencepiece.so (with
+#   their gRPC/Abseil/prometheus closure) for the end-to-end section of scripts/gpu-run.sh. The
+#   executables land in bin/, the libraries in lib/: the server finds both plugins through ../lib.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build-cuda}"
@@ -19,6 +22,13 @@ if [ ${#files[@]} -eq 0 ]; then
            kernels/cuda/libllm_cuda_backend.so; do
     [ -e "$build/$f" ] && files+=("$build/$f")
   done
+  if [ "${SERVER:-0}" != 0 ]; then
+    for f in server/service/llm-server client/llm-client client/llm-bench \
+             server/text/libllm_sentencepiece.so; do
+      [ -e "$build/$f" ] || { echo "missing $build/$f (build it first)" >&2; exit 1; }
+      files+=("$build/$f")
+    done
+  fi
 fi
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -54,6 +55,7 @@ class CudaBackend final : public Backend {
 
   ~CudaBackend() override {
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    DropGraphs();
     matmul_.reset();
     if (workspace_ != nullptr) cudaFree(workspace_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
@@ -125,6 +127,58 @@ class CudaBackend final : public Backend {
     }
     LLM_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return buffer;
+  }
+
+  // CUDA graphs: the stream is captured (relaxed mode, so a first-use attribute call inside a
+  // launcher is allowed); the recording is instantiated once and replayed with cudaGraphLaunch.
+  bool SupportsGraphs() const override { return true; }
+
+  absl::Status BeginGraphCapture() override {
+    if (capturing_) return absl::FailedPreconditionError("BeginGraphCapture: already capturing");
+    LLM_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+    capturing_ = true;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<int64_t> EndGraphCapture(bool keep) override {
+    if (!capturing_) return absl::FailedPreconditionError("EndGraphCapture: not capturing");
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+    if (end != cudaSuccess || !keep || graph == nullptr) {
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      cudaGetLastError();  // a broken capture leaves a sticky-free launch error behind
+      if (end != cudaSuccess) {
+        return absl::InternalError(
+            absl::StrCat("cudaStreamEndCapture: ", cudaGetErrorString(end)));
+      }
+      return int64_t{0};
+    }
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t instantiate = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (instantiate != cudaSuccess) {
+      cudaGetLastError();
+      return absl::InternalError(
+          absl::StrCat("cudaGraphInstantiate: ", cudaGetErrorString(instantiate)));
+    }
+    const int64_t id = ++last_graph_id_;
+    graphs_.emplace(id, exec);
+    return id;
+  }
+
+  absl::StatusOr<bool> ReplayGraph(int64_t id) override {
+    const auto it = graphs_.find(id);
+    if (it == graphs_.end()) return false;
+    LLM_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+    return true;
+  }
+
+  void DestroyGraph(int64_t id) override {
+    const auto it = graphs_.find(id);
+    if (it == graphs_.end()) return;
+    cudaGraphExecDestroy(it->second);
+    graphs_.erase(it);
   }
 
   absl::Status Synchronize() override {
@@ -351,7 +405,15 @@ class CudaBackend final : public Backend {
   // Scratch device memory for one op at a time (split-KV partials, sampling results); grows only.
   absl::StatusOr<void*> Workspace(size_t bytes) {
     if (bytes <= workspace_bytes_) return workspace_;
+    if (capturing_) {
+      // A recorded graph must not see its scratch memory move; the caller runs the same step
+      // eagerly before recording it, which sizes the workspace.
+      return absl::FailedPreconditionError(
+          "cuda backend: the workspace must grow while recording a graph; run the step eagerly "
+          "first");
+    }
     LLM_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the old workspace may still be in use
+    DropGraphs();  // they point into the old workspace; their owners record them again
     if (workspace_ != nullptr) LLM_CUDA_CHECK(cudaFree(workspace_));
     workspace_ = nullptr;
     workspace_bytes_ = 0;
@@ -361,8 +423,16 @@ class CudaBackend final : public Backend {
     return workspace_;
   }
 
+  void DropGraphs() {
+    for (auto& [id, exec] : graphs_) cudaGraphExecDestroy(exec);
+    graphs_.clear();
+  }
+
   CudaBackendOptions options_;
   cudaStream_t stream_ = nullptr;
+  bool capturing_ = false;
+  int64_t last_graph_id_ = 0;
+  std::unordered_map<int64_t, cudaGraphExec_t> graphs_;
   int num_sms_ = 1;
   std::unique_ptr<cuda::CublasLtMatmul> matmul_;
   void* workspace_ = nullptr;

@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <unordered_map>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -64,6 +66,21 @@ class LlamaTransformer final : public Transformer {
     // a [max_batch_tokens, vocab] buffer.
     logit_rows_capacity_ =
         std::max(1, std::min(options.max_batch_tokens, options.max_batch_sequences));
+    using Mode = TransformerOptions::DecodeGraphs;
+    use_graphs_ = options.decode_graphs == Mode::kAuto && backend.SupportsGraphs();
+    decode_plan_ = use_graphs_ || options.decode_graphs == Mode::kBucketedEager;
+    // The padded decode plan needs one scratch KV block (the last, outside what the engine sees)
+    // for its dummy rows.
+    kernel_layout_ = kv_layout_;
+    if (decode_plan_) ++kernel_layout_.num_blocks;
+    for (int32_t bucket = 1;; bucket *= 2) {
+      batch_buckets_.push_back(std::min(bucket, logit_rows_capacity_));
+      if (bucket >= logit_rows_capacity_) break;
+    }
+  }
+
+  ~LlamaTransformer() override {
+    for (const auto& [key, id] : graph_ids_) backend_.DestroyGraph(id);
   }
 
   absl::Status Allocate() {
@@ -75,7 +92,7 @@ class LlamaTransformer final : public Transformer {
     const size_t logit_rows = logit_rows_capacity_;
 
     absl::StatusOr<DeviceBuffer> pool =
-        backend_.Allocate(static_cast<size_t>(kv_layout_.total_elements()) * element);
+        backend_.Allocate(static_cast<size_t>(kernel_layout_.total_elements()) * element);
     if (!pool.ok()) {
       return absl::ResourceExhaustedError(
           absl::StrCat("allocating the KV pool of ", options_.kv_num_blocks,
@@ -115,6 +132,10 @@ class LlamaTransformer final : public Transformer {
     LLM_RETURN_IF_ERROR(make(b.gathered, logit_rows * hidden, element));
     LLM_RETURN_IF_ERROR(make(b.gathered_normed, logit_rows * hidden, element));
     LLM_RETURN_IF_ERROR(make(b.logits, logit_rows * static_cast<size_t>(config_.vocab_size), 4));
+    if (decode_plan_) {
+      LLM_RETURN_IF_ERROR(
+          make(decode_meta_, logit_rows * (6 + limits_.max_blocks_per_sequence) + 1, 4));
+    }
 
     const std::vector<float> inv_freq = RopeInverseFrequencies(config_);
     if (static_cast<int32_t>(inv_freq.size()) != config_.head_dim / 2) {
@@ -134,10 +155,14 @@ class LlamaTransformer final : public Transformer {
     if (!step.ok()) return step.status();
     std::vector<ChunkResult> results(chunks.size());
     if (chunks.empty()) return results;
+    if (decode_plan_ && IsDecodeStep(chunks)) {
+      LLM_RETURN_IF_ERROR(ForwardDecode(*step, chunks, results));
+      return results;
+    }
 
     LLM_RETURN_IF_ERROR(UploadStep(*step));
     const AttentionBatch batch = DeviceAttentionBatch(*step);
-    LLM_RETURN_IF_ERROR(RunLayers(batch));
+    LLM_RETURN_IF_ERROR(RunLayers(batch, buffers_.token_ids.as<int32_t>()));
     LLM_RETURN_IF_ERROR(ComputeLogitsAndSample(*step, chunks, results));
     LLM_RETURN_IF_ERROR(backend_.Synchronize());
     return results;
@@ -181,18 +206,148 @@ class LlamaTransformer final : public Transformer {
     return batch;
   }
 
-  absl::Status RunLayers(const AttentionBatch& batch) {
+  bool IsDecodeStep(std::span<const SequenceChunk> chunks) const {
+    if (static_cast<int32_t>(chunks.size()) > logit_rows_capacity_) return false;
+    for (const SequenceChunk& chunk : chunks) {
+      if (chunk.tokens.size() != 1 || !chunk.sample) return false;
+    }
+    return true;
+  }
+
+  // A decode step through the padded plan: the step's metadata padded to (bucket, KV bucket) and
+  // uploaded in one copy into decode_meta_ (fixed addresses per shape), the layers + final norm +
+  // LM head replayed from a graph (recorded after the first eager run of the shape), then greedy or
+  // host sampling of the real rows.
+  absl::Status ForwardDecode(const StepBatch& step, std::span<const SequenceChunk> chunks,
+                             std::vector<ChunkResult>& results) {
+    const int32_t n = step.num_sequences();
+    const int32_t bucket = *std::lower_bound(batch_buckets_.begin(), batch_buckets_.end(), n);
+    const int32_t block_size = kv_layout_.block_size;
+    const int32_t kv_capacity = limits_.max_blocks_per_sequence * block_size;
+    int32_t kv_bucket = 64;
+    while (kv_bucket < step.max_kv_len) kv_bucket *= 2;
+    kv_bucket = std::max(step.max_kv_len, std::min(kv_bucket, kv_capacity));
+    const int32_t stride = (kv_bucket + block_size - 1) / block_size;
+    const int32_t scratch_block = kv_layout_.num_blocks;  // kernel_layout_'s extra block
+
+    // [token_ids | positions | slot_mapping | query_start (bucket + 1) | kv_lens | logit_rows |
+    //  block_tables (bucket x stride)]
+    std::vector<int32_t>& h = decode_host_;
+    h.assign(static_cast<size_t>(bucket) * (6 + stride) + 1, 0);
+    int32_t* token_ids = h.data();
+    int32_t* positions = token_ids + bucket;
+    int32_t* slots = positions + bucket;
+    int32_t* query_start = slots + bucket;
+    int32_t* kv_lens = query_start + bucket + 1;
+    int32_t* logit_rows = kv_lens + bucket;
+    int32_t* tables = logit_rows + bucket;
+    for (int32_t i = 0; i < bucket; ++i) {
+      int32_t* table = tables + static_cast<size_t>(i) * stride;
+      if (i < n) {
+        token_ids[i] = step.token_ids[i];
+        positions[i] = step.positions[i];
+        slots[i] = step.slot_mapping[i];
+        kv_lens[i] = step.kv_lens[i];
+        std::copy_n(step.block_tables.begin() + static_cast<size_t>(i) * step.block_table_stride,
+                    std::min(step.block_table_stride, stride), table);
+      } else {  // dummy row: token 0 at position 0 of the scratch block, attending to itself
+        slots[i] = scratch_block * block_size;
+        kv_lens[i] = 1;
+        std::fill_n(table, stride, scratch_block);
+      }
+      query_start[i] = i;
+      logit_rows[i] = i;
+    }
+    query_start[bucket] = bucket;
+    LLM_RETURN_IF_ERROR(
+        backend_.CopyToDevice(decode_meta_.data(), h.data(), h.size() * sizeof(int32_t)));
+    const int32_t* device = decode_meta_.as<int32_t>();
+    const auto at = [&](const int32_t* host) { return device + (host - h.data()); };
+    AttentionBatch batch;
+    batch.num_tokens = bucket;
+    batch.num_seqs = bucket;
+    batch.positions = at(positions);
+    batch.slot_mapping = at(slots);
+    batch.query_start = at(query_start);
+    batch.kv_lens = at(kv_lens);
+    batch.block_tables = at(tables);
+    batch.block_table_stride = stride;
+    batch.max_query_len = 1;
+    batch.max_kv_len = kv_bucket;
+    const int32_t* device_tokens = at(token_ids);
+
+    bool replayed = false;
+    const int64_t key = (static_cast<int64_t>(bucket) << 32) | kv_bucket;
+    if (use_graphs_) {
+      if (auto it = graph_ids_.find(key); it != graph_ids_.end()) {
+        absl::StatusOr<bool> replay = backend_.ReplayGraph(it->second);
+        if (!replay.ok()) return replay.status();
+        replayed = *replay;
+        if (!replayed) graph_ids_.erase(it);  // dropped by the backend: record again below
+      }
+    }
+    if (!replayed) {
+      LLM_RETURN_IF_ERROR(RunDecodeBody(batch, device_tokens));
+      if (use_graphs_) RecordDecodeGraph(key, batch, device_tokens);
+    }
+
+    // Sampling and returned logits: rows [0, n) of b.logits are the chunks in order.
+    const int32_t vocab = config_.vocab_size;
+    std::vector<SampledToken> sampled(n);
+    LLM_RETURN_IF_ERROR(backend_.Sample(buffers_.logits.as<float>(), n, vocab, step.sample_params,
+                                        sampled));
+    for (int32_t c = 0; c < n; ++c) {
+      results[c].sampled = std::move(sampled[c]);
+      if (!chunks[c].return_logits) continue;
+      results[c].logits.resize(vocab);
+      LLM_RETURN_IF_ERROR(backend_.CopyToHost(
+          results[c].logits.data(), buffers_.logits.as<float>() + static_cast<size_t>(c) * vocab,
+          static_cast<size_t>(vocab) * sizeof(float)));
+    }
+    return backend_.Synchronize();
+  }
+
+  // Layers, final norm and LM head of a padded decode step (every row is a logit row).
+  absl::Status RunDecodeBody(const AttentionBatch& batch, const int32_t* token_ids) {
+    StepBuffers& b = buffers_;
+    LLM_RETURN_IF_ERROR(RunLayers(batch, token_ids));
+    LLM_RETURN_IF_ERROR(backend_.RmsNorm(b.residual.data(), weights_.final_norm.data(),
+                                         batch.num_tokens, config_.hidden_size,
+                                         config_.rms_norm_eps, b.gathered_normed.data()));
+    return backend_.Matmul(b.gathered_normed.data(), weights_.lm_head_data(), batch.num_tokens,
+                           config_.vocab_size, config_.hidden_size, b.logits.data(),
+                           /*out_f32=*/true);
+  }
+
+  // Records the decode body for `key` (the eager run of the same shape came first, so workspaces
+  // and matmul plans exist). A failure turns graphs off for this model, with one line on stderr.
+  void RecordDecodeGraph(int64_t key, const AttentionBatch& batch, const int32_t* token_ids) {
+    absl::Status status = backend_.BeginGraphCapture();
+    if (status.ok()) {
+      status = RunDecodeBody(batch, token_ids);
+      absl::StatusOr<int64_t> id = backend_.EndGraphCapture(status.ok());
+      if (status.ok() && !id.ok()) status = id.status();
+      if (status.ok() && *id > 0) graph_ids_[key] = *id;
+    }
+    if (!status.ok()) {
+      std::fprintf(stderr, "transformer: decode graphs turned off (recording failed: %s)\n",
+                   status.ToString().c_str());
+      use_graphs_ = false;
+    }
+  }
+
+  absl::Status RunLayers(const AttentionBatch& batch, const int32_t* token_ids) {
     const int32_t tokens = batch.num_tokens;
     const int32_t hidden = config_.hidden_size, inter = config_.intermediate_size;
     const int32_t q_width = config_.num_attention_heads * config_.head_dim;
     const int32_t qkv_width = q_width + 2 * config_.num_key_value_heads * config_.head_dim;
     const float eps = config_.rms_norm_eps;
-    const KvCacheView cache{kv_pool_.data(), kv_layout_};
+    const KvCacheView cache{kv_pool_.data(), kernel_layout_};
     // attention_scaling is 1 for every RoPE type ModelConfig admits (default, linear, llama3).
     const RopeParams rope{inv_freq_.as<float>(), 1.0f};
     StepBuffers& b = buffers_;
 
-    LLM_RETURN_IF_ERROR(backend_.Embed(b.token_ids.as<int32_t>(), tokens,
+    LLM_RETURN_IF_ERROR(backend_.Embed(token_ids, tokens,
                                        weights_.embed_tokens.data(), hidden, b.residual.data()));
     LLM_RETURN_IF_ERROR(backend_.RmsNorm(b.residual.data(), weights_.layers[0].input_norm.data(),
                                          tokens, hidden, eps, b.normed.data()));
@@ -291,6 +446,14 @@ class LlamaTransformer final : public Transformer {
   DeviceBuffer inv_freq_;
   StepBuffers buffers_;
   size_t workspace_bytes_ = 0;
+  // Padded decode plan and its graphs (ForwardDecode).
+  bool use_graphs_ = false;
+  bool decode_plan_ = false;
+  kvcache::KvLayout kernel_layout_;  // kv_layout_ plus the scratch block when decode_plan_
+  std::vector<int32_t> batch_buckets_;
+  DeviceBuffer decode_meta_;
+  std::vector<int32_t> decode_host_;
+  std::unordered_map<int64_t, int64_t> graph_ids_;  // (bucket << 32 | KV bucket) -> graph id
 };
 
 absl::Status ValidateOptions(const ModelConfig& config, const TransformerOptions& options) {

@@ -16,6 +16,8 @@
 //    no other. Each flip is printed. (The fixtures are fp32 models with near-ties as close as
 //    0.002; bf16 weights and activations put our logits ~0.1-0.25 from transformers', so exact
 //    equality of every token is not a property bf16 inference has on them.)
+//  * decode through CUDA graphs (DecodeGraphsMatchEagerAndSoloRuns, below); the tests above run
+//    their single-token steps through graphs too (TransformerOptions' default).
 // Fixture head dims 8..128 exercise both the flash kernels (64, 128) and the generic fallback.
 // Skips without a GPU (label gpu).
 #include <cmath>
@@ -211,6 +213,114 @@ TEST_P(GpuModelTest, GreedyTokensMatchTransformers) {
     }
   }
   std::printf("    %-22s greedy steps %d, near-tie flips %d\n", GetParam().c_str(), steps, flips);
+}
+
+// Decode through CUDA graphs. A batch of 3 sequences (padded to the bucket of 4) decodes greedily
+// for kDecodeSteps steps on three models over the same weights and block tables: graphs (kAuto),
+// the same padded plan run eagerly (kBucketedEager) and the plain eager path (kOff).
+//  * graphs vs padded eager: the same kernels on the same inputs, so tokens and logits are equal
+//    bit for bit, on the first step of a shape (eager run, then recorded) and on replays;
+//  * graphs vs plain eager and vs each sequence decoded alone (bucket 1, its own graph): other
+//    matmul shapes and split counts, so logits within the kernel tolerance, and the same greedy
+//    token unless the top-2 margin is below 2 * the largest logit difference of that step.
+TEST_P(GpuModelTest, DecodeGraphsMatchEagerAndSoloRuns) {
+  constexpr int kDecodeSteps = 12;
+  constexpr int kSequences = 3;
+  const auto prompts = Prompts();
+  ASSERT_FALSE(prompts.empty());
+  using Mode = TransformerOptions::DecodeGraphs;
+  auto make = [&](Mode mode) {
+    TransformerOptions options;
+    options.kv_num_blocks = 64;
+    options.kv_block_size = kBlockSize;
+    options.max_batch_tokens = 64;
+    options.max_batch_sequences = 4;
+    options.decode_graphs = mode;
+    auto transformer = Transformer::Create(*checkpoint_, *backend_, options);
+    EXPECT_TRUE(transformer.ok()) << transformer.status();
+    return transformer.ok() ? std::move(*transformer) : nullptr;
+  };
+  // solo decodes each sequence alone (bucket 1) with its own KV pool, so that its slightly
+  // different values never reach the batched models' caches.
+  std::unique_ptr<Transformer> graphs = make(Mode::kAuto), padded = make(Mode::kBucketedEager),
+                               plain = make(Mode::kOff), solo = make(Mode::kAuto);
+  ASSERT_TRUE(graphs && padded && plain && solo);
+  // Prompts of different lengths (prompt i, cut to differ) so the rows have different KV lengths.
+  std::vector<std::vector<int32_t>> contexts(kSequences);
+  std::vector<std::vector<int32_t>> tables(kSequences);
+  for (int s = 0; s < kSequences; ++s) {
+    contexts[s] = prompts[s % prompts.size()];
+    if (contexts[s].size() > 2 + static_cast<size_t>(s)) contexts[s].resize(contexts[s].size() - s);
+    tables[s] = NewBlockTable(contexts[s].size() + kDecodeSteps + 1);
+  }
+  std::vector<int32_t> next(kSequences);
+  for (Transformer* model : {graphs.get(), padded.get(), plain.get(), solo.get()}) {
+    for (int s = 0; s < kSequences; ++s) {
+      SequenceChunk chunk;
+      chunk.tokens = contexts[s];
+      chunk.block_table = tables[s];
+      auto result = model->Forward(std::span(&chunk, 1));
+      ASSERT_TRUE(result.ok()) << result.status();
+      next[s] = (*result)[0].sampled.token;
+    }
+  }
+  auto top2_margin = [](const std::vector<float>& logits) {
+    float first = -INFINITY, second = -INFINITY;
+    for (float v : logits) {
+      if (v > first) {
+        second = first;
+        first = v;
+      } else if (v > second) {
+        second = v;
+      }
+    }
+    return double(first) - second;
+  };
+  int flips = 0;
+  double worst_plain = 0, worst_solo = 0;
+  for (int step = 0; step < kDecodeSteps; ++step) {
+    std::vector<SequenceChunk> chunks(kSequences);
+    for (int s = 0; s < kSequences; ++s) {
+      chunks[s].tokens = {next[s]};
+      chunks[s].start_position = static_cast<int32_t>(contexts[s].size()) + step;
+      chunks[s].block_table = tables[s];
+      chunks[s].return_logits = true;
+    }
+    auto g = graphs->Forward(chunks);
+    auto p = padded->Forward(chunks);
+    auto e = plain->Forward(chunks);
+    ASSERT_TRUE(g.ok() && p.ok() && e.ok()) << g.status() << p.status() << e.status();
+    for (int s = 0; s < kSequences; ++s) {
+      const ChunkResult& ours = (*g)[s];
+      ASSERT_EQ(ours.logits.size(), (*p)[s].logits.size());
+      EXPECT_EQ(gpu_testing::CountNonFinite(ours.logits), 0u);
+      EXPECT_EQ(ours.sampled.token, (*p)[s].sampled.token) << "step " << step << " seq " << s;
+      EXPECT_TRUE(ours.logits == (*p)[s].logits)
+          << GetParam() << " step " << step << " seq " << s
+          << ": graph replay logits differ from the padded eager plan";
+      SequenceChunk single = chunks[s];
+      auto alone = solo->Forward(std::span(&single, 1));
+      ASSERT_TRUE(alone.ok()) << alone.status();
+      for (const ChunkResult* other : {&(*e)[s], &(*alone)[0]}) {
+        const double error = gpu_testing::RelativeError(other->logits, ours.logits);
+        double delta = 0;
+        for (size_t k = 0; k < ours.logits.size(); ++k)
+          delta = std::max(delta, std::abs(double(other->logits[k]) - ours.logits[k]));
+        double& worst = other == &(*e)[s] ? worst_plain : worst_solo;
+        worst = std::max(worst, error);
+        EXPECT_LT(error, kSelfConsistencyTolerance) << GetParam() << " step " << step;
+        if (other->sampled.token != ours.sampled.token) {
+          ++flips;
+          EXPECT_LT(top2_margin(ours.logits), 2 * delta)
+              << GetParam() << " step " << step << " seq " << s << ": token differs at a clear margin";
+        }
+      }
+      next[s] = ours.sampled.token;
+    }
+  }
+  std::printf("    %-22s graphs == padded eager over %d steps x %d seqs; vs plain eager rel. err. "
+              "<= %.3e, vs solo <= %.3e, near-tie flips %d\n",
+              GetParam().c_str(), kDecodeSteps, kSequences, worst_plain, worst_solo, flips);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuModelTest, ::testing::ValuesIn(FixtureNames()),

@@ -258,5 +258,60 @@ TEST_F(TransformerConsistencyTest, ReportsKvCacheBytesFromItsLayout) {
   EXPECT_GT(transformer_->workspace_bytes(), 0u);
 }
 
+
+// The padded decode plan (what the CUDA backend records as graphs), run eagerly on the CPU: a
+// decode batch of 3 (padded to 4, dummy rows in the scratch block) and each sequence alone give the
+// plain path's logits and tokens, also past a KV-length bucket boundary (64).
+TEST_F(TransformerConsistencyTest, PaddedDecodePlanMatchesThePlainPath) {
+  TransformerOptions options;
+  options.kv_num_blocks = kNumBlocks;
+  options.kv_block_size = kBlockSize;
+  options.max_batch_tokens = 64;
+  options.max_batch_sequences = 8;
+  options.decode_graphs = TransformerOptions::DecodeGraphs::kBucketedEager;
+  auto padded = Transformer::Create(*checkpoint_, *backend_, options);
+  ASSERT_TRUE(padded.ok()) << padded.status();
+  options.decode_graphs = TransformerOptions::DecodeGraphs::kOff;
+  auto plain = Transformer::Create(*checkpoint_, *backend_, options);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ((*padded)->kv_layout().num_blocks, kNumBlocks);  // the scratch block stays internal
+
+  BlockSource blocks(7);
+  constexpr int32_t kSteps = 6;
+  const std::vector<int32_t> lengths = {60, 9, 23};  // 60 + 6 crosses the 64-token KV bucket
+  std::vector<std::vector<int32_t>> prompts, tables;
+  for (size_t s = 0; s < lengths.size(); ++s) {
+    prompts.push_back(Prompt(lengths[s] + kSteps, 100 + s));
+    tables.push_back(blocks.Take(lengths[s] + kSteps));
+  }
+  for (Transformer* model : {padded->get(), plain->get()}) {
+    for (size_t s = 0; s < lengths.size(); ++s) {
+      const SequenceChunk chunk = Chunk(prompts[s], 0, lengths[s], tables[s]);
+      ASSERT_TRUE(model->Forward(std::span(&chunk, 1)).ok());
+    }
+  }
+  for (int32_t step = 0; step < kSteps; ++step) {
+    std::vector<SequenceChunk> chunks;
+    for (size_t s = 0; s < lengths.size(); ++s) {
+      chunks.push_back(
+          Chunk(prompts[s], lengths[s] + step, lengths[s] + step + 1, tables[s]));
+    }
+    auto a = (*padded)->Forward(chunks);
+    auto b = (*plain)->Forward(chunks);
+    ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+    for (size_t s = 0; s < chunks.size(); ++s) {
+      EXPECT_LT(MaxAbsDiff((*a)[s].logits, (*b)[s].logits), 1e-4) << "step " << step;
+      EXPECT_EQ((*a)[s].sampled.token, (*b)[s].sampled.token);
+    }
+  }
+  // Alone (bucket 1) on the padded model: rewrites the last step's slots with the same tokens.
+  const SequenceChunk last = Chunk(prompts[1], lengths[1] + kSteps - 1, lengths[1] + kSteps,
+                                   tables[1]);
+  auto alone = (*padded)->Forward(std::span(&last, 1));
+  auto reference = (*plain)->Forward(std::span(&last, 1));
+  ASSERT_TRUE(alone.ok() && reference.ok());
+  EXPECT_LT(MaxAbsDiff((*alone)[0].logits, (*reference)[0].logits), 1e-4);
+}
+
 }  // namespace
 }  // namespace llm
