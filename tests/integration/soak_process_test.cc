@@ -126,10 +126,12 @@ TEST(SoakProcessTest, TwoHundredFiftySixConcurrentStreamsLeaveNoErrorsBlocksOrGr
   const int64_t rss_after_kb = server.ProcStatusKb("VmRSS");
   const int64_t hwm_kb = server.ProcStatusKb("VmHWM");
   std::printf(
-      "soak %s s, concurrency 256: %lld requests ok, %.1f req/s, %.0f generated tok/s; p99 TTFT "
+      "soak %s s, concurrency 256: %lld requests ok, %.0f tokens generated, %.1f req/s, %.0f "
+      "generated tok/s; p99 TTFT "
       "%.1f ms, p99 inter-token %.1f ms, p99 end-to-end %.1f ms; server RSS %lld -> %lld kB "
       "(peak sampled %lld kB, VmHWM %lld kB)\n",
       seconds.c_str(), static_cast<long long>(report["requests_ok"].get<int64_t>()),
+      report["generated_tokens_per_second"].get<double>() * report["elapsed_seconds"].get<double>(),
       report["requests_per_second"].get<double>(),
       report["generated_tokens_per_second"].get<double>(),
       report["ttft_seconds"]["p99"].get<double>() * 1e3,
