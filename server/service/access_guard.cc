@@ -108,7 +108,7 @@ class AccessGuard::CallInterceptor final : public grpc::experimental::Intercepto
       std::lock_guard<std::mutex> lock(guard_->mutex_);
       if (!creates_sequence_) return;
     }
-    uint64_t sequence_id = 0;
+    std::optional<uint64_t> sequence_id;
     if (const void* message = methods->GetSendMessage(); message != nullptr) {
       sequence_id = static_cast<const v1::PrefillResponse*>(message)->sequence_id();
     } else if (grpc::ByteBuffer* serialized = methods->GetSerializedSendMessage();
@@ -123,6 +123,7 @@ class AccessGuard::CallInterceptor final : public grpc::experimental::Intercepto
       if (!response.ParseFromString(bytes)) return;
       sequence_id = response.sequence_id();
     }
+    if (!sequence_id.has_value()) return;  // no message to read: the sequence stays unowned
     std::lock_guard<std::mutex> lock(guard_->mutex_);
     created_sequence_ = sequence_id;
   }
