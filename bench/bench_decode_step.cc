@@ -8,6 +8,7 @@
 // CUDA graphs; the warm-up records them).
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -85,9 +86,25 @@ class RandomCheckpoint final : public Checkpoint {
 
 }  // namespace
 
-std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int>& batch_sizes,
+std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int>& default_batches,
                                        int iterations) {
   std::vector<Result> results;
+  // $LLM_BENCH_DECODE_BATCHES (e.g. "1,8") and $LLM_BENCH_DECODE_MODES ("eager", "graphs" or both)
+  // narrow the run, e.g. for a profiler.
+  std::vector<int> batch_sizes = default_batches;
+  if (const char* env = std::getenv("LLM_BENCH_DECODE_BATCHES"); env != nullptr && *env != '\0') {
+    batch_sizes.clear();
+    for (const char* p = env; *p != '\0';) {
+      char* end = nullptr;
+      const long value = std::strtol(p, &end, 10);
+      if (end == p) break;
+      if (value > 0) batch_sizes.push_back(static_cast<int>(value));
+      p = *end == ',' ? end + 1 : end;
+    }
+    if (batch_sizes.empty()) batch_sizes = default_batches;
+  }
+  const char* modes_env = std::getenv("LLM_BENCH_DECODE_MODES");
+  const std::string modes = modes_env != nullptr ? modes_env : "eager,graphs";
   auto backend = CreateCudaBackend();
   if (!backend.ok()) {
     std::fprintf(stderr, "decode_step: %s\n", backend.status().ToString().c_str());
@@ -97,6 +114,7 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
   using Mode = TransformerOptions::DecodeGraphs;
   for (const Mode mode : {Mode::kOff, Mode::kAuto}) {
   const char* mode_name = mode == Mode::kOff ? "eager" : "graphs";
+  if (modes.find(mode_name) == std::string::npos) continue;
   const int max_batch = *std::max_element(batch_sizes.begin(), batch_sizes.end());
   const int block_size = 16;
   const int blocks_per_seq = (context_tokens + block_size - 1) / block_size;

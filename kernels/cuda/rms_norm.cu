@@ -10,8 +10,8 @@
 namespace llm::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kMaxPerThread = 64;  // hidden up to 16384
+constexpr int kThreads = 512;
+constexpr int kMaxPerThread = 32;  // hidden up to 16384
 
 __device__ float BlockSum(float value) {
   __shared__ float warp_sums[kThreads / 32];
@@ -27,17 +27,32 @@ __device__ float BlockSum(float value) {
 
 __global__ void __launch_bounds__(kThreads) RmsNormKernel(const RmsNormParams p) {
   const int64_t row_offset = static_cast<int64_t>(blockIdx.x) * p.hidden;
+  // Every load is issued before the first store (the stores may alias the loads as far as the
+  // compiler knows, so interleaving them serialised ~16 memory round trips per row: 10 us for one
+  // row of 2048 under Nsight Compute). The arithmetic, and so every result, is unchanged.
   float values[kMaxPerThread];
-  float sum_squares = 0.f;
+  float residuals[kMaxPerThread];
+  float weights[kMaxPerThread];
 #pragma unroll
   for (int i = 0; i < kMaxPerThread; ++i) {
     const int column = threadIdx.x + i * kThreads;
     values[i] = 0.f;
+    residuals[i] = 0.f;
+    weights[i] = 0.f;
     if (column < p.hidden) {
-      float v = __bfloat162float(p.x[row_offset + column]);
+      values[i] = __bfloat162float(p.x[row_offset + column]);
+      if (p.residual != nullptr) residuals[i] = __bfloat162float(p.residual[row_offset + column]);
+      weights[i] = __bfloat162float(p.weight[column]);
+    }
+  }
+  float sum_squares = 0.f;
+#pragma unroll
+  for (int i = 0; i < kMaxPerThread; ++i) {
+    const int column = threadIdx.x + i * kThreads;
+    if (column < p.hidden) {
+      float v = values[i];
       if (p.residual != nullptr) {
-        const __nv_bfloat16 updated =
-            __float2bfloat16_rn(__bfloat162float(p.residual[row_offset + column]) + v);
+        const __nv_bfloat16 updated = __float2bfloat16_rn(residuals[i] + v);
         p.residual[row_offset + column] = updated;
         v = __bfloat162float(updated);
       }
@@ -50,8 +65,7 @@ __global__ void __launch_bounds__(kThreads) RmsNormKernel(const RmsNormParams p)
   for (int i = 0; i < kMaxPerThread; ++i) {
     const int column = threadIdx.x + i * kThreads;
     if (column < p.hidden) {
-      p.out[row_offset + column] =
-          __float2bfloat16_rn(values[i] * inverse_rms * __bfloat162float(p.weight[column]));
+      p.out[row_offset + column] = __float2bfloat16_rn(values[i] * inverse_rms * weights[i]);
     }
   }
 }

@@ -36,14 +36,29 @@ __global__ void __launch_bounds__(kThreads)
     ArgmaxLogprobKernel(const float* logits, int32_t vocab, int32_t* tokens, float* logprobs) {
   const float* row = logits + static_cast<int64_t>(blockIdx.x) * vocab;
   ArgmaxState state{-INFINITY, 0x7fffffff, 0.f};
-  for (int i = threadIdx.x; i < vocab; i += kThreads) {
-    const float value = row[i];
-    if (value > state.max) {
-      state.sum = state.max == -INFINITY ? 1.f : state.sum * expf(state.max - value) + 1.f;
-      state.max = value;
-      state.index = i;
-    } else {
-      state.sum += expf(value - state.max);
+  // kUnroll loads in flight per thread, then the same per-thread sequence of updates as one
+  // element at a time (results unchanged; one dependent load per step made a 32000-entry row take
+  // ~30 us).
+  constexpr int kUnroll = 8;
+  for (int base = threadIdx.x; base < vocab; base += kThreads * kUnroll) {
+    float loaded[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int i = base + u * kThreads;
+      loaded[u] = i < vocab ? row[i] : 0.f;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int i = base + u * kThreads;
+      if (i >= vocab) break;
+      const float value = loaded[u];
+      if (value > state.max) {
+        state.sum = state.max == -INFINITY ? 1.f : state.sum * expf(state.max - value) + 1.f;
+        state.max = value;
+        state.index = i;
+      } else {
+        state.sum += expf(value - state.max);
+      }
     }
   }
   __shared__ ArgmaxState shared[kThreads];
