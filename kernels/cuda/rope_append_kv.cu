@@ -3,9 +3,12 @@
 //   (x[i], x[i + D/2]) <- (x[i] c - x[i + D/2] s,  x[i + D/2] c + x[i] s)
 // for every q and k head of the token's qkv row (in place), then the rotated k and the v heads go
 // to the paged pool: slot = slot_mapping[t], block = slot / block_size, kvcache::KvLayout places
-// them. One thread block per token; threads stride over (head, i) pairs, then over v elements. The
+// them. Blocks (token, slice): the threads of a token's slices stride over (head, i) pairs, then over v
+// elements (one element per thread for the usual shapes). The
 // angle is rounded to fp32 before cos/sin (full-range sincosf), as the CPU reference does.
 // Reference: the CPU backend's RopeAppendKv; test: tests/kernels/gpu/small_ops_test.cc.
+#include <algorithm>
+
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/small_ops.h"
 
@@ -24,7 +27,11 @@ __global__ void RopeAppendKvKernel(const RopeAppendParams p) {
   const int slot_in_block = append ? slot % p.layout.block_size : 0;
 
   const int rotated_heads = p.num_q_heads + p.num_kv_heads;
-  for (int index = threadIdx.x; index < rotated_heads * half_dim; index += blockDim.x) {
+  // blockIdx.y slices the token's elements: one element per thread for the usual shapes, so no
+  // load waits behind an earlier (possibly aliasing) store of the same thread.
+  const int first = blockIdx.y * blockDim.x + threadIdx.x;
+  const int step = gridDim.y * blockDim.x;
+  for (int index = first; index < rotated_heads * half_dim; index += step) {
     const int head = index / half_dim;
     const int i = index % half_dim;
     const float angle = static_cast<float>(position) * p.inv_freq[i];
@@ -48,7 +55,7 @@ __global__ void RopeAppendKvKernel(const RopeAppendParams p) {
   }
   if (!append) return;
   const __nv_bfloat16* v = row + static_cast<int64_t>(rotated_heads) * p.head_dim;
-  for (int index = threadIdx.x; index < p.num_kv_heads * p.head_dim; index += blockDim.x) {
+  for (int index = first; index < p.num_kv_heads * p.head_dim; index += step) {
     const int kv_head = index / p.head_dim;
     const int dim = index % p.head_dim;
     p.v_cache[p.layout.offset_in_layer(block, kv_head, slot_in_block, dim)] = v[index];
@@ -68,7 +75,13 @@ absl::Status LaunchRopeAppendKv(const RopeAppendParams& p, cudaStream_t stream) 
       p.layout.block_size <= 0) {
     return absl::InvalidArgumentError("RopeAppendKv: head shape does not match the KV layout");
   }
-  RopeAppendKvKernel<<<p.num_tokens, 256, 0, stream>>>(p);
+  constexpr int kThreads = 256;
+  const int64_t elements =
+      std::max<int64_t>(static_cast<int64_t>(p.num_q_heads + p.num_kv_heads) * (p.head_dim / 2),
+                        static_cast<int64_t>(p.num_kv_heads) * p.head_dim);
+  const dim3 grid(static_cast<unsigned>(p.num_tokens),
+                  static_cast<unsigned>(std::min<int64_t>(64, (elements + kThreads - 1) / kThreads)));
+  RopeAppendKvKernel<<<grid, kThreads, 0, stream>>>(p);
   LLM_CUDA_CHECK_LAUNCH(RopeAppendKvKernel);
   return absl::OkStatus();
 }
