@@ -133,6 +133,20 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   std::optional<grpc::Status> final_status_;
 };
 
+// Tokenize/Detokenize: finishes `call` at once (and returns false) while the model loads or when
+// the model has no tokenizer.
+bool ReadyForTokenizer(engine::Engine* engine, const Tokenizer* tokenizer, UnaryCall* call) {
+  if (engine == nullptr) {
+    call->Finish(Unavailable());
+    return false;
+  }
+  if (tokenizer == nullptr) {
+    call->Finish(NoTokenizer());
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void LlmServiceImpl::AttachEngine(engine::Engine* engine, std::string model_path,
@@ -348,14 +362,7 @@ grpc::ServerUnaryReactor* LlmServiceImpl::Tokenize(grpc::CallbackServerContext* 
                                                    v1::TokenizeResponse* response) {
   engine::Engine* engine = engine_.load(std::memory_order_acquire);
   auto* call = new UnaryCall(engine, *context);
-  if (engine == nullptr) {
-    call->Finish(Unavailable());
-    return call;
-  }
-  if (tokenizer_ == nullptr) {
-    call->Finish(NoTokenizer());
-    return call;
-  }
+  if (!ReadyForTokenizer(engine, tokenizer_, call)) return call;
   absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->Encode(request->text(), false);
   if (!ids.ok()) {
     call->Finish(ToGrpcStatus(ids.status()));
@@ -374,14 +381,7 @@ grpc::ServerUnaryReactor* LlmServiceImpl::Detokenize(grpc::CallbackServerContext
                                                      v1::DetokenizeResponse* response) {
   engine::Engine* engine = engine_.load(std::memory_order_acquire);
   auto* call = new UnaryCall(engine, *context);
-  if (engine == nullptr) {
-    call->Finish(Unavailable());
-    return call;
-  }
-  if (tokenizer_ == nullptr) {
-    call->Finish(NoTokenizer());
-    return call;
-  }
+  if (!ReadyForTokenizer(engine, tokenizer_, call)) return call;
   const std::vector<int32_t> ids(request->ids().begin(), request->ids().end());
   absl::StatusOr<std::string> text = tokenizer_->Decode(ids);
   if (!text.ok()) {

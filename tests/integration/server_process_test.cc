@@ -1,101 +1,22 @@
 // Starts the real llm-server binary on a free port (--port=0, read back from its log), runs
 // `llm-client smoke` and a short `llm-bench` against it, and stops it with SIGTERM: the way an
 // operator would.
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <array>
 #include <chrono>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <mutex>
 #include <regex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-
-extern char** environ;
+#include "tests/integration/child_process.h"
 
 namespace {
 
+using ::llm::testing::ChildProcess;
 using ::testing::HasSubstr;
-
-// A child process whose stdout and stderr are collected by a reader thread.
-class ChildProcess {
- public:
-  explicit ChildProcess(std::vector<std::string> argv) {
-    int pipe_fds[2];
-    EXPECT_EQ(pipe(pipe_fds), 0);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDERR_FILENO);
-    posix_spawn_file_actions_addclose(&actions, pipe_fds[0]);
-    std::vector<char*> args;
-    for (std::string& arg : argv) args.push_back(arg.data());
-    args.push_back(nullptr);
-    EXPECT_EQ(posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ), 0)
-        << "could not start " << argv[0];
-    posix_spawn_file_actions_destroy(&actions);
-    close(pipe_fds[1]);
-    reader_ = std::thread([this, fd = pipe_fds[0]] {
-      std::array<char, 4096> buffer;
-      ssize_t n;
-      while ((n = read(fd, buffer.data(), buffer.size())) > 0) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        output_.append(buffer.data(), n);
-      }
-      close(fd);
-    });
-  }
-  ~ChildProcess() {
-    if (pid_ > 0 && !exited_) {
-      kill(pid_, SIGKILL);
-      Wait();
-    }
-    if (reader_.joinable()) reader_.join();
-  }
-
-  std::string output() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return output_;
-  }
-  // Waits for `pattern` in the output; returns its first capture group ("" on timeout).
-  std::string WaitForOutput(const std::regex& pattern, std::chrono::seconds timeout) {
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      std::smatch match;
-      const std::string text = output();
-      if (std::regex_search(text, match, pattern)) return match.size() > 1 ? match[1].str() : "";
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return "";
-  }
-  void Signal(int signal_number) { kill(pid_, signal_number); }
-  // Exit code, or 128 + signal.
-  int Wait() {
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    exited_ = true;
-    if (reader_.joinable()) reader_.join();
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-
- private:
-  pid_t pid_ = -1;
-  bool exited_ = false;
-  std::mutex mutex_;
-  std::string output_;
-  std::thread reader_;
-};
 
 TEST(ServerProcessTest, SmokeAndBenchPassAgainstTheRealServerAndSigtermExitsCleanly) {
   ChildProcess server({LLM_SERVER_BINARY, "--host=127.0.0.1", "--port=0", "--backend=auto",
