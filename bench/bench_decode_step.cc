@@ -8,8 +8,8 @@
 // CUDA graphs; the warm-up records them).
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -113,69 +113,69 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
   RandomCheckpoint checkpoint;
   using Mode = TransformerOptions::DecodeGraphs;
   for (const Mode mode : {Mode::kOff, Mode::kAuto}) {
-  const char* mode_name = mode == Mode::kOff ? "eager" : "graphs";
-  if (modes.find(mode_name) == std::string::npos) continue;
-  const int max_batch = *std::max_element(batch_sizes.begin(), batch_sizes.end());
-  const int block_size = 16;
-  const int blocks_per_seq = (context_tokens + block_size - 1) / block_size;
-  TransformerOptions options;
-  options.kv_block_size = block_size;
-  options.kv_num_blocks = max_batch * blocks_per_seq + 8;
-  options.max_batch_tokens = 2048;
-  options.max_batch_sequences = std::max(64, max_batch);
-  options.decode_graphs = mode;
-  auto model = Transformer::Create(checkpoint, **backend, options);
-  if (!model.ok()) {
-    std::fprintf(stderr, "decode_step: %s\n", model.status().ToString().c_str());
-    return results;
-  }
-  std::mt19937 generator(3);
-  std::uniform_int_distribution<int32_t> token(1, checkpoint.config().vocab_size - 1);
-  std::vector<SequenceChunk> sequences(max_batch);
-  for (int s = 0; s < max_batch; ++s) {
-    for (int b = 0; b < blocks_per_seq; ++b)
-      sequences[s].block_table.push_back(s * blocks_per_seq + b);
-    for (int t = 0; t < context_tokens - 1; ++t) sequences[s].tokens.push_back(token(generator));
-  }
-  // Prefill the contexts, a few sequences per step.
-  const int per_step = std::max(1, options.max_batch_tokens / context_tokens);
-  for (int s = 0; s < max_batch; s += per_step) {
-    std::vector<SequenceChunk> chunks(sequences.begin() + s,
-                                      sequences.begin() + std::min(max_batch, s + per_step));
-    auto prefill = (*model)->Forward(chunks);
-    if (!prefill.ok()) {
-      std::fprintf(stderr, "decode_step prefill: %s\n", prefill.status().ToString().c_str());
+    const char* mode_name = mode == Mode::kOff ? "eager" : "graphs";
+    if (modes.find(mode_name) == std::string::npos) continue;
+    const int max_batch = *std::max_element(batch_sizes.begin(), batch_sizes.end());
+    const int block_size = 16;
+    const int blocks_per_seq = (context_tokens + block_size - 1) / block_size;
+    TransformerOptions options;
+    options.kv_block_size = block_size;
+    options.kv_num_blocks = max_batch * blocks_per_seq + 8;
+    options.max_batch_tokens = 2048;
+    options.max_batch_sequences = std::max(64, max_batch);
+    options.decode_graphs = mode;
+    auto model = Transformer::Create(checkpoint, **backend, options);
+    if (!model.ok()) {
+      std::fprintf(stderr, "decode_step: %s\n", model.status().ToString().c_str());
       return results;
     }
-  }
-  std::printf("\n%-34s %10s %12s  (%s)\n", "decode step (TinyLlama-1.1B shape)", "ms", "tokens/s",
-              mode_name);
-  for (int batch : batch_sizes) {
-    std::vector<SequenceChunk> chunks(batch);
-    for (int s = 0; s < batch; ++s) {
-      chunks[s].tokens = {token(generator)};
-      chunks[s].start_position = context_tokens - 1;
-      chunks[s].block_table = sequences[s].block_table;
+    std::mt19937 generator(3);
+    std::uniform_int_distribution<int32_t> token(1, checkpoint.config().vocab_size - 1);
+    std::vector<SequenceChunk> sequences(max_batch);
+    for (int s = 0; s < max_batch; ++s) {
+      for (int b = 0; b < blocks_per_seq; ++b)
+        sequences[s].block_table.push_back(s * blocks_per_seq + b);
+      for (int t = 0; t < context_tokens - 1; ++t) sequences[s].tokens.push_back(token(generator));
     }
-    std::vector<double> ms;
-    for (int i = 0; i < iterations + 3; ++i) {
-      const auto start = std::chrono::steady_clock::now();
-      auto step = (*model)->Forward(chunks);
-      const auto end = std::chrono::steady_clock::now();
-      if (!step.ok()) {
-        std::fprintf(stderr, "decode_step: %s\n", step.status().ToString().c_str());
+    // Prefill the contexts, a few sequences per step.
+    const int per_step = std::max(1, options.max_batch_tokens / context_tokens);
+    for (int s = 0; s < max_batch; s += per_step) {
+      std::vector<SequenceChunk> chunks(sequences.begin() + s,
+                                        sequences.begin() + std::min(max_batch, s + per_step));
+      auto prefill = (*model)->Forward(chunks);
+      if (!prefill.ok()) {
+        std::fprintf(stderr, "decode_step prefill: %s\n", prefill.status().ToString().c_str());
         return results;
       }
-      if (i >= 3) ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
     }
-    std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-    const double median = ms[ms.size() / 2];
-    char shape[64];
-    std::snprintf(shape, sizeof(shape), "B%d context %d %s", batch, context_tokens, mode_name);
-    results.push_back(
-        Result{"decode_step", shape, median, 0, 0, "wall time of Forward, greedy sampling"});
-    std::printf("%-34s %10.3f %12.0f\n", shape, median, batch / (median * 1e-3));
-  }
+    std::printf("\n%-34s %10s %12s  (%s)\n", "decode step (TinyLlama-1.1B shape)", "ms", "tokens/s",
+                mode_name);
+    for (int batch : batch_sizes) {
+      std::vector<SequenceChunk> chunks(batch);
+      for (int s = 0; s < batch; ++s) {
+        chunks[s].tokens = {token(generator)};
+        chunks[s].start_position = context_tokens - 1;
+        chunks[s].block_table = sequences[s].block_table;
+      }
+      std::vector<double> ms;
+      for (int i = 0; i < iterations + 3; ++i) {
+        const auto start = std::chrono::steady_clock::now();
+        auto step = (*model)->Forward(chunks);
+        const auto end = std::chrono::steady_clock::now();
+        if (!step.ok()) {
+          std::fprintf(stderr, "decode_step: %s\n", step.status().ToString().c_str());
+          return results;
+        }
+        if (i >= 3) ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
+      }
+      std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+      const double median = ms[ms.size() / 2];
+      char shape[64];
+      std::snprintf(shape, sizeof(shape), "B%d context %d %s", batch, context_tokens, mode_name);
+      results.push_back(
+          Result{"decode_step", shape, median, 0, 0, "wall time of Forward, greedy sampling"});
+      std::printf("%-34s %10.3f %12.0f\n", shape, median, batch / (median * 1e-3));
+    }
   }
   return results;
 }

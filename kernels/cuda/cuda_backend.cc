@@ -149,8 +149,7 @@ class CudaBackend final : public Backend {
       if (graph != nullptr) cudaGraphDestroy(graph);
       cudaGetLastError();  // a broken capture leaves a sticky-free launch error behind
       if (end != cudaSuccess) {
-        return absl::InternalError(
-            absl::StrCat("cudaStreamEndCapture: ", cudaGetErrorString(end)));
+        return absl::InternalError(absl::StrCat("cudaStreamEndCapture: ", cudaGetErrorString(end)));
       }
       return int64_t{0};
     }

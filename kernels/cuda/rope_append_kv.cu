@@ -3,10 +3,10 @@
 //   (x[i], x[i + D/2]) <- (x[i] c - x[i + D/2] s,  x[i + D/2] c + x[i] s)
 // for every q and k head of the token's qkv row (in place), then the rotated k and the v heads go
 // to the paged pool: slot = slot_mapping[t], block = slot / block_size, kvcache::KvLayout places
-// them. Blocks (token, slice): the threads of a token's slices stride over (head, i) pairs, then over v
-// elements (one element per thread for the usual shapes). The
-// angle is rounded to fp32 before cos/sin (full-range sincosf), as the CPU reference does.
-// Reference: the CPU backend's RopeAppendKv; test: tests/kernels/gpu/small_ops_test.cc.
+// them. Blocks (token, slice): the threads of a token's slices stride over (head, i) pairs, then
+// over v elements (one element per thread for the usual shapes). The angle is rounded to fp32
+// before cos/sin (full-range sincosf), as the CPU reference does. Reference: the CPU backend's
+// RopeAppendKv; test: tests/kernels/gpu/small_ops_test.cc.
 #include <algorithm>
 
 #include "kernels/cuda/cuda_check.h"
@@ -79,8 +79,9 @@ absl::Status LaunchRopeAppendKv(const RopeAppendParams& p, cudaStream_t stream) 
   const int64_t elements =
       std::max<int64_t>(static_cast<int64_t>(p.num_q_heads + p.num_kv_heads) * (p.head_dim / 2),
                         static_cast<int64_t>(p.num_kv_heads) * p.head_dim);
-  const dim3 grid(static_cast<unsigned>(p.num_tokens),
-                  static_cast<unsigned>(std::min<int64_t>(64, (elements + kThreads - 1) / kThreads)));
+  const dim3 grid(
+      static_cast<unsigned>(p.num_tokens),
+      static_cast<unsigned>(std::min<int64_t>(64, (elements + kThreads - 1) / kThreads)));
   RopeAppendKvKernel<<<grid, kThreads, 0, stream>>>(p);
   LLM_CUDA_CHECK_LAUNCH(RopeAppendKvKernel);
   return absl::OkStatus();

@@ -294,8 +294,8 @@ class LlamaTransformer final : public Transformer {
     // Sampling and returned logits: rows [0, n) of b.logits are the chunks in order.
     const int32_t vocab = config_.vocab_size;
     std::vector<SampledToken> sampled(n);
-    LLM_RETURN_IF_ERROR(backend_.Sample(buffers_.logits.as<float>(), n, vocab, step.sample_params,
-                                        sampled));
+    LLM_RETURN_IF_ERROR(
+        backend_.Sample(buffers_.logits.as<float>(), n, vocab, step.sample_params, sampled));
     for (int32_t c = 0; c < n; ++c) {
       results[c].sampled = std::move(sampled[c]);
       if (!chunks[c].return_logits) continue;
@@ -347,8 +347,8 @@ class LlamaTransformer final : public Transformer {
     const RopeParams rope{inv_freq_.as<float>(), 1.0f};
     StepBuffers& b = buffers_;
 
-    LLM_RETURN_IF_ERROR(backend_.Embed(token_ids, tokens,
-                                       weights_.embed_tokens.data(), hidden, b.residual.data()));
+    LLM_RETURN_IF_ERROR(
+        backend_.Embed(token_ids, tokens, weights_.embed_tokens.data(), hidden, b.residual.data()));
     LLM_RETURN_IF_ERROR(backend_.RmsNorm(b.residual.data(), weights_.layers[0].input_norm.data(),
                                          tokens, hidden, eps, b.normed.data()));
     for (int32_t l = 0; l < config_.num_hidden_layers; ++l) {

@@ -26,14 +26,14 @@ struct TransformerOptions {
   int32_t max_batch_tokens = 2048;  // most query tokens in one Forward()
   int32_t max_batch_sequences = 256;
   // Decode steps (every chunk one token that samples) on a backend that records graphs (CUDA): the
-  // batch is padded to a bucket (1, 2, 4, ... up to min(max_batch_sequences, max_batch_tokens)) with
-  // dummy rows that write a scratch KV block, the KV length is rounded up to a power of two (at
-  // least 64), and each (bucket, KV length) shape is recorded once as a graph (all layers, final
-  // norm, LM head) and replayed; sampling and prefill stay eager.
+  // batch is padded to a bucket (1, 2, 4, ... up to min(max_batch_sequences, max_batch_tokens))
+  // with dummy rows that write a scratch KV block, the KV length is rounded up to a power of two
+  // (at least 64), and each (bucket, KV length) shape is recorded once as a graph (all layers,
+  // final norm, LM head) and replayed; sampling and prefill stay eager.
   //   kAuto: graphs where the backend supports them, else the plain eager path.
   //   kOff: the plain eager path (no padding).
-  //   kBucketedEager: the padded plan run eagerly, the same kernels on the same inputs as the graphs
-  //   (tests compare the two exactly).
+  //   kBucketedEager: the padded plan run eagerly, the same kernels on the same inputs as the
+  //   graphs (tests compare the two exactly).
   enum class DecodeGraphs : int32_t { kAuto = 0, kOff, kBucketedEager };
   DecodeGraphs decode_graphs = DecodeGraphs::kAuto;
 };

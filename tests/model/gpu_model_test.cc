@@ -312,15 +312,17 @@ TEST_P(GpuModelTest, DecodeGraphsMatchEagerAndSoloRuns) {
         if (other->sampled.token != ours.sampled.token) {
           ++flips;
           EXPECT_LT(top2_margin(ours.logits), 2 * delta)
-              << GetParam() << " step " << step << " seq " << s << ": token differs at a clear margin";
+              << GetParam() << " step " << step << " seq " << s
+              << ": token differs at a clear margin";
         }
       }
       next[s] = ours.sampled.token;
     }
   }
-  std::printf("    %-22s graphs == padded eager over %d steps x %d seqs; vs plain eager rel. err. "
-              "<= %.3e, vs solo <= %.3e, near-tie flips %d\n",
-              GetParam().c_str(), kDecodeSteps, kSequences, worst_plain, worst_solo, flips);
+  std::printf(
+      "    %-22s graphs == padded eager over %d steps x %d seqs; vs plain eager rel. err. "
+      "<= %.3e, vs solo <= %.3e, near-tie flips %d\n",
+      GetParam().c_str(), kDecodeSteps, kSequences, worst_plain, worst_solo, flips);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GpuModelTest, ::testing::ValuesIn(FixtureNames()),

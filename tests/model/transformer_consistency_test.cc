@@ -258,7 +258,6 @@ TEST_F(TransformerConsistencyTest, ReportsKvCacheBytesFromItsLayout) {
   EXPECT_GT(transformer_->workspace_bytes(), 0u);
 }
 
-
 // The padded decode plan (what the CUDA backend records as graphs), run eagerly on the CPU: a
 // decode batch of 3 (padded to 4, dummy rows in the scratch block) and each sequence alone give the
 // plain path's logits and tokens, also past a KV-length bucket boundary (64).
@@ -293,8 +292,7 @@ TEST_F(TransformerConsistencyTest, PaddedDecodePlanMatchesThePlainPath) {
   for (int32_t step = 0; step < kSteps; ++step) {
     std::vector<SequenceChunk> chunks;
     for (size_t s = 0; s < lengths.size(); ++s) {
-      chunks.push_back(
-          Chunk(prompts[s], lengths[s] + step, lengths[s] + step + 1, tables[s]));
+      chunks.push_back(Chunk(prompts[s], lengths[s] + step, lengths[s] + step + 1, tables[s]));
     }
     auto a = (*padded)->Forward(chunks);
     auto b = (*plain)->Forward(chunks);
@@ -305,8 +303,8 @@ TEST_F(TransformerConsistencyTest, PaddedDecodePlanMatchesThePlainPath) {
     }
   }
   // Alone (bucket 1) on the padded model: rewrites the last step's slots with the same tokens.
-  const SequenceChunk last = Chunk(prompts[1], lengths[1] + kSteps - 1, lengths[1] + kSteps,
-                                   tables[1]);
+  const SequenceChunk last =
+      Chunk(prompts[1], lengths[1] + kSteps - 1, lengths[1] + kSteps, tables[1]);
   auto alone = (*padded)->Forward(std::span(&last, 1));
   auto reference = (*plain)->Forward(std::span(&last, 1));
   ASSERT_TRUE(alone.ok() && reference.ok());
