@@ -1,5 +1,8 @@
 #include "kernels/cuda/matmul.h"
 
+#include <cstdlib>
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_check.h"
 
@@ -10,6 +13,8 @@ absl::StatusOr<std::unique_ptr<CublasLtMatmul>> CublasLtMatmul::Create(size_t wo
   LLM_CUBLAS_CHECK(cublasLtCreate(&matmul->handle_));
   if (workspace_bytes > 0) LLM_CUDA_CHECK(cudaMalloc(&matmul->workspace_, workspace_bytes));
   matmul->workspace_bytes_ = workspace_bytes;
+  const char* gemv = std::getenv("LLM_CUDA_GEMV");
+  matmul->gemv_enabled_ = gemv == nullptr || std::strcmp(gemv, "0") != 0;
   return matmul;
 }
 
@@ -69,6 +74,9 @@ absl::Status CublasLtMatmul::Run(const void* x, const void* w, int32_t m, int32_
   if (m == 0 || n == 0) return absl::OkStatus();
   if (x == nullptr || w == nullptr || out == nullptr || m < 0 || n < 0 || k <= 0) {
     return absl::InvalidArgumentError("Matmul: null operand or bad shape");
+  }
+  if (gemv_enabled_ && GemvSupports(x, w, m, k)) {
+    return LaunchGemv(x, w, m, n, k, out, out_f32, stream);
   }
   auto plan = PlanFor(m, n, k, out_f32);
   if (!plan.ok()) return plan.status();

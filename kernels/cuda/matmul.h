@@ -18,6 +18,13 @@
 
 namespace llm::cuda {
 
+// A warp-per-column kernel for m <= kGemvMaxRows (gemv.cu): Run uses it when GemvSupports says so
+// (k a multiple of 8, 16-byte aligned x and w) unless $LLM_CUDA_GEMV=0.
+inline constexpr int32_t kGemvMaxRows = 4;
+bool GemvSupports(const void* x, const void* w, int32_t m, int32_t k);
+absl::Status LaunchGemv(const void* x, const void* w, int32_t m, int32_t n, int32_t k, void* out,
+                        bool out_f32, cudaStream_t stream);
+
 class CublasLtMatmul {
  public:
   static absl::StatusOr<std::unique_ptr<CublasLtMatmul>> Create(size_t workspace_bytes);
@@ -28,6 +35,7 @@ class CublasLtMatmul {
   absl::Status Run(const void* x, const void* w, int32_t m, int32_t n, int32_t k, void* out,
                    bool out_f32, cudaStream_t stream);
   size_t workspace_bytes() const { return workspace_bytes_; }
+  bool gemv_enabled() const { return gemv_enabled_; }
 
  private:
   struct Plan {
@@ -46,6 +54,7 @@ class CublasLtMatmul {
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   std::map<ShapeKey, Plan> plans_;
+  bool gemv_enabled_ = true;
 };
 
 }  // namespace llm::cuda

@@ -185,7 +185,10 @@ TEST_F(SmallOpsTest, AddSiluMulEmbedGatherMatchCpu) {
 
 TEST_F(SmallOpsTest, MatmulMatchesCpu) {
   for (auto [m, n, k] :
-       {std::tuple{1, 512, 256}, std::tuple{37, 1000, 264}, std::tuple{128, 2048, 2048}}) {
+       {std::tuple{1, 512, 256}, std::tuple{37, 1000, 264}, std::tuple{128, 2048, 2048},
+        // m <= 4 with k % 8 == 0 takes the GEMV kernel (gemv.cu); k = 262 falls back to cuBLASLt.
+        std::tuple{2, 1003, 2048}, std::tuple{3, 77, 5632}, std::tuple{4, 2560, 1032},
+        std::tuple{2, 100, 262}}) {
     std::vector<float> x = RandomBf16Values(m * k, generator_),
                        w = RandomBf16Values(n * k, generator_);
     std::vector<float> cpu_out(m * n);
