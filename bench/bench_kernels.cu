@@ -243,6 +243,45 @@ void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results,
     results.push_back(r);
     batch.Free();
   }
+  // $LLM_BENCH_DECODE_SWEEP=1: forced split counts on the few-sequence shapes, with the production
+  // traits (4 warps, 3 stages: 2 blocks/SM) and 2 stages (3 blocks/SM), to check
+  // ChooseDecodeSplits.
+  const char* sweep = std::getenv("LLM_BENCH_DECODE_SWEEP");
+  if (sweep == nullptr || std::strcmp(sweep, "1") != 0) return;
+  using LaunchDecodeFn = absl::Status (*)(const cuda::PagedAttentionParams&, cudaStream_t);
+  const std::pair<const char*, LaunchDecodeFn> kernels[] = {
+      {"w4s3", cuda::LaunchFlashDecodeWithTraits<cuda::FlashDecodeTraits<128, 4, 16, 3>>},
+      {"w4s2", cuda::LaunchFlashDecodeWithTraits<cuda::FlashDecodeTraits<128, 4, 16, 2>>}};
+  std::printf("\n%-34s %10s %10s %8s\n", "decode split sweep", "ms", "GB/s", "splits");
+  for (auto [b, c] : {std::pair{1, 32768}, std::pair{8, 4096}, std::pair{1, 4096}}) {
+    const double kv_bytes = 2.0 * b * c * hkv * d * 2;
+    const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
+    PagedBatch batch = MakeBatch(b, c, 1, hq, hkv, d, 16, copies, 300 + b);
+    batch.partial = DeviceAlloc<float>(static_cast<size_t>(b) * hq * 128 * (d + 1));
+    for (const auto& kernel : kernels) {
+      const LaunchDecodeFn launch = kernel.second;
+      const char* name = kernel.first;
+      for (int forced : {2, 3, 4, 6, 8, 12, 16, 24, 32, 40, 48, 64, 96}) {
+        cuda::PagedAttentionParams base = batch.params;
+        base.kv_chunk_size = ((c + forced - 1) / forced + 63) / 64 * 64;
+        base.num_splits = (c + base.kv_chunk_size - 1) / base.kv_chunk_size;
+        if (base.num_splits * b * hkv > 6 * num_sms || base.num_splits > 128) continue;
+        base.partial_out = batch.partial;
+        base.partial_lse = batch.partial + static_cast<size_t>(b) * hq * base.num_splits * d;
+        const double ms = MedianMs(stream, 5, quick ? 20 : 100, [&](int i) {
+          cuda::PagedAttentionParams p = base;
+          p.block_tables = batch.block_tables[i % copies];
+          BENCH_STATUS(launch(p, stream));
+          if (p.num_splits > 1) BENCH_STATUS(cuda::LaunchMergeSplits(p, stream));
+        });
+        const std::string shape =
+            std::string(name) + " " + Shape("B%d C%d chunk%d", b, c, base.kv_chunk_size, 0, 0);
+        std::printf("%-34s %10.4f %10.1f %8d\n", shape.c_str(), ms, kv_bytes / (ms * 1e-3) / 1e9,
+                    base.num_splits);
+      }
+    }
+    batch.Free();
+  }
 }
 
 #ifdef LLM_BENCH_VARIANTS

@@ -55,6 +55,11 @@ __global__ void __launch_bounds__(Traits::kThreads)
   auto* smem_q = reinterpret_cast<__nv_bfloat16*>(shared_raw);
   __nv_bfloat16* smem_pipeline = smem_q + kRows * D;
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Lets the merge kernel (launched with programmatic stream serialization) start its blocks
+  // early; it waits in griddepcontrol.wait until this grid has finished and flushed its writes.
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
   const int split = blockIdx.x;
   const int kv_head = blockIdx.y;
   const int seq = blockIdx.z;
@@ -97,9 +102,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
     }
     CpAsync16(smem_q + SwizzledOffset<D>(row, chunk * 8), source, valid);
   }
-  CpAsyncCommit();
-  CpAsyncWait<0>();
-  __syncthreads();
+  CpAsyncCommit();  // Q is the oldest group: waited for after the K/V prologue is in flight
 
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -149,6 +152,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
     if (i < my_tiles) load_tile(i);
     CpAsyncCommit();
   }
+  CpAsyncWait<kStages - 1>();  // this thread's Q copies
+  __syncthreads();             // everyone's Q copies
   for (int i = 0; i < my_tiles; ++i) {
     if (i + kStages - 1 < my_tiles) load_tile(i + kStages - 1);
     CpAsyncCommit();
