@@ -261,9 +261,14 @@ void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results,
     for (const auto& kernel : kernels) {
       const LaunchDecodeFn launch = kernel.second;
       const char* name = kernel.first;
+      std::vector<int> chunks;
       for (int forced : {2, 3, 4, 6, 8, 12, 16, 24, 32, 40, 48, 64, 96}) {
+        chunks.push_back(((c + forced - 1) / forced + 63) / 64 * 64);
+      }
+      if (c == 32768) chunks.insert(chunks.end(), {1008, 992});  // 33 splits: 264 blocks at B1
+      for (int chunk : chunks) {
         cuda::PagedAttentionParams base = batch.params;
-        base.kv_chunk_size = ((c + forced - 1) / forced + 63) / 64 * 64;
+        base.kv_chunk_size = chunk;
         base.num_splits = (c + base.kv_chunk_size - 1) / base.kv_chunk_size;
         if (base.num_splits * b * hkv > 6 * num_sms || base.num_splits > 128) continue;
         base.partial_out = batch.partial;

@@ -119,6 +119,13 @@ __global__ void __launch_bounds__(Traits::kThreads)
     const int tile_start = chunk_begin + (warp + i * Traits::kWarps) * kTileN;
     __nv_bfloat16* stage_k = warp_pipeline + (i % kStages) * Traits::kStageElements;
     __nv_bfloat16* stage_v = stage_k + kTileN * D;
+    // Usually the whole tile lies in one KV block: one block-table read (the same address for every
+    // lane) instead of one division and one dependent read per 16-byte copy.
+    const int first_index = tile_start / layout.block_size;
+    const int first_slot = tile_start - first_index * layout.block_size;
+    const bool one_block = first_slot + kTileN <= layout.block_size;
+    const int64_t tile_base =
+        one_block ? layout.offset_in_layer(block_table[first_index], kv_head, first_slot, 0) : 0;
 #pragma unroll
     for (int index = lane; index < kTileN * kChunks; index += 32) {
       const int r = index / kChunks;
@@ -127,9 +134,13 @@ __global__ void __launch_bounds__(Traits::kThreads)
       const bool valid = position < chunk_end;
       int64_t offset = 0;
       if (valid) {
-        const kvcache::PagedPosition paged =
-            kvcache::LocatePosition(block_table, layout.block_size, position);
-        offset = layout.offset_in_layer(paged.block, kv_head, paged.slot, chunk * 8);
+        if (one_block) {
+          offset = tile_base + r * D + chunk * 8;
+        } else {
+          const kvcache::PagedPosition paged =
+              kvcache::LocatePosition(block_table, layout.block_size, position);
+          offset = layout.offset_in_layer(paged.block, kv_head, paged.slot, chunk * 8);
+        }
       }
       CpAsync16(stage_k + SwizzledOffset<D>(r, chunk * 8), params.k_cache + offset, valid);
       CpAsync16(stage_v + SwizzledOffset<D>(r, chunk * 8), params.v_cache + offset, valid);
