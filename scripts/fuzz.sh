@@ -14,6 +14,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The fuzzers' own toolchain (Debian 12 packages), installed here rather than in deploy/install-deps.sh
+# so that the server's quickstart does not pull clang.
+fuzz_packages=(clang-14 libclang-rt-14-dev llvm-14)
+missing=()
+for p in "${fuzz_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} > 0)); then
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  echo "fuzz: installing ${missing[*]}"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
 seconds=${LLM_FUZZ_SECONDS:-60}
 jobs=${LLM_JOBS:-2}
 build_dir=build-fuzz
