@@ -81,6 +81,9 @@ ABSL_FLAG(absl::Duration, max_queue_wait, absl::Seconds(30),
 ABSL_FLAG(absl::Duration, sequence_ttl, absl::Minutes(10),
           "Sequences from Prefill idle for this long are released.");
 ABSL_FLAG(int, default_max_tokens, 16, "Generate's max_tokens when a request leaves it 0.");
+ABSL_FLAG(bool, prefix_cache, true,
+          "Share the KV blocks of common prompt prefixes between sequences and keep released blocks "
+          "cached until their space is needed (server/engine/README.md).");
 ABSL_FLAG(int, threads, 0, "CPU backend threads (0 = all cores).");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(10),
           "On SIGINT/SIGTERM, how long in-flight requests may run before they are cancelled.");
@@ -321,6 +324,7 @@ int Run() {
       .max_queue_wait = absl::GetFlag(FLAGS_max_queue_wait),
       .sequence_ttl = absl::GetFlag(FLAGS_sequence_ttl),
       .default_max_tokens = absl::GetFlag(FLAGS_default_max_tokens)};
+  engine_options.enable_prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
   absl::StatusOr<std::unique_ptr<engine::Engine>> engine =
       engine::Engine::Create(*std::move(model), engine_options);
   if (!engine.ok()) {
