@@ -9,9 +9,10 @@
 # usage: [SERVER=1] scripts/gpu-bundle.sh [build-dir] [binary-or-library ...]
 #   default build dir: build-cuda; default binaries: kernels_gpu_tests, llm-bench-kernels,
 #   model_gpu_tests and the plugin libllm_cuda_backend.so (whatever of them exists); with SERVER=1
-#   also llm-server, llm-client, llm-bench and the tokenizer module libllm_sentencepiece.so (with
-#   their gRPC/Abseil/prometheus closure) for the end-to-end section of scripts/gpu-run.sh. The
-#   executables land in bin/, the libraries in lib/: the server finds both plugins through ../lib.
+#   also llm-server, llm-client, llm-bench, llm-bench-engine and the tokenizer module
+#   libllm_sentencepiece.so (with their gRPC/Abseil/prometheus closure) for the end-to-end sections
+#   (SERVER, SERVE_1B) of scripts/gpu-run.sh. The executables land in bin/, the libraries in lib/:
+#   the server finds both plugins through ../lib.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build-cuda}"
@@ -23,7 +24,7 @@ if [ ${#files[@]} -eq 0 ]; then
     [ -e "$build/$f" ] && files+=("$build/$f")
   done
   if [ "${SERVER:-0}" != 0 ]; then
-    for f in server/service/llm-server client/llm-client client/llm-bench \
+    for f in server/service/llm-server client/llm-client client/llm-bench bench/llm-bench-engine \
              server/text/libllm_sentencepiece.so; do
       [ -e "$build/$f" ] || { echo "missing $build/$f (build it first)" >&2; exit 1; }
       files+=("$build/$f")

@@ -9,6 +9,9 @@
 #   SERVER=1  (bundle made with SERVER=1) end to end: llm-server --backend=cuda on models/default in
 #   the background, wait for health, llm-client smoke and generate, llm-bench with 64 concurrent
 #   streams for ${BENCH_SECONDS:-15} s; logs server.log, client.log, llm_bench.{log,json}.
+#   SERVE_1B=1  (bundle made with SERVER=1) served vs offline on a random TinyLlama-1.1B-shaped bf16
+#   checkpoint: llm-bench-engine, then llm-server + llm-bench, 64 streams of 128 + 384 tokens for
+#   ${BENCH_SECONDS:-15} s each; table in serve_1b/served_vs_offline.{md,json} (section's comment).
 set -uo pipefail
 out="${1:-${OUT:-gpu-results}}"
 mkdir -p "$out" /tmp/g
@@ -82,4 +85,66 @@ if [ "${SERVER:-0}" != 0 ]; then
   wait $server
   echo "server exit $?"
   head -40 "$out/server.log"
+fi
+
+if [ "${SERVE_1B:-0}" != 0 ]; then
+  # Performance issue 8: generated tokens/s served over gRPC (llm-bench, 64 streams) against the
+  # engine offline in process (llm-bench-engine, the same closed loop without gRPC), same model,
+  # batch, lengths and engine flags; gRPC + scheduling overhead per decode step from the server's
+  # /metrics step histograms (bench/served_vs_offline.py). Requests: 128 random prompt tokens, 384
+  # generated (greedy, EOS ignored), so a sequence's context grows from 128 to 512 (320 on average
+  # over its decode steps). 64 x 512 tokens need 2048 KV blocks of 16 (704 MiB in bf16 for this
+  # shape): the KV cache gets 1 GiB instead of llm-server's default 256 MiB, which would hold only
+  # ~23 such sequences. Overridable, to run the section on the CPU backend with a tiny shape:
+  #   SERVE_BACKEND (cuda), SERVE_SHAPE (make_random_checkpoint.py flags; empty = the 1.1B shape),
+  #   SERVE_STREAMS (64), SERVE_PROMPT_LEN (128), SERVE_OUTPUT_LEN (384),
+  #   SERVE_KV_BYTES (1073741824), SERVE_FLAGS (extra flags of both binaries, e.g. --threads=2),
+  #   PYTHON (python3, needs numpy).
+  s1="$out/serve_1b"
+  mkdir -p "$s1"
+  py="${PYTHON:-python3}"
+  model=/tmp/tinyllama-1.1b-random
+  streams="${SERVE_STREAMS:-64}"
+  prompt_len="${SERVE_PROMPT_LEN:-128}"
+  output_len="${SERVE_OUTPUT_LEN:-384}"
+  engine_flags=(--backend="${SERVE_BACKEND:-cuda}" --model="$model"
+                --kv_cache_bytes="${SERVE_KV_BYTES:-1073741824}" ${SERVE_FLAGS:-})
+  # shellcheck disable=SC2086
+  "$py" tools/make_random_checkpoint.py --out "$model" ${SERVE_SHAPE:-} | tee "$s1/checkpoint.log"
+  /tmp/g/bin/llm-bench-engine "${engine_flags[@]}" --concurrency="$streams" \
+    --prompt_len="$prompt_len" --output_len="$output_len" --duration="${BENCH_SECONDS:-15}s" \
+    --json_out="$s1/offline.json" > "$s1/offline.log" 2>&1
+  echo "llm-bench-engine exit $?"
+  cat "$s1/offline.log"
+  port=50052
+  metrics_port=9092
+  /tmp/g/bin/llm-server "${engine_flags[@]}" --port=$port --metrics_port=$metrics_port \
+    --metrics_host=127.0.0.1 > "$s1/server.log" 2>&1 &
+  server=$!
+  ready=0
+  for _ in $(seq 480); do
+    if /tmp/g/bin/llm-client --target=localhost:$port --timeout=1s health > /dev/null 2>&1; then
+      ready=1
+      break
+    fi
+    kill -0 $server 2> /dev/null || break
+    sleep 0.25
+  done
+  echo "server ready: $ready"
+  metrics_url="http://127.0.0.1:$metrics_port/metrics"
+  "$py" bench/served_vs_offline.py scrape "$metrics_url" "$s1/metrics_before.txt"
+  /tmp/g/bin/llm-bench --target=localhost:$port --concurrency="$streams" --requests=0 \
+    --duration="${BENCH_SECONDS:-15}s" --prompt_len_min="$prompt_len" --prompt_len_max="$prompt_len" \
+    --output_len_min="$output_len" --output_len_max="$output_len" \
+    --json_out="$s1/served.json" > "$s1/served.log" 2>&1
+  echo "llm-bench exit $?"
+  cat "$s1/served.log"
+  "$py" bench/served_vs_offline.py scrape "$metrics_url" "$s1/metrics_after.txt"
+  kill -TERM $server
+  wait $server
+  echo "server exit $?"
+  head -8 "$s1/server.log"
+  "$py" bench/served_vs_offline.py compare --offline "$s1/offline.json" --served "$s1/served.json" \
+    --metrics_before "$s1/metrics_before.txt" --metrics_after "$s1/metrics_after.txt" \
+    --out_dir "$s1"
 fi
