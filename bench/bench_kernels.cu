@@ -1,5 +1,8 @@
 // llm-bench-kernels: timings of the CUDA backend's attention kernels on the device it runs on.
-//   prefill  flash prefill over a paged cache, causal, TFLOP/s = 4 * B * Hq * D * S(S+1)/2 / time
+//   prefill  flash prefill over a paged cache, causal, TFLOP/s = 4 * B * Hq * D * S(S+1)/2 / time;
+//            rows "prefill" run what LaunchFlashPrefill picks by default (note: the kernel), rows
+//            "prefill_mma_sync" / "prefill_wgmma" force each kernel (the latter on compute
+//            capability 9.0 only), on the same inputs
 //   decode   split-KV flash decode (+ merge), bandwidth = K+V bytes read / time
 //   copy     cudaMemcpy device-to-device of 1 GiB, bandwidth = bytes read + written / time
 //   decode_step  (when the transformer is built) one Forward() decode step of a
@@ -26,6 +29,7 @@
 #include "kernels/cuda/attention_params.h"
 #include "kernels/cuda/flash_decode.cuh"
 #include "kernels/cuda/flash_prefill.cuh"
+#include "kernels/cuda/flash_prefill_wgmma.h"
 
 namespace llm::bench {
 namespace {
@@ -194,18 +198,32 @@ void BenchPrefill(cudaStream_t stream, std::vector<Result>& results, bool quick)
       if (!quick && s >= 2048 && s <= 8192) cases.push_back({hq, hkv, d, s, 1});
     }
   }
-  std::printf("\n%-34s %10s %10s\n", "prefill (causal, paged bs=16)", "ms", "TFLOP/s");
+  using cuda::FlashPrefillImplementation;
+  std::vector<std::pair<std::string, FlashPrefillImplementation>> kernels = {
+      {"prefill", FlashPrefillImplementation::kDefault},
+      {"prefill_mma_sync", FlashPrefillImplementation::kMmaSync}};
+  if (cuda::FlashPrefillWgmmaAvailable())
+    kernels.push_back({"prefill_wgmma", FlashPrefillImplementation::kWgmma});
+  std::printf("\n%-18s %-30s %10s %10s  %s\n", "prefill (causal,", "paged bs=16)", "ms", "TFLOP/s",
+              "kernel");
   for (const Case& c : cases) {
     PagedBatch batch = MakeBatch(c.b, c.s, c.s, c.hq, c.hkv, c.d, 16, 1, 100 + c.s);
-    const double ms = MedianMs(stream, 3, quick ? 10 : 30, [&](int) {
-      BENCH_STATUS(cuda::LaunchFlashPrefill(batch.params, stream));
-    });
     const double flops = 4.0 * c.b * c.hq * c.d * (static_cast<double>(c.s) * (c.s + 1) / 2);
-    Result r{"prefill", Shape("B%d S%d Hq%d Hkv%d D%d", c.b, c.s, c.hq, c.hkv, c.d),
-             ms,        flops / (ms * 1e-3) / 1e12,
-             0,         ""};
-    std::printf("%-34s %10.3f %10.1f\n", r.shape.c_str(), ms, r.tflops);
-    results.push_back(r);
+    for (const auto& [section, implementation] : kernels) {
+      cuda::SetFlashPrefillImplementation(implementation);
+      const double ms = MedianMs(stream, 3, quick ? 10 : 30, [&](int) {
+        BENCH_STATUS(cuda::LaunchFlashPrefill(batch.params, stream));
+      });
+      const char* kernel =
+          cuda::FlashPrefillImplementationName(cuda::ActiveFlashPrefillImplementation());
+      Result r{section, Shape("B%d S%d Hq%d Hkv%d D%d", c.b, c.s, c.hq, c.hkv, c.d),
+               ms,      flops / (ms * 1e-3) / 1e12,
+               0,       std::string("kernel=") + kernel};
+      std::printf("%-18s %-30s %10.3f %10.1f  %s\n", section.c_str(), r.shape.c_str(), ms,
+                  r.tflops, kernel);
+      results.push_back(r);
+    }
+    cuda::SetFlashPrefillImplementation(FlashPrefillImplementation::kDefault);
     batch.Free();
   }
 }

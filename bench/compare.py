@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Puts llm-bench-kernels' JSON next to sdpa_anchor.py's: ratio = ours / anchor for prefill TFLOP/s
 and decode GB/s, plus decode bandwidth over the device-copy bandwidth. Prints a Markdown table.
+Prefill rows of every kernel (sections prefill, prefill_mma_sync, prefill_wgmma: the default
+dispatch and each kernel forced) are matched with SDPA's prefill row of the same shape.
 
 usage: bench/compare.py ours.json sdpa.json
 """
@@ -18,11 +20,12 @@ def main():
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in ours["results"]:
         key = (r["section"], r["shape"])
-        if r["section"] == "prefill":
-            other = theirs.get(key)
+        if r["section"] == "prefill" or r["section"].startswith("prefill_"):
+            other = theirs.get(("prefill", r["shape"]))
             ratio = f"{r['tflops'] / other['tflops']:.2f}" if other else "-"
             sdpa = f"{other['tflops']:.1f} TFLOP/s" if other else "-"
-            print(f"| prefill | {r['shape']} | {r['median_ms']:.3f} | {r['tflops']:.1f} TFLOP/s | {sdpa} | {ratio} | |")
+            kernel = f" ({r['note']})" if r.get("note") else ""
+            print(f"| {r['section']} | {r['shape']}{kernel} | {r['median_ms']:.3f} | {r['tflops']:.1f} TFLOP/s | {sdpa} | {ratio} | |")
         elif r["section"] == "decode":
             other = theirs.get(key)
             ratio = f"{r['gbytes_per_s'] / other['gbytes_per_s']:.2f}" if other else "-"

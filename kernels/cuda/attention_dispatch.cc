@@ -1,10 +1,14 @@
 // Host side of the attention kernels: parameter checks, the per-head_dim dispatch switches, the
 // split-KV heuristic of flash decode, and the choice between decode, prefill and generic kernels.
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/attention_params.h"
+#include "kernels/cuda/flash_prefill_wgmma.h"
 
 namespace llm::cuda {
 
@@ -70,10 +74,81 @@ absl::Status ValidateAttentionParams(const PagedAttentionParams& p) {
 
 bool FlashPrefillSupports(int32_t head_dim) { return head_dim == 64 || head_dim == 128; }
 
+namespace {
+
+std::atomic<FlashPrefillImplementation> forced_prefill_implementation{
+    FlashPrefillImplementation::kDefault};
+
+// The default: wgmma on compute capability 9.0 unless $LLM_FLASH_PREFILL_WGMMA is "0"; the device
+// (the current one at the first call) and the variable are read once per process.
+FlashPrefillImplementation DefaultFlashPrefillImplementation() {
+  static const FlashPrefillImplementation implementation = [] {
+    const char* variable = std::getenv("LLM_FLASH_PREFILL_WGMMA");
+    if (variable != nullptr && std::strcmp(variable, "0") == 0)
+      return FlashPrefillImplementation::kMmaSync;
+    return FlashPrefillWgmmaAvailable() ? FlashPrefillImplementation::kWgmma
+                                        : FlashPrefillImplementation::kMmaSync;
+  }();
+  return implementation;
+}
+
+}  // namespace
+
+bool FlashPrefillWgmmaAvailable() {
+  static const bool available = [] {
+    int device = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+      cudaGetLastError();  // leave no sticky error behind for the caller's next check
+      return false;
+    }
+    return major == 9 && minor == 0;
+  }();
+  return available;
+}
+
+void SetFlashPrefillImplementation(FlashPrefillImplementation implementation) {
+  forced_prefill_implementation.store(implementation);
+}
+
+FlashPrefillImplementation ActiveFlashPrefillImplementation() {
+  const FlashPrefillImplementation forced = forced_prefill_implementation.load();
+  return forced == FlashPrefillImplementation::kDefault ? DefaultFlashPrefillImplementation()
+                                                        : forced;
+}
+
+const char* FlashPrefillImplementationName(FlashPrefillImplementation implementation) {
+  switch (implementation) {
+    case FlashPrefillImplementation::kDefault:
+      return "default";
+    case FlashPrefillImplementation::kMmaSync:
+      return "mma.sync";
+    case FlashPrefillImplementation::kWgmma:
+      return "wgmma";
+  }
+  return "?";
+}
+
 absl::Status LaunchFlashPrefill(const PagedAttentionParams& params, cudaStream_t stream) {
   if (auto status = ValidateAttentionParams(params); !status.ok()) return status;
   if (params.q_row_stride % 8 != 0 || params.out_row_stride % 2 != 0) {
     return absl::InvalidArgumentError("flash prefill: q rows must be 16-byte aligned");
+  }
+  if (ActiveFlashPrefillImplementation() == FlashPrefillImplementation::kWgmma) {
+    if (!FlashPrefillWgmmaAvailable()) {
+      return absl::FailedPreconditionError(
+          "flash prefill: the wgmma kernel was forced on a device that is not compute capability "
+          "9.0");
+    }
+    switch (params.head_dim) {
+      case 64:
+        return LaunchFlashPrefillWgmmaHeadDim64(params, stream);
+      case 128:
+        return LaunchFlashPrefillWgmmaHeadDim128(params, stream);
+      default:
+        break;  // the mma.sync switch below answers for other head dims
+    }
   }
   switch (params.head_dim) {
     case 64:

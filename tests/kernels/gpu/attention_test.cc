@@ -3,7 +3,9 @@
 // Batches are ragged, block tables shuffled, chunks start mid-sequence and mid-block, the tested
 // layer is 1 (so layer offsets count), and outputs are poisoned first. Error: ||out - ref|| /
 // ||ref|| < 1e-2 and no NaN. The large cases (32k decode, 8k prefill chunk) use few heads to keep
-// the CPU reference quick.
+// the CPU reference quick. Every case that runs flash prefill runs once per prefill kernel (the
+// mma.sync one and, on compute capability 9.0, the wgmma one; suffix _mma / _wgmma), each time on
+// fresh random inputs.
 #include <algorithm>
 #include <map>
 #include <memory>
@@ -17,6 +19,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/flash_prefill_wgmma.h"
 #include "kvcache/kv_layout.h"
 #include "tests/kernels/gpu/gpu_test_util.h"
 
@@ -26,6 +29,7 @@ namespace {
 using gpu_testing::CountNonFinite;
 using gpu_testing::RelativeError;
 using Kernel = CudaBackendOptions::Attention;
+using cuda::FlashPrefillImplementation;
 
 constexpr double kTolerance = 1e-2;
 
@@ -163,9 +167,10 @@ class AttentionCase {
     RecordProperty(KernelName(kernel) + "_relative_error", std::to_string(error));
     std::printf(
         "    %-14s relative error %.3e (tokens %d, seqs %zu, max kv %d, hd %d, Hq/Hkv %d/%d, bs "
-        "%d)\n",
+        "%d, prefill kernel %s)\n",
         KernelName(kernel).c_str(), error, num_tokens_, problem_.sequences.size(), max_kv_len_,
-        problem_.head_dim, problem_.num_q_heads, problem_.num_kv_heads, problem_.block_size);
+        problem_.head_dim, problem_.num_q_heads, problem_.num_kv_heads, problem_.block_size,
+        cuda::FlashPrefillImplementationName(cuda::ActiveFlashPrefillImplementation()));
     return error;
   }
 
@@ -216,18 +221,48 @@ std::vector<Sequence> RandomSequences(int count, int max_cached, int max_new,
   return sequences;
 }
 
-// (head_dim, group size, block size)
-class AttentionGridTest : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+// Forces one flash prefill kernel for the test's duration; skips the wgmma one where the device
+// lacks it. Seeds are offset per kernel so each sees its own random inputs.
+class PrefillKernelScope {
+ public:
+  explicit PrefillKernelScope(FlashPrefillImplementation implementation) {
+    cuda::SetFlashPrefillImplementation(implementation);
+  }
+  ~PrefillKernelScope() {
+    cuda::SetFlashPrefillImplementation(FlashPrefillImplementation::kDefault);
+  }
+};
+
+uint32_t SeedOffset(FlashPrefillImplementation implementation) {
+  return implementation == FlashPrefillImplementation::kWgmma ? 7919u : 0u;
+}
+
+std::string ImplementationSuffix(FlashPrefillImplementation implementation) {
+  return implementation == FlashPrefillImplementation::kWgmma ? "wgmma" : "mma";
+}
+
+#define SKIP_WITHOUT_PREFILL_KERNEL(implementation)                                    \
+  do {                                                                                 \
+    SKIP_WITHOUT_GPU();                                                                \
+    if ((implementation) == FlashPrefillImplementation::kWgmma &&                      \
+        !cuda::FlashPrefillWgmmaAvailable())                                           \
+      GTEST_SKIP() << "the wgmma flash prefill needs a compute capability 9.0 device"; \
+  } while (0)
+
+// (head_dim, group size, block size, prefill kernel)
+class AttentionGridTest
+    : public ::testing::TestWithParam<std::tuple<int, int, int, FlashPrefillImplementation>> {};
 
 TEST_P(AttentionGridTest, RaggedPrefillMatchesCpuReference) {
-  SKIP_WITHOUT_GPU();
-  const auto [head_dim, group, block_size] = GetParam();
+  const auto [head_dim, group, block_size, implementation] = GetParam();
+  SKIP_WITHOUT_PREFILL_KERNEL(implementation);
+  PrefillKernelScope scope(implementation);
   Problem problem;
   problem.head_dim = head_dim;
   problem.num_kv_heads = 2;
   problem.num_q_heads = 2 * group;
   problem.block_size = block_size;
-  problem.seed = head_dim * 1000 + group * 100 + block_size;
+  problem.seed = head_dim * 1000 + group * 100 + block_size + SeedOffset(implementation);
   std::mt19937 generator(problem.seed);
   // Fresh prompts, chunks starting mid-block and mid-sequence, decode tokens, block boundaries.
   problem.sequences = {{0, 7},  {13, 9}, {40, 1},   {31, 1},   {0, 1},
@@ -239,14 +274,15 @@ TEST_P(AttentionGridTest, RaggedPrefillMatchesCpuReference) {
 }
 
 TEST_P(AttentionGridTest, DecodeBatchMatchesCpuReference) {
-  SKIP_WITHOUT_GPU();
-  const auto [head_dim, group, block_size] = GetParam();
+  const auto [head_dim, group, block_size, implementation] = GetParam();
+  SKIP_WITHOUT_PREFILL_KERNEL(implementation);
+  PrefillKernelScope scope(implementation);
   Problem problem;
   problem.head_dim = head_dim;
   problem.num_kv_heads = 2;
   problem.num_q_heads = 2 * group;
   problem.block_size = block_size;
-  problem.seed = 7 + head_dim * 1000 + group * 100 + block_size;
+  problem.seed = 7 + head_dim * 1000 + group * 100 + block_size + SeedOffset(implementation);
   std::mt19937 generator(problem.seed);
   // One query token per sequence, and a few per sequence where the group leaves room (rows <= 16).
   const int max_new = std::max(1, 16 / group);
@@ -265,11 +301,14 @@ TEST_P(AttentionGridTest, DecodeBatchMatchesCpuReference) {
 INSTANTIATE_TEST_SUITE_P(HeadDimGroupBlock, AttentionGridTest,
                          ::testing::Combine(::testing::Values(64, 128),
                                             ::testing::Values(1, 2, 4, 8),
-                                            ::testing::Values(16, 32, 64)),
+                                            ::testing::Values(16, 32, 64),
+                                            ::testing::Values(FlashPrefillImplementation::kMmaSync,
+                                                              FlashPrefillImplementation::kWgmma)),
                          [](const auto& info) {
                            return "hd" + std::to_string(std::get<0>(info.param)) + "_g" +
                                   std::to_string(std::get<1>(info.param)) + "_bs" +
-                                  std::to_string(std::get<2>(info.param));
+                                  std::to_string(std::get<2>(info.param)) + "_" +
+                                  ImplementationSuffix(std::get<3>(info.param));
                          });
 
 TEST(AttentionLargeTest, Decode64SequencesUpTo8k) {
@@ -283,10 +322,26 @@ TEST(AttentionLargeTest, Decode64SequencesUpTo8k) {
   test_case.Check(Kernel::kFlashDecode);
 }
 
-TEST(AttentionLargeTest, SingleSequence32kDecodeSplitsKv) {
+TEST(AttentionLargeTest, SingleSequence32kDecodeHeadDim64) {
   SKIP_WITHOUT_GPU();
+  Problem problem{64, 4, 1, 16, {{32767, 1}}, 35};
+  AttentionCase test_case(problem);
+  test_case.Check(Kernel::kAuto);
+}
+
+// The large and edge-case prefill checks, once per prefill kernel.
+class AttentionPrefillLargeTest : public ::testing::TestWithParam<FlashPrefillImplementation> {};
+
+TEST_P(AttentionPrefillLargeTest, SingleSequence32kDecodeSplitsKv) {
+  SKIP_WITHOUT_PREFILL_KERNEL(GetParam());
+  PrefillKernelScope scope(GetParam());
   for (int32_t new_tokens : {1, 2}) {
-    Problem problem{128, 8, 1, 32, {{32768 - new_tokens, new_tokens}}, 33u + new_tokens};
+    Problem problem{128,
+                    8,
+                    1,
+                    32,
+                    {{32768 - new_tokens, new_tokens}},
+                    33u + new_tokens + SeedOffset(GetParam())};
     AttentionCase test_case(problem);
     const std::vector<float> first = test_case.RunCuda(Kernel::kFlashDecode);
     const std::vector<float> second = test_case.RunCuda(Kernel::kFlashDecode);
@@ -296,16 +351,10 @@ TEST(AttentionLargeTest, SingleSequence32kDecodeSplitsKv) {
   }
 }
 
-TEST(AttentionLargeTest, SingleSequence32kDecodeHeadDim64) {
-  SKIP_WITHOUT_GPU();
-  Problem problem{64, 4, 1, 16, {{32767, 1}}, 35};
-  AttentionCase test_case(problem);
-  test_case.Check(Kernel::kAuto);
-}
-
-TEST(AttentionLargeTest, PrefillChunkMidBlockAt8k) {
-  SKIP_WITHOUT_GPU();
-  Problem problem{128, 4, 1, 16, {{8190 - 203, 203}}, 41};
+TEST_P(AttentionPrefillLargeTest, PrefillChunkMidBlockAt8k) {
+  SKIP_WITHOUT_PREFILL_KERNEL(GetParam());
+  PrefillKernelScope scope(GetParam());
+  Problem problem{128, 4, 1, 16, {{8190 - 203, 203}}, 41u + SeedOffset(GetParam())};
   AttentionCase test_case(problem);
   const std::vector<float> first = test_case.RunCuda(Kernel::kFlashPrefill);
   const std::vector<float> second = test_case.RunCuda(Kernel::kFlashPrefill);
@@ -313,16 +362,18 @@ TEST(AttentionLargeTest, PrefillChunkMidBlockAt8k) {
   test_case.Check(Kernel::kAuto);
 }
 
-TEST(AttentionLargeTest, OneShotPrefill2048HeadDim64) {
-  SKIP_WITHOUT_GPU();
-  Problem problem{64, 8, 2, 32, {{0, 2048}}, 43};
+TEST_P(AttentionPrefillLargeTest, OneShotPrefill2048HeadDim64) {
+  SKIP_WITHOUT_PREFILL_KERNEL(GetParam());
+  PrefillKernelScope scope(GetParam());
+  Problem problem{64, 8, 2, 32, {{0, 2048}}, 43u + SeedOffset(GetParam())};
   AttentionCase test_case(problem);
   test_case.Check(Kernel::kAuto);
 }
 
-TEST(AttentionLargeTest, RaggedBatchOf64Sequences) {
-  SKIP_WITHOUT_GPU();
-  Problem problem{128, 16, 4, 16, {}, 47};
+TEST_P(AttentionPrefillLargeTest, RaggedBatchOf64Sequences) {
+  SKIP_WITHOUT_PREFILL_KERNEL(GetParam());
+  PrefillKernelScope scope(GetParam());
+  Problem problem{128, 16, 4, 16, {}, 47u + SeedOffset(GetParam())};
   std::mt19937 generator(problem.seed);
   problem.sequences = RandomSequences(64, 400, 40, generator);
   AttentionCase test_case(problem);
@@ -331,31 +382,46 @@ TEST(AttentionLargeTest, RaggedBatchOf64Sequences) {
 
 // Continuous batching: long-context decode tokens (split-KV in flash decode) in the same batch as
 // prefill chunks (flash prefill), both kernels on one set of params.
-TEST(AttentionLargeTest, MixedBatchLongDecodesAndPrefillChunks) {
-  SKIP_WITHOUT_GPU();
+TEST_P(AttentionPrefillLargeTest, MixedBatchLongDecodesAndPrefillChunks) {
+  SKIP_WITHOUT_PREFILL_KERNEL(GetParam());
+  PrefillKernelScope scope(GetParam());
   for (int32_t head_dim : {64, 128}) {
-    Problem problem{
-        head_dim,      8, 2, 16, {{20000, 1}, {777, 150}, {9000, 2}, {0, 33}, {4097, 1}},
-        60u + head_dim};
+    Problem problem{head_dim,
+                    8,
+                    2,
+                    16,
+                    {{20000, 1}, {777, 150}, {9000, 2}, {0, 33}, {4097, 1}},
+                    60u + head_dim + SeedOffset(GetParam())};
     AttentionCase test_case(problem);
     test_case.Check(Kernel::kAuto);
     test_case.Check(Kernel::kFlashPrefill);
   }
 }
 
-// Block sizes that do not divide the kernels' 64-position K/V tiles (the prefill kernel walks block
-// boundaries incrementally from tile to tile) and one below 16.
-TEST(AttentionLargeTest, BlockSizesThatDoNotDivideTheTile) {
-  SKIP_WITHOUT_GPU();
+// Block sizes that do not divide the kernels' 64- and 128-position K/V tiles (the prefill kernel
+// walks block boundaries incrementally from tile to tile) and one below 16.
+TEST_P(AttentionPrefillLargeTest, BlockSizesThatDoNotDivideTheTile) {
+  SKIP_WITHOUT_PREFILL_KERNEL(GetParam());
+  PrefillKernelScope scope(GetParam());
   for (int32_t block_size : {8, 24, 48, 80}) {
     for (int32_t head_dim : {64, 128}) {
-      Problem problem{head_dim, 8, 2, block_size, {{0, 300}, {1000, 77}, {3001, 1}, {130, 2}}, 70u + block_size};
+      Problem problem{head_dim,
+                      8,
+                      2,
+                      block_size,
+                      {{0, 300}, {1000, 77}, {3001, 1}, {130, 2}},
+                      70u + block_size + SeedOffset(GetParam())};
       AttentionCase test_case(problem);
       test_case.Check(Kernel::kAuto);
       test_case.Check(Kernel::kFlashPrefill);
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(PrefillKernel, AttentionPrefillLargeTest,
+                         ::testing::Values(FlashPrefillImplementation::kMmaSync,
+                                           FlashPrefillImplementation::kWgmma),
+                         [](const auto& info) { return ImplementationSuffix(info.param); });
 
 TEST(AttentionLargeTest, GenericKernelTakesOtherHeadDims) {
   SKIP_WITHOUT_GPU();
