@@ -6,7 +6,8 @@
 # .gpu/ is git-ignored: send it with the device call's `carry: [".gpu"]`, then on the device:
 #   mkdir -p /tmp/g && tar -xzf .gpu/bundle.tar.gz -C /tmp/g && export LD_LIBRARY_PATH=/tmp/g/lib
 #
-# usage: [SERVER=1] scripts/gpu-bundle.sh [build-dir] [binary-or-library ...]
+# usage: [SERVER=1] [BUNDLE_DIR=.gpu] scripts/gpu-bundle.sh [build-dir] [binary-or-library ...]
+#   BUNDLE_DIR (relative to the repository root, git-ignored) lets two sessions keep separate bundles.
 #   default build dir: build-cuda; default binaries: kernels_gpu_tests, llm-bench-kernels,
 #   model_gpu_tests and the plugin libllm_cuda_backend.so (whatever of them exists); with SERVER=1
 #   also llm-server, llm-client, llm-bench, llm-bench-engine and the tokenizer module
@@ -48,8 +49,9 @@ for f in "${files[@]}"; do
   done
 done
 strip --strip-unneeded "$out"/bin/* "$out"/lib/*.so* 2>/dev/null || true
-rm -rf "$root/.gpu"
-mkdir -p "$root/.gpu"
-tar -C "$out" -czf "$root/.gpu/bundle.tar.gz" bin lib
+bundle_dir="$root/${BUNDLE_DIR:-.gpu}"
+rm -rf "$bundle_dir"
+mkdir -p "$bundle_dir"
+tar -C "$out" -czf "$bundle_dir/bundle.tar.gz" bin lib
 ls "$out/bin"
-du -sh "$out" "$root/.gpu/bundle.tar.gz"
+du -sh "$out" "$bundle_dir/bundle.tar.gz"
