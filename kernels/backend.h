@@ -108,6 +108,40 @@ struct KvCacheView {
   kvcache::KvLayout layout;
 };
 
+// A Matmul with the op before it and the op after it folded in (Backend::FusedMatmul). With
+// p = x' W^T:
+enum class MatmulPrologue {
+  kNone,     // x' = x [m, k]
+  kRmsNorm,  // x' = RmsNorm(x [m, k], norm_weight, eps)
+};
+enum class MatmulEpilogue {
+  kStore,    // out = p (F32 with out_f32)
+  kAdd,      // out += p (a residual update), as Matmul then Add
+  kSiluMul,  // W is [2n, k] = [gate rows | up rows]; out[:, j] = silu(p[:, j]) * p[:, n + j], as
+             // Matmul then SiluMul
+  kRopeAppendKv,  // out = p is the qkv row; then RopeAppendKv(out, *batch, *shape, *rope, *cache,
+                  // layer), with batch->num_tokens == m
+};
+struct FusedMatmulArgs {
+  const void* x = nullptr;
+  MatmulPrologue prologue = MatmulPrologue::kNone;
+  const void* norm_weight = nullptr;
+  float eps = 0.0f;
+  const void* w = nullptr;  // [n, k] ([2n, k] for kSiluMul)
+  int32_t m = 0;
+  int32_t n = 0;            // columns of out
+  int32_t k = 0;
+  MatmulEpilogue epilogue = MatmulEpilogue::kStore;
+  void* out = nullptr;      // [m, n], compute_dtype (F32 with out_f32, kStore only)
+  bool out_f32 = false;
+  // kRopeAppendKv only (host structs, as RopeAppendKv takes them).
+  const AttentionBatch* batch = nullptr;
+  const AttentionShape* shape = nullptr;
+  const RopeParams* rope = nullptr;
+  const KvCacheView* cache = nullptr;
+  int32_t layer = 0;
+};
+
 struct BackendMemoryStats {
   size_t device_total_bytes = 0;  // 0 where it does not apply (CPU)
   size_t device_used_bytes = 0;
@@ -152,7 +186,7 @@ class Backend {
   virtual absl::Status SiluMul(const void* gate_up, int32_t rows, int32_t inter, void* out) = 0;
   // qkv [num_tokens, (Hq + 2 * Hkv) * D] holds [q heads | k heads | v heads] per token. Rotates q and k
   // in place at each token's absolute position, then writes k and v into the layer's pages at
-  // slot_mapping[t].
+  // slot_mapping[t] (a negative slot: not written).
   virtual absl::Status RopeAppendKv(void* qkv, const AttentionBatch& batch, const AttentionShape& shape,
                                     const RopeParams& rope, const KvCacheView& cache, int32_t layer) = 0;
   // out[t, h * D : (h + 1) * D] = softmax_j(q_t,h . k_j * scale) v_j over the sequence's cached tokens
@@ -167,6 +201,20 @@ class Backend {
   // Samples one token per row of F32 logits [rows, vocab]; params and results are host memory.
   virtual absl::Status Sample(const float* logits, int32_t rows, int32_t vocab,
                               std::span<const SamplingParams> params, std::span<SampledToken> out) = 0;
+
+  // --- fused products (optional; the CUDA backend's few-row GEMV) ---
+  // out = epilogue(prologue(x) W^T) (FusedMatmulArgs). Each result equals the unfused ops'
+  // (RmsNorm, Matmul, Add / SiluMul) up to fp32 summation order. Transformer takes these where
+  // SupportsFusedMatmul(m, k) says so, the plain ops otherwise.
+  virtual bool SupportsFusedMatmul(int32_t m, int32_t k) const {
+    (void)m;
+    (void)k;
+    return false;
+  }
+  virtual absl::Status FusedMatmul(const FusedMatmulArgs& args) {
+    (void)args;
+    return absl::UnimplementedError("this backend has no fused matmul");
+  }
 
   // --- graph capture (optional; CUDA graphs on the CUDA backend) ---
   // Between BeginGraphCapture and EndGraphCapture the ops above are recorded, not run: only ops

@@ -47,6 +47,7 @@ void RopeAppendKv(ThreadPool& pool, float* qkv, const AttentionBatch& batch,
       const float* k = row + static_cast<int64_t>(shape.num_q_heads) * head_dim;
       const float* v = k + static_cast<int64_t>(shape.num_kv_heads) * head_dim;
       const int32_t flat_slot = batch.slot_mapping[t];
+      if (flat_slot < 0) continue;  // not appended (the backend contract)
       const int32_t block = flat_slot / layout.block_size;
       const int32_t slot = flat_slot % layout.block_size;
       for (int32_t kv_head = 0; kv_head < shape.num_kv_heads; ++kv_head) {

@@ -240,6 +240,43 @@ class CudaBackend final : public Backend {
     return matmul_->Run(x, w, m, n, k, out, out_f32, stream_);
   }
 
+  bool SupportsFusedMatmul(int32_t m, int32_t k) const override {
+    // Alignment is checked per call; the decode step's buffers and weights are 256-byte aligned.
+    return matmul_->gemv_enabled() && m >= 1 && m <= cuda::kGemvMaxRows && k > 0 && k % 8 == 0 &&
+           static_cast<int64_t>(m) * k * 2 <= 96 * 1024;
+  }
+
+  absl::Status FusedMatmul(const FusedMatmulArgs& args) override {
+    cuda::FusedGemvParams p;
+    p.x = Bf16(args.x);
+    p.prologue = args.prologue == MatmulPrologue::kRmsNorm ? cuda::GemvPrologue::kRmsNorm
+                                                           : cuda::GemvPrologue::kNone;
+    p.norm_weight = Bf16(args.norm_weight);
+    p.eps = args.eps;
+    p.w = Bf16(args.w);
+    p.m = args.m;
+    p.n = args.n;
+    p.k = args.k;
+    p.out = args.out;
+    p.out_f32 = args.out_f32;
+    p.add_to_out = args.epilogue == MatmulEpilogue::kAdd;
+    p.silu_pairs = args.epilogue == MatmulEpilogue::kSiluMul;
+    if (args.epilogue == MatmulEpilogue::kRopeAppendKv) {
+      if (args.batch == nullptr || args.shape == nullptr || args.rope == nullptr ||
+          args.cache == nullptr || args.batch->num_tokens != args.m) {
+        return absl::InvalidArgumentError(
+            "FusedMatmul: the RoPE epilogue needs batch (of m tokens), shape, rope and cache");
+      }
+      auto rope = RopeAppendParamsFor(args.out, *args.batch, *args.shape, *args.rope,
+                                      *args.cache, args.layer);
+      if (!rope.ok()) return rope.status();
+      p.rope_append = true;
+      p.rope = *rope;
+    }
+    if (args.m == 0 || args.n == 0) return absl::OkStatus();
+    return cuda::LaunchFusedGemv(p, stream_);
+  }
+
   absl::Status SiluMul(const void* gate_up, int32_t rows, int32_t inter, void* out) override {
     return cuda::LaunchSiluMul(Bf16(gate_up), rows, inter, Bf16(out), stream_);
   }
@@ -247,6 +284,14 @@ class CudaBackend final : public Backend {
   absl::Status RopeAppendKv(void* qkv, const AttentionBatch& batch, const AttentionShape& shape,
                             const RopeParams& rope, const KvCacheView& cache,
                             int32_t layer) override {
+    auto p = RopeAppendParamsFor(qkv, batch, shape, rope, cache, layer);
+    if (!p.ok()) return p.status();
+    return cuda::LaunchRopeAppendKv(*p, stream_);
+  }
+
+  static absl::StatusOr<cuda::RopeAppendParams> RopeAppendParamsFor(
+      void* qkv, const AttentionBatch& batch, const AttentionShape& shape, const RopeParams& rope,
+      const KvCacheView& cache, int32_t layer) {
     if (cache.pool == nullptr || layer < 0 || layer >= cache.layout.num_layers) {
       return absl::InvalidArgumentError(
           absl::StrCat("RopeAppendKv: layer ", layer, " outside the KV pool or pool missing"));
@@ -265,7 +310,7 @@ class CudaBackend final : public Backend {
     p.k_cache = pool + cache.layout.layer_offset(layer, kvcache::KvKind::kKey);
     p.v_cache = pool + cache.layout.layer_offset(layer, kvcache::KvKind::kValue);
     p.layout = cache.layout;
-    return cuda::LaunchRopeAppendKv(p, stream_);
+    return p;
   }
 
   absl::Status PagedAttention(const void* qkv, const AttentionBatch& batch,

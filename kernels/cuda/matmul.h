@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cublasLt.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -15,15 +16,38 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/cuda/small_ops.h"
 
 namespace llm::cuda {
 
 // A warp-per-column kernel for m <= kGemvMaxRows (gemv.cu): Run uses it when GemvSupports says so
-// (k a multiple of 8, 16-byte aligned x and w) unless $LLM_CUDA_GEMV=0.
+// (k a multiple of 8, 16-byte aligned x and w, m * k * 2 bytes of x within its shared memory)
+// unless $LLM_CUDA_GEMV=0. LaunchFusedGemv also folds in the RMSNorm of x before the product and,
+// after it, the residual add (add_to_out), SwiGLU (silu_pairs) or RoPE + KV append (rope_append).
 inline constexpr int32_t kGemvMaxRows = 4;
+enum class GemvPrologue { kNone, kRmsNorm };
+struct FusedGemvParams {
+  const __nv_bfloat16* x = nullptr;  // [m, k]
+  GemvPrologue prologue = GemvPrologue::kNone;
+  const __nv_bfloat16* norm_weight = nullptr;  // kRmsNorm: [k]
+  float eps = 0.f;
+  const __nv_bfloat16* w = nullptr;  // [n, k]; silu_pairs: [2n, k] (gate rows | up rows)
+  int32_t m = 0;
+  int32_t n = 0;
+  int32_t k = 0;
+  void* out = nullptr;  // [m, n]: bf16, or F32 with out_f32
+  bool out_f32 = false;
+  bool add_to_out = false;  // bf16 out += product (rounded to bf16 first)
+  bool silu_pairs = false;  // bf16 out[:, j] = silu(gate_j) * up_j (each rounded to bf16 first)
+  // out is the qkv row [m, (Hq + 2 Hkv) D]: RoPE on q and k, k and v appended to the cache, as
+  // LaunchRopeAppendKv does with `rope` (rope.qkv unused; rope.num_tokens == m).
+  bool rope_append = false;
+  RopeAppendParams rope;
+};
 bool GemvSupports(const void* x, const void* w, int32_t m, int32_t k);
 absl::Status LaunchGemv(const void* x, const void* w, int32_t m, int32_t n, int32_t k, void* out,
                         bool out_f32, cudaStream_t stream);
+absl::Status LaunchFusedGemv(const FusedGemvParams& params, cudaStream_t stream);
 
 class CublasLtMatmul {
  public:

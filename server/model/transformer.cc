@@ -311,6 +311,13 @@ class LlamaTransformer final : public Transformer {
   absl::Status RunDecodeBody(const AttentionBatch& batch, const int32_t* token_ids) {
     StepBuffers& b = buffers_;
     LLM_RETURN_IF_ERROR(RunLayers(batch, token_ids));
+    if (UseFusedMatmul(batch.num_tokens)) {
+      FusedMatmulArgs head = NormedProduct(b.residual.data(), weights_.final_norm.data(),
+                                           weights_.lm_head_data(), batch.num_tokens,
+                                           config_.vocab_size, b.logits.data());
+      head.out_f32 = true;
+      return backend_.FusedMatmul(head);
+    }
     LLM_RETURN_IF_ERROR(backend_.RmsNorm(b.residual.data(), weights_.final_norm.data(),
                                          batch.num_tokens, config_.hidden_size,
                                          config_.rms_norm_eps, b.gathered_normed.data()));
@@ -336,7 +343,85 @@ class LlamaTransformer final : public Transformer {
     }
   }
 
+  // Whether a step of `tokens` query tokens takes Backend::FusedMatmul for its products.
+  bool UseFusedMatmul(int32_t tokens) const {
+    return options_.fused_matmul && backend_.SupportsFusedMatmul(tokens, config_.hidden_size) &&
+           backend_.SupportsFusedMatmul(tokens, config_.num_attention_heads * config_.head_dim) &&
+           backend_.SupportsFusedMatmul(tokens, config_.intermediate_size);
+  }
+
+  // out = RmsNorm(x, norm_weight) W^T with x [tokens, hidden].
+  FusedMatmulArgs NormedProduct(const void* x, const void* norm_weight, const void* w,
+                                int32_t tokens, int32_t n, void* out) const {
+    FusedMatmulArgs args;
+    args.x = x;
+    args.prologue = MatmulPrologue::kRmsNorm;
+    args.norm_weight = norm_weight;
+    args.eps = config_.rms_norm_eps;
+    args.w = w;
+    args.m = tokens;
+    args.n = n;
+    args.k = config_.hidden_size;
+    args.out = out;
+    return args;
+  }
+
+  // The layers with the norms, RoPE + KV append, SwiGLU and residual adds folded into the products
+  // (UseFusedMatmul): per layer qkv (input norm; RoPE + append), attention, o (+= residual),
+  // gate_up (post-attention norm; SwiGLU), down (+= residual).
+  absl::Status RunFusedLayers(const AttentionBatch& batch, const int32_t* token_ids) {
+    const int32_t tokens = batch.num_tokens;
+    const int32_t hidden = config_.hidden_size, inter = config_.intermediate_size;
+    const int32_t q_width = config_.num_attention_heads * config_.head_dim;
+    const int32_t qkv_width = q_width + 2 * config_.num_key_value_heads * config_.head_dim;
+    const KvCacheView cache{kv_pool_.data(), kernel_layout_};
+    const RopeParams rope{inv_freq_.as<float>(), 1.0f};
+    StepBuffers& b = buffers_;
+
+    LLM_RETURN_IF_ERROR(
+        backend_.Embed(token_ids, tokens, weights_.embed_tokens.data(), hidden, b.residual.data()));
+    for (int32_t l = 0; l < config_.num_hidden_layers; ++l) {
+      const LlamaLayerWeights& layer = weights_.layers[l];
+      FusedMatmulArgs qkv = NormedProduct(b.residual.data(), layer.input_norm.data(),
+                                          layer.qkv_proj.data(), tokens, qkv_width, b.qkv.data());
+      qkv.epilogue = MatmulEpilogue::kRopeAppendKv;
+      qkv.batch = &batch;
+      qkv.shape = &attention_shape_;
+      qkv.rope = &rope;
+      qkv.cache = &cache;
+      qkv.layer = l;
+      LLM_RETURN_IF_ERROR(backend_.FusedMatmul(qkv));
+      LLM_RETURN_IF_ERROR(backend_.PagedAttention(b.qkv.data(), batch, attention_shape_, cache, l,
+                                                  b.attention_out.data()));
+      FusedMatmulArgs o_proj;
+      o_proj.x = b.attention_out.data();
+      o_proj.w = layer.o_proj.data();
+      o_proj.m = tokens;
+      o_proj.n = hidden;
+      o_proj.k = q_width;
+      o_proj.out = b.residual.data();
+      o_proj.epilogue = MatmulEpilogue::kAdd;
+      LLM_RETURN_IF_ERROR(backend_.FusedMatmul(o_proj));
+      FusedMatmulArgs gate_up =
+          NormedProduct(b.residual.data(), layer.post_attention_norm.data(),
+                        layer.gate_up_proj.data(), tokens, inter, b.mlp_hidden.data());
+      gate_up.epilogue = MatmulEpilogue::kSiluMul;
+      LLM_RETURN_IF_ERROR(backend_.FusedMatmul(gate_up));
+      FusedMatmulArgs down;
+      down.x = b.mlp_hidden.data();
+      down.w = layer.down_proj.data();
+      down.m = tokens;
+      down.n = hidden;
+      down.k = inter;
+      down.out = b.residual.data();
+      down.epilogue = MatmulEpilogue::kAdd;
+      LLM_RETURN_IF_ERROR(backend_.FusedMatmul(down));
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status RunLayers(const AttentionBatch& batch, const int32_t* token_ids) {
+    if (UseFusedMatmul(batch.num_tokens)) return RunFusedLayers(batch, token_ids);
     const int32_t tokens = batch.num_tokens;
     const int32_t hidden = config_.hidden_size, inter = config_.intermediate_size;
     const int32_t q_width = config_.num_attention_heads * config_.head_dim;

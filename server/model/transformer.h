@@ -36,6 +36,12 @@ struct TransformerOptions {
   //   graphs (tests compare the two exactly).
   enum class DecodeGraphs : int32_t { kAuto = 0, kOff, kBucketedEager };
   DecodeGraphs decode_graphs = DecodeGraphs::kAuto;
+  // Steps of few tokens (decode) run their matrix products through Backend::FusedMatmul where the
+  // backend has it: the norm before qkv / gate_up / the LM head, RoPE + KV append after qkv, SwiGLU
+  // after gate_up and the residual adds after o / down are folded into the products (6 launches a
+  // layer instead of 10).
+  // false: the plain ops (tests compare the two).
+  bool fused_matmul = true;
 };
 
 struct SequenceChunk {

@@ -220,7 +220,8 @@ TEST_P(GpuModelTest, GreedyTokensMatchTransformers) {
 // the same padded plan run eagerly (kBucketedEager) and the plain eager path (kOff).
 //  * graphs vs padded eager: the same kernels on the same inputs, so tokens and logits are equal
 //    bit for bit, on the first step of a shape (eager run, then recorded) and on replays;
-//  * graphs vs plain eager and vs each sequence decoded alone (bucket 1, its own graph): other
+//  * graphs vs plain eager (unfused ops: RmsNorm, Matmul, SiluMul, Add, where graphs fold them
+//    into FusedMatmul) and vs each sequence decoded alone (bucket 1, its own graph): other
 //    matmul shapes and split counts, so logits within the kernel tolerance, and the same greedy
 //    token unless the top-2 margin is below 2 * the largest logit difference of that step.
 TEST_P(GpuModelTest, DecodeGraphsMatchEagerAndSoloRuns) {
@@ -229,8 +230,9 @@ TEST_P(GpuModelTest, DecodeGraphsMatchEagerAndSoloRuns) {
   const auto prompts = Prompts();
   ASSERT_FALSE(prompts.empty());
   using Mode = TransformerOptions::DecodeGraphs;
-  auto make = [&](Mode mode) {
+  auto make = [&](Mode mode, bool fused_matmul = true) {
     TransformerOptions options;
+    options.fused_matmul = fused_matmul;
     options.kv_num_blocks = 64;
     options.kv_block_size = kBlockSize;
     options.max_batch_tokens = 64;
@@ -243,7 +245,8 @@ TEST_P(GpuModelTest, DecodeGraphsMatchEagerAndSoloRuns) {
   // solo decodes each sequence alone (bucket 1) with its own KV pool, so that its slightly
   // different values never reach the batched models' caches.
   std::unique_ptr<Transformer> graphs = make(Mode::kAuto), padded = make(Mode::kBucketedEager),
-                               plain = make(Mode::kOff), solo = make(Mode::kAuto);
+                               plain = make(Mode::kOff, /*fused_matmul=*/false),
+                               solo = make(Mode::kAuto);
   ASSERT_TRUE(graphs && padded && plain && solo);
   // Prompts of different lengths (prompt i, cut to differ) so the rows have different KV lengths.
   std::vector<std::vector<int32_t>> contexts(kSequences);

@@ -292,6 +292,9 @@ TEST_P(AttentionGridTest, DecodeBatchMatchesCpuReference) {
     problem.sequences.push_back(s);
   AttentionCase test_case(problem);
   ASSERT_TRUE(test_case.DecodeApplies());
+  // Split-KV with the merge launched after it: the same bits every time.
+  const std::vector<float> first = test_case.RunCuda(Kernel::kFlashDecode);
+  EXPECT_EQ(first, test_case.RunCuda(Kernel::kFlashDecode)) << "flash decode + merge: a race?";
   for (Kernel kernel :
        {Kernel::kAuto, Kernel::kFlashDecode, Kernel::kFlashPrefill, Kernel::kGeneric}) {
     test_case.Check(kernel);

@@ -5,6 +5,7 @@
 #include <memory>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -199,6 +200,189 @@ TEST_F(SmallOpsTest, MatmulMatchesCpu) {
     ASSERT_TRUE(gpu_->Matmul(d_x.data(), d_w.data(), m, n, k, d_out32.data(), true).ok());
     ExpectClose(DownloadBf16(d_out, m * n), cpu_out, "matmul bf16 out");
     ExpectClose(Download<float>(*gpu_, d_out32, m * n), cpu_out, "matmul f32 out", 1e-4);
+  }
+}
+
+// FusedMatmul (the GEMV with the norm before it and the residual add or SwiGLU after it) against
+// the CPU backend's unfused ops, and against the CUDA backend's own unfused ops (RmsNorm, Matmul,
+// Add / SiluMul), which it must reproduce up to fp32 summation order.
+TEST_F(SmallOpsTest, FusedMatmulMatchesUnfusedOps) {
+  const float eps = 1e-5f;
+  for (int32_t m = 1; m <= 4; ++m) {
+    for (auto [n, k] : {std::pair{2560, 2048}, std::pair{2048, 5632}, std::pair{1003, 1032},
+                        std::pair{77, 64}}) {
+      for (MatmulPrologue prologue : {MatmulPrologue::kNone, MatmulPrologue::kRmsNorm}) {
+        ASSERT_TRUE(gpu_->SupportsFusedMatmul(m, k));
+        // w has 2n rows: the SwiGLU epilogue reads all of them, the others the first n.
+        std::vector<float> x = RandomBf16Values(m * k, generator_, -3.f, 3.f),
+                           w = RandomBf16Values(2 * n * k, generator_),
+                           norm = RandomBf16Values(k, generator_, 0.5f, 1.5f),
+                           residual = RandomBf16Values(m * n, generator_, -4.f, 4.f);
+        // CPU reference: the unfused ops in fp32.
+        std::vector<float> cpu_in(m * k), cpu_pair(m * 2 * n), cpu_swiglu(m * n);
+        const float* cpu_x = x.data();
+        if (prologue == MatmulPrologue::kRmsNorm) {
+          ASSERT_TRUE(cpu_->RmsNorm(x.data(), norm.data(), m, k, eps, cpu_in.data()).ok());
+          cpu_x = cpu_in.data();
+        }
+        ASSERT_TRUE(cpu_->Matmul(cpu_x, w.data(), m, 2 * n, k, cpu_pair.data()).ok());
+        ASSERT_TRUE(cpu_->SiluMul(cpu_pair.data(), m, n, cpu_swiglu.data()).ok());
+        std::vector<float> cpu_out(m * n), cpu_added = residual;
+        for (int32_t r = 0; r < m; ++r) {
+          for (int32_t j = 0; j < n; ++j) cpu_out[r * n + j] = cpu_pair[r * 2 * n + j];
+        }
+        ASSERT_TRUE(cpu_->Add(cpu_added.data(), cpu_out.data(), m * n).ok());
+
+        // GPU unfused: the same ops through the backend (w's first n rows for the plain product).
+        DeviceBuffer d_x = UploadBf16(x), d_w = UploadBf16(w), d_norm = UploadBf16(norm);
+        DeviceBuffer d_in = Poisoned(*gpu_, m * k * 2), d_plain = Poisoned(*gpu_, m * n * 2),
+                     d_pair = Poisoned(*gpu_, m * 2 * n * 2),
+                     d_plain_swiglu = Poisoned(*gpu_, m * n * 2);
+        const void* plain_x = d_x.data();
+        if (prologue == MatmulPrologue::kRmsNorm) {
+          ASSERT_TRUE(gpu_->RmsNorm(d_x.data(), d_norm.data(), m, k, eps, d_in.data()).ok());
+          plain_x = d_in.data();
+        }
+        ASSERT_TRUE(gpu_->Matmul(plain_x, d_w.data(), m, n, k, d_plain.data()).ok());
+        ASSERT_TRUE(gpu_->Matmul(plain_x, d_w.data(), m, 2 * n, k, d_pair.data()).ok());
+        ASSERT_TRUE(gpu_->SiluMul(d_pair.data(), m, n, d_plain_swiglu.data()).ok());
+        DeviceBuffer d_plain_added = UploadBf16(residual);
+        ASSERT_TRUE(gpu_->Add(d_plain_added.data(), d_plain.data(), m * n).ok());
+
+        // GPU fused: stored (bf16 and F32), added into the residual, SwiGLU of the pairs.
+        FusedMatmulArgs args;
+        args.x = d_x.data();
+        args.prologue = prologue;
+        args.norm_weight = d_norm.data();
+        args.eps = eps;
+        args.w = d_w.data();
+        args.m = m;
+        args.n = n;
+        args.k = k;
+        DeviceBuffer d_fused = Poisoned(*gpu_, m * n * 2), d_fused32 = Poisoned(*gpu_, m * n * 4),
+                     d_added = UploadBf16(residual), d_swiglu = Poisoned(*gpu_, m * n * 2);
+        args.out = d_fused.data();
+        ASSERT_TRUE(gpu_->FusedMatmul(args).ok());
+        args.out = d_fused32.data();
+        args.out_f32 = true;
+        ASSERT_TRUE(gpu_->FusedMatmul(args).ok());
+        args.out_f32 = false;
+        args.out = d_added.data();
+        args.epilogue = MatmulEpilogue::kAdd;
+        ASSERT_TRUE(gpu_->FusedMatmul(args).ok());
+        args.out = d_swiglu.data();
+        args.epilogue = MatmulEpilogue::kSiluMul;
+        ASSERT_TRUE(gpu_->FusedMatmul(args).ok());
+        ASSERT_TRUE(gpu_->Synchronize().ok());
+
+        SCOPED_TRACE("m" + std::to_string(m) + " n" + std::to_string(n) + " k" +
+                     std::to_string(k) + " prologue " + std::to_string(static_cast<int>(prologue)));
+        const std::vector<float> fused = DownloadBf16(d_fused, m * n),
+                                 added = DownloadBf16(d_added, m * n),
+                                 swiglu = DownloadBf16(d_swiglu, m * n);
+        ExpectClose(fused, cpu_out, "fused vs cpu");
+        ExpectClose(Download<float>(*gpu_, d_fused32, m * n), cpu_out, "fused f32 vs cpu");
+        ExpectClose(added, cpu_added, "fused add vs cpu");
+        ExpectClose(swiglu, cpu_swiglu, "fused swiglu vs cpu");
+        // Against the GPU's own unfused ops: equal up to summation order (a bf16 ulp here and
+        // there in the normed activations).
+        ExpectClose(fused, DownloadBf16(d_plain, m * n), "fused vs gpu unfused", 2e-3);
+        ExpectClose(added, DownloadBf16(d_plain_added, m * n), "add vs gpu unfused", 2e-3);
+        ExpectClose(swiglu, DownloadBf16(d_plain_swiglu, m * n), "swiglu vs gpu unfused", 2e-3);
+      }
+    }
+  }
+}
+
+// FusedMatmul with the RoPE + KV append epilogue (the decode step's qkv product) against the GPU's
+// unfused RmsNorm, Matmul and RopeAppendKv (equal up to summation order) and the CPU's (fp32).
+TEST_F(SmallOpsTest, FusedMatmulRopeAppendMatchesUnfusedOps) {
+  const float eps = 1e-5f;
+  for (int32_t head_dim : {64, 128}) {
+    for (int32_t tokens = 1; tokens <= 4; ++tokens) {
+      const int32_t hq = 8, hkv = 2, block_size = 16, layer = 1, k = 512;
+      const int32_t n = (hq + 2 * hkv) * head_dim;
+      const kvcache::KvLayout layout{2, 8, block_size, hkv, head_dim};
+      std::vector<int32_t> positions(tokens), slots(tokens);
+      std::uniform_int_distribution<int32_t> position(0, 40000);
+      std::vector<int32_t> shuffled(layout.num_blocks * block_size);
+      std::iota(shuffled.begin(), shuffled.end(), 0);
+      std::shuffle(shuffled.begin(), shuffled.end(), generator_);
+      for (int32_t t = 0; t < tokens; ++t) {
+        positions[t] = position(generator_);
+        slots[t] = t == 2 ? -1 : shuffled[t];  // a padded row: no append
+      }
+      std::vector<float> inv_freq(head_dim / 2);
+      for (int32_t i = 0; i < head_dim / 2; ++i)
+        inv_freq[i] = std::pow(10000.f, -2.f * i / head_dim);
+      std::vector<float> x = RandomBf16Values(tokens * k, generator_, -3.f, 3.f),
+                         w = RandomBf16Values(n * k, generator_),
+                         norm = RandomBf16Values(k, generator_, 0.5f, 1.5f),
+                         pool = RandomBf16Values(layout.total_elements(), generator_);
+      const AttentionShape shape{hq, hkv, head_dim, 1.f / std::sqrt(float(head_dim))};
+      AttentionBatch batch;
+      batch.num_tokens = tokens;
+      batch.num_seqs = tokens;
+      batch.positions = positions.data();
+      batch.slot_mapping = slots.data();
+
+      std::vector<float> cpu_normed(tokens * k), cpu_qkv(tokens * n), cpu_pool = pool;
+      ASSERT_TRUE(cpu_->RmsNorm(x.data(), norm.data(), tokens, k, eps, cpu_normed.data()).ok());
+      ASSERT_TRUE(cpu_->Matmul(cpu_normed.data(), w.data(), tokens, n, k, cpu_qkv.data()).ok());
+      ASSERT_TRUE(cpu_->RopeAppendKv(cpu_qkv.data(), batch, shape,
+                                     RopeParams{inv_freq.data(), 1.f},
+                                     KvCacheView{cpu_pool.data(), layout}, layer)
+                      .ok());
+
+      DeviceBuffer d_x = UploadBf16(x), d_w = UploadBf16(w), d_norm = UploadBf16(norm);
+      DeviceBuffer d_positions = Upload(*gpu_, positions), d_slots = Upload(*gpu_, slots),
+                   d_inv_freq = Upload(*gpu_, inv_freq);
+      batch.positions = d_positions.as<int32_t>();
+      batch.slot_mapping = d_slots.as<int32_t>();
+      const RopeParams rope{d_inv_freq.as<float>(), 1.f};
+      // Unfused on the GPU.
+      DeviceBuffer d_normed = Poisoned(*gpu_, tokens * k * 2),
+                   d_plain_qkv = Poisoned(*gpu_, tokens * n * 2), d_plain_pool = UploadBf16(pool);
+      ASSERT_TRUE(gpu_->RmsNorm(d_x.data(), d_norm.data(), tokens, k, eps, d_normed.data()).ok());
+      ASSERT_TRUE(gpu_->Matmul(d_normed.data(), d_w.data(), tokens, n, k, d_plain_qkv.data()).ok());
+      const KvCacheView plain_cache{d_plain_pool.data(), layout};
+      ASSERT_TRUE(gpu_->RopeAppendKv(d_plain_qkv.data(), batch, shape, rope, plain_cache, layer).ok());
+      // Fused.
+      DeviceBuffer d_qkv = Poisoned(*gpu_, tokens * n * 2), d_pool = UploadBf16(pool);
+      const KvCacheView cache{d_pool.data(), layout};
+      FusedMatmulArgs args;
+      args.x = d_x.data();
+      args.prologue = MatmulPrologue::kRmsNorm;
+      args.norm_weight = d_norm.data();
+      args.eps = eps;
+      args.w = d_w.data();
+      args.m = tokens;
+      args.n = n;
+      args.k = k;
+      args.out = d_qkv.data();
+      args.epilogue = MatmulEpilogue::kRopeAppendKv;
+      args.batch = &batch;
+      args.shape = &shape;
+      args.rope = &rope;
+      args.cache = &cache;
+      args.layer = layer;
+      ASSERT_TRUE(gpu_->SupportsFusedMatmul(tokens, k));
+      ASSERT_TRUE(gpu_->FusedMatmul(args).ok());
+      ASSERT_TRUE(gpu_->Synchronize().ok());
+
+      SCOPED_TRACE("head_dim " + std::to_string(head_dim) + " tokens " + std::to_string(tokens));
+      const std::vector<float> qkv = DownloadBf16(d_qkv, tokens * n),
+                               fused_pool = DownloadBf16(d_pool, pool.size());
+      ExpectClose(qkv, cpu_qkv, "fused rope qkv vs cpu");
+      ExpectClose(fused_pool, cpu_pool, "fused rope pool vs cpu");
+      ExpectClose(qkv, DownloadBf16(d_plain_qkv, tokens * n), "rope qkv vs gpu unfused", 2e-3);
+      // The whole pool: appended rows equal, every other element untouched.
+      const std::vector<float> plain_pool = DownloadBf16(d_plain_pool, pool.size());
+      ExpectClose(fused_pool, plain_pool, "rope pool vs gpu unfused", 1e-3);
+      size_t differing = 0;
+      for (size_t i = 0; i < pool.size(); ++i) differing += fused_pool[i] != plain_pool[i];
+      EXPECT_LE(differing, static_cast<size_t>(tokens) * 2 * hkv * head_dim);
+    }
   }
 }
 
