@@ -130,7 +130,23 @@ absl::Status Engine::Warmup() {
 
 void Engine::Start(EngineObserver* observer) {
   observer_ = observer;
+  completion_thread_ = std::thread([this] { CompletionLoop(); });
   thread_ = std::thread([this] { Loop(); });
+}
+
+void Engine::CompletionLoop() {
+  while (true) {
+    std::vector<absl::AnyInvocable<void()>> batch;
+    {
+      std::unique_lock<std::mutex> lock(completion_mutex_);
+      completion_ready_.wait(lock, [this] { return completion_stop_ || !completion_batches_.empty(); });
+      if (completion_batches_.empty()) return;  // stopping, and everything handed over has run
+      batch = std::move(completion_batches_.front());
+      completion_batches_.pop_front();
+    }
+    completion_taken_.notify_one();
+    for (auto& completion : batch) completion();
+  }
 }
 
 void Engine::Shutdown(absl::Duration grace) {
@@ -142,6 +158,14 @@ void Engine::Shutdown(absl::Duration grace) {
   }
   wakeup_.notify_all();
   if (thread_.joinable()) thread_.join();
+  if (completion_thread_.joinable()) {  // runs what the engine thread handed over, then exits
+    {
+      std::lock_guard<std::mutex> lock(completion_mutex_);
+      completion_stop_ = true;
+    }
+    completion_ready_.notify_all();
+    completion_thread_.join();
+  }
   // Never started, or already stopped: whatever is left is failed here.
   std::deque<Command> leftover;
   {
@@ -313,8 +337,20 @@ void Engine::Defer(absl::AnyInvocable<void()> completion) {
 }
 
 void Engine::RunCompletions() {
+  if (completions_.empty()) return;
   std::vector<absl::AnyInvocable<void()>> completions;
   completions.swap(completions_);
+  if (completion_thread_.joinable()) {
+    std::unique_lock<std::mutex> lock(completion_mutex_);
+    completion_taken_.wait(lock, [this] {
+      return completion_batches_.size() < kMaxPendingCompletionBatches;
+    });
+    if (!completion_stop_) {
+      completion_batches_.push_back(std::move(completions));
+      completion_ready_.notify_one();
+      return;
+    }
+  }
   for (auto& completion : completions) completion();
 }
 

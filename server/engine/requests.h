@@ -1,7 +1,8 @@
 // The work items gRPC handlers hand to the engine, and the results the engine hands back.
 //
-// Callbacks run on the engine thread; they must be quick and must not call back into the engine's
-// blocking API (they typically finish a gRPC reactor, which is thread-safe and non-blocking).
+// Callbacks run on the engine's completion thread, one at a time, in the order the engine produced
+// them (a request's tokens in order, then its done); they must not call back into the engine's
+// blocking API (they typically write to or finish a gRPC reactor, thread-safe and non-blocking).
 #pragma once
 
 #include <atomic>

@@ -274,7 +274,7 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* LlmServiceImpl::Generate(
   work.ignore_eos = request->ignore_eos();
   work.control = call->control();
 
-  // Text state of the stream; touched only by the engine thread (on_token, then done).
+  // Text state of the stream; touched only by the engine's completion thread (on_token, then done).
   struct TextState {
     std::optional<TextStream> stream;
     bool stopped = false;  // a stop string ended the stream; the engine is being told to stop

@@ -278,7 +278,10 @@ TEST(EngineTest, CancelledGenerateStopsAndReturnsItsBlocks) {
         if (index == 2) flag->cancelled.store(true);
       }));
   EXPECT_EQ(outcome.summary.status().code(), absl::StatusCode::kCancelled);
-  EXPECT_EQ(outcome.tokens.size(), 3u);
+  // Callbacks run on the completion thread: the engine may have run a few more steps (those
+  // already handed over, plus the one in flight) before it sees the flag, never more.
+  EXPECT_GE(outcome.tokens.size(), 3u);
+  EXPECT_LE(outcome.tokens.size(), 3u + Engine::kMaxPendingCompletionBatches + 1);
   EXPECT_TRUE(Eventually([&] { return h.engine->stats().kv_blocks_used == 0; }));
 }
 
