@@ -14,6 +14,7 @@ packages=(
   libopenblas-dev                               # CPU backend GEMM
   python3                                       # test helper scripts
   python3-yaml                                  # tests/deploy/validate_deploy.py (manifests, compose)
+  python3-numpy                                 # tools/make_random_checkpoint.py (tests/model random checkpoints)
   prometheus                                    # promtool in metrics/deploy tests; the "prometheus" test
 )
 

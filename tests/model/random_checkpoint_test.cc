@@ -1,7 +1,8 @@
 // tools/make_random_checkpoint.py against this repository's loader: a tiny random checkpoint opens
 // with Checkpoint::Open (every shape and dtype check passes), holds bf16 values with the asked-for
 // statistics, runs on the CPU backend, and drives llm-bench-engine (when built) end to end.
-// Skips when no python3 with numpy is found ($LLM_PYTHON, else python3 on PATH).
+// Skips when no python3 with numpy is found ($LLM_PYTHON, else python3 on PATH, else
+// /usr/bin/python3).
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -25,14 +26,23 @@ constexpr char kTinyShape[] =
     "--hidden_size 64 --num_hidden_layers 2 --num_attention_heads 4 --num_key_value_heads 2 "
     "--intermediate_size 96 --vocab_size 384 --max_position_embeddings 256";
 
-std::string Python() {
-  const char* from_env = std::getenv("LLM_PYTHON");
-  return from_env != nullptr && *from_env != '\0' ? from_env : "python3";
+bool HasNumpy(const std::string& python) {
+  return std::system(absl::StrCat(python, " -c 'import numpy' > /dev/null 2>&1").c_str()) == 0;
 }
 
-bool PythonHasNumpy() {
-  return std::system(absl::StrCat(Python(), " -c 'import numpy' > /dev/null 2>&1").c_str()) == 0;
+// $LLM_PYTHON, else python3 on PATH, else the system's /usr/bin/python3 (where Debian's
+// python3-numpy, from deploy/install-deps.sh, lives when PATH's python3 is another install).
+std::string Python() {
+  static const std::string python = [] {
+    const char* from_env = std::getenv("LLM_PYTHON");
+    if (from_env != nullptr && *from_env != '\0') return std::string(from_env);
+    if (!HasNumpy("python3") && HasNumpy("/usr/bin/python3")) return std::string("/usr/bin/python3");
+    return std::string("python3");
+  }();
+  return python;
 }
+
+bool PythonHasNumpy() { return HasNumpy(Python()); }
 
 // Runs the script into a fresh directory under the test's temp dir; "" on success, else the
 // command.
