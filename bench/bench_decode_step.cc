@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <cuda_profiler_api.h>
+
 #include "bench/bench_common.h"
 
 #ifdef LLM_BENCH_HAS_TRANSFORMER
@@ -157,11 +159,17 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
         chunks[s].start_position = context_tokens - 1;
         chunks[s].block_table = sequences[s].block_table;
       }
+      // $LLM_BENCH_PROFILE_STEP=1: the last step runs between cudaProfilerStart and Stop, for
+      // `ncu --profile-from-start off` (one decode step's kernels, nothing of the set-up).
+      const bool profile = std::getenv("LLM_BENCH_PROFILE_STEP") != nullptr;
       std::vector<double> ms;
       for (int i = 0; i < iterations + 3; ++i) {
+        const bool profiled = profile && i == iterations + 2;
+        if (profiled) cudaProfilerStart();
         const auto start = std::chrono::steady_clock::now();
         auto step = (*model)->Forward(chunks);
         const auto end = std::chrono::steady_clock::now();
+        if (profiled) cudaProfilerStop();
         if (!step.ok()) {
           std::fprintf(stderr, "decode_step: %s\n", step.status().ToString().c_str());
           return results;
