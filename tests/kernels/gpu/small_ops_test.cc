@@ -210,7 +210,7 @@ TEST_F(SmallOpsTest, FusedMatmulMatchesUnfusedOps) {
   const float eps = 1e-5f;
   for (int32_t m = 1; m <= 4; ++m) {
     for (auto [n, k] : {std::pair{2560, 2048}, std::pair{2048, 5632}, std::pair{1003, 1032},
-                        std::pair{77, 64}}) {
+                        std::pair{77, 64}, std::pair{4608, 256}}) {
       for (MatmulPrologue prologue : {MatmulPrologue::kNone, MatmulPrologue::kRmsNorm}) {
         ASSERT_TRUE(gpu_->SupportsFusedMatmul(m, k));
         // w has 2n rows: the SwiGLU epilogue reads all of them, the others the first n.
