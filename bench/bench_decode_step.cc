@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -88,6 +89,50 @@ class RandomCheckpoint final : public Checkpoint {
 
 }  // namespace
 
+// One prompt of kPrefillTokens tokens in one Forward (chunk of max_batch_tokens), in fresh blocks
+// from `first_block`: tokens/s and the model FLOP rate. FLOPs = 2 x tokens x (the layers' weight
+// elements) + causal attention 4 x Hq x D x S(S+1)/2 per layer (the LM head runs for the last token
+// only); MFU against the H100 SXM's 989 dense bf16 TFLOP/s.
+constexpr int kPrefillTokens = 2048;
+
+static Result PrefillStep(Transformer& model, int first_block, int block_size,
+                          std::mt19937& generator,
+                          std::uniform_int_distribution<int32_t>& token) {
+  const ModelConfig& c = model.config();
+  SequenceChunk chunk;
+  for (int t = 0; t < kPrefillTokens; ++t) chunk.tokens.push_back(token(generator));
+  for (int b = 0; b < kPrefillTokens / block_size; ++b) chunk.block_table.push_back(first_block + b);
+  std::vector<double> ms;
+  for (int i = 0; i < 8; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    auto step = model.Forward(std::span(&chunk, 1));
+    const auto end = std::chrono::steady_clock::now();
+    if (!step.ok()) {
+      std::fprintf(stderr, "model_prefill: %s\n", step.status().ToString().c_str());
+      return Result{};
+    }
+    if (i >= 2) ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
+  }
+  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+  const double median = ms[ms.size() / 2];
+  const double q_width = double(c.num_attention_heads) * c.head_dim;
+  const double kv_width = 2.0 * c.num_key_value_heads * c.head_dim;
+  const double layer_weights = double(c.hidden_size) * (q_width + kv_width) +
+                               q_width * c.hidden_size + 3.0 * c.hidden_size * c.intermediate_size;
+  const double s = kPrefillTokens;
+  const double flops = c.num_hidden_layers * (2.0 * s * layer_weights +
+                                              4.0 * q_width * s * (s + 1) / 2);
+  const double tflops = flops / (median * 1e-3) / 1e12;
+  char shape[64];
+  std::snprintf(shape, sizeof(shape), "one prompt of %d tokens", kPrefillTokens);
+  char note[96];
+  std::snprintf(note, sizeof(note), "%.0f tokens/s, MFU %.1f%% of 989 TFLOP/s",
+                s / (median * 1e-3), 100.0 * tflops / 989.0);
+  std::printf("%-34s %10.3f %12.0f  %.1f TFLOP/s, %s\n", shape, median, s / (median * 1e-3),
+              tflops, note);
+  return Result{"model_prefill", shape, median, tflops, 0, note};
+}
+
 std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int>& default_batches,
                                        int iterations) {
   std::vector<Result> results;
@@ -122,7 +167,8 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
     const int blocks_per_seq = (context_tokens + block_size - 1) / block_size;
     TransformerOptions options;
     options.kv_block_size = block_size;
-    options.kv_num_blocks = max_batch * blocks_per_seq + 8;
+    // + the blocks of one kPrefillTokens-token prompt (model_prefill, below).
+    options.kv_num_blocks = max_batch * blocks_per_seq + kPrefillTokens / block_size + 8;
     options.max_batch_tokens = 2048;
     options.max_batch_sequences = std::max(64, max_batch);
     options.decode_graphs = mode;
@@ -183,6 +229,11 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
       results.push_back(
           Result{"decode_step", shape, median, 0, 0, "wall time of Forward, greedy sampling"});
       std::printf("%-34s %10.3f %12.0f\n", shape, median, batch / (median * 1e-3));
+    }
+    if (mode == Mode::kAuto) {
+      const Result prefill =
+          PrefillStep(**model, max_batch * blocks_per_seq, block_size, generator, token);
+      if (prefill.median_ms > 0) results.push_back(prefill);
     }
   }
   return results;

@@ -34,6 +34,8 @@ def main():
             print(f"| decode | {r['shape']} ({r['note']}) | {r['median_ms']:.4f} | {r['gbytes_per_s']:.0f} GB/s | {sdpa} | {ratio} | {vs_copy} |")
         elif r["section"] == "decode_step":
             print(f"| decode_step | {r['shape']} | {r['median_ms']:.3f} | | | | |")
+        elif r["section"] == "model_prefill":
+            print(f"| model_prefill | {r['shape']} ({r['note']}) | {r['median_ms']:.3f} | {r['tflops']:.1f} TFLOP/s | | | |")
 
 
 if __name__ == "__main__":
