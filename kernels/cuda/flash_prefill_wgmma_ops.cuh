@@ -1,6 +1,6 @@
 // Hopper (sm_90a) building blocks of the wgmma flash prefill (flash_prefill_wgmma.cuh):
 // shared-memory matrix descriptors for 128-byte-swizzled tiles, wgmma.mma_async (bf16 in, fp32
-// accumulate) in the three shapes the kernel issues, mbarriers, the async-proxy fence and
+// accumulate) in the four shapes the kernel issues, mbarriers, the async-proxy fence and
 // setmaxnreg.
 //
 // Tiles. A shared-memory tile of R rows x 64 bf16 (128 bytes a row) is one column of 128-byte
@@ -85,6 +85,19 @@ __device__ __forceinline__ void MmaM64N128SharedShared(float (&d)[64], uint64_t 
       "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "
       "%56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
       : LLM_WGMMA_F64(d)
+      : "l"(a_descriptor), "l"(b_descriptor), "r"(accumulate));
+}
+
+// d (64 x 64, fp32) = (accumulate ? d : 0) + A (64 x 16, shared, K-major) * B (16 x 64, shared,
+// K-major): the first 64 columns of S = Q K^T when the other 64 are masked anyway.
+__device__ __forceinline__ void MmaM64N64SharedShared(float (&d)[32], uint64_t a_descriptor,
+                                                      uint64_t b_descriptor, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
+      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : LLM_WGMMA_F32(d)
       : "l"(a_descriptor), "l"(b_descriptor), "r"(accumulate));
 }
 
