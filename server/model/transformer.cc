@@ -366,6 +366,19 @@ class LlamaTransformer final : public Transformer {
     return args;
   }
 
+  // residual += x W^T with x [tokens, k].
+  FusedMatmulArgs ResidualProduct(const void* x, const void* w, int32_t tokens, int32_t k) {
+    FusedMatmulArgs args;
+    args.x = x;
+    args.w = w;
+    args.m = tokens;
+    args.n = config_.hidden_size;
+    args.k = k;
+    args.out = buffers_.residual.data();
+    args.epilogue = MatmulEpilogue::kAdd;
+    return args;
+  }
+
   // The layers with the norms, RoPE + KV append, SwiGLU and residual adds folded into the products
   // (UseFusedMatmul): per layer qkv (input norm; RoPE + append), attention, o (+= residual),
   // gate_up (post-attention norm; SwiGLU), down (+= residual).
@@ -393,29 +406,15 @@ class LlamaTransformer final : public Transformer {
       LLM_RETURN_IF_ERROR(backend_.FusedMatmul(qkv));
       LLM_RETURN_IF_ERROR(backend_.PagedAttention(b.qkv.data(), batch, attention_shape_, cache, l,
                                                   b.attention_out.data()));
-      FusedMatmulArgs o_proj;
-      o_proj.x = b.attention_out.data();
-      o_proj.w = layer.o_proj.data();
-      o_proj.m = tokens;
-      o_proj.n = hidden;
-      o_proj.k = q_width;
-      o_proj.out = b.residual.data();
-      o_proj.epilogue = MatmulEpilogue::kAdd;
-      LLM_RETURN_IF_ERROR(backend_.FusedMatmul(o_proj));
+      LLM_RETURN_IF_ERROR(backend_.FusedMatmul(
+          ResidualProduct(b.attention_out.data(), layer.o_proj.data(), tokens, q_width)));
       FusedMatmulArgs gate_up =
           NormedProduct(b.residual.data(), layer.post_attention_norm.data(),
                         layer.gate_up_proj.data(), tokens, inter, b.mlp_hidden.data());
       gate_up.epilogue = MatmulEpilogue::kSiluMul;
       LLM_RETURN_IF_ERROR(backend_.FusedMatmul(gate_up));
-      FusedMatmulArgs down;
-      down.x = b.mlp_hidden.data();
-      down.w = layer.down_proj.data();
-      down.m = tokens;
-      down.n = hidden;
-      down.k = inter;
-      down.out = b.residual.data();
-      down.epilogue = MatmulEpilogue::kAdd;
-      LLM_RETURN_IF_ERROR(backend_.FusedMatmul(down));
+      LLM_RETURN_IF_ERROR(backend_.FusedMatmul(
+          ResidualProduct(b.mlp_hidden.data(), layer.down_proj.data(), tokens, inter)));
     }
     return absl::OkStatus();
   }
