@@ -122,7 +122,7 @@ TEST_F(SmallOpsTest, RopeAppendKvMatchesCpu) {
 }
 
 TEST_F(SmallOpsTest, RmsNormAndAddRmsNormMatchCpu) {
-  for (int32_t hidden : {64, 2048, 4096, 5120}) {
+  for (int32_t hidden : {64, 1004, 2048, 4096, 5120}) {  // 1004: the scalar kernel
     const int32_t rows = 19;
     std::vector<float> x = RandomBf16Values(rows * hidden, generator_, -3.f, 3.f);
     std::vector<float> residual = RandomBf16Values(rows * hidden, generator_, -3.f, 3.f);
@@ -156,12 +156,14 @@ TEST_F(SmallOpsTest, AddSiluMulEmbedGatherMatchCpu) {
   ASSERT_TRUE(gpu_->Add(d_a.data(), d_b.data(), rows * hidden).ok());
   ExpectClose(DownloadBf16(d_a, a.size()), cpu_a, "add");
 
-  std::vector<float> gate_up = RandomBf16Values(rows * 2 * inter, generator_, -4.f, 4.f);
-  std::vector<float> cpu_out(rows * inter);
-  ASSERT_TRUE(cpu_->SiluMul(gate_up.data(), rows, inter, cpu_out.data()).ok());
-  DeviceBuffer d_gu = UploadBf16(gate_up), d_out = Poisoned(*gpu_, rows * inter * 2);
-  ASSERT_TRUE(gpu_->SiluMul(d_gu.data(), rows, inter, d_out.data()).ok());
-  ExpectClose(DownloadBf16(d_out, rows * inter), cpu_out, "silu_mul");
+  for (int32_t width : {inter, inter + 4}) {  // 16-byte and scalar kernels
+    std::vector<float> gate_up = RandomBf16Values(rows * 2 * width, generator_, -4.f, 4.f);
+    std::vector<float> cpu_out(rows * width);
+    ASSERT_TRUE(cpu_->SiluMul(gate_up.data(), rows, width, cpu_out.data()).ok());
+    DeviceBuffer d_gu = UploadBf16(gate_up), d_out = Poisoned(*gpu_, rows * width * 2);
+    ASSERT_TRUE(gpu_->SiluMul(d_gu.data(), rows, width, d_out.data()).ok());
+    ExpectClose(DownloadBf16(d_out, rows * width), cpu_out, "silu_mul");
+  }
 
   std::vector<float> table = RandomBf16Values(vocab * hidden, generator_);
   std::vector<int32_t> ids(rows);
