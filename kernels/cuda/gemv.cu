@@ -15,7 +15,7 @@
 // first builds in shared memory (a copy, or the norm with its block-wide sum of squares). One
 // block per kWarps columns; the first weight loads are issued before the prologue.
 //
-// Tuned on the H100 (docs/PERFORMANCE.md): 8 warps x 4 loads in flight per lane and weight row
+// Tuned on the H100 (docs/PERFORMANCE.md): 8 warps x 4 loads in flight per lane (over its rows)
 // beat 4x8, 8x8 and 4x4, and programmatic dependent launch (the blocks issuing their weight loads
 // while the previous kernel finishes, then griddepcontrol.wait) made the decode step slower.
 //
