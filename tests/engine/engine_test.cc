@@ -285,6 +285,27 @@ TEST(EngineTest, CancelledGenerateStopsAndReturnsItsBlocks) {
   EXPECT_TRUE(Eventually([&] { return h.engine->stats().kv_blocks_used == 0; }));
 }
 
+// Callbacks run on the completion thread: while one is busy (a slow gRPC write, say), the engine
+// thread goes on stepping, up to kMaxPendingCompletionBatches iterations ahead, and every token
+// still arrives, in order.
+TEST(EngineTest, StepsContinueWhileACallbackIsBusy) {
+  Harness h = StartEngine();
+  const int before = h.model->entered();
+  bool engine_advanced = false;
+  testing::GenerateOutcome outcome = Await(AsyncGenerate(
+      *h.engine, Prompt(5), 12, {}, {}, /*ignore_eos=*/true, [&](int32_t index) {
+        if (index != 0) return;
+        // Token 0 came from the prefill step; had the engine thread been running this callback,
+        // no later step could start until it returned.
+        engine_advanced = Eventually([&] { return h.model->entered() >= before + 3; },
+                                     std::chrono::seconds(5));
+      }));
+  EXPECT_TRUE(engine_advanced) << "the engine waited for a callback instead of stepping";
+  ASSERT_TRUE(outcome.summary.ok()) << outcome.summary.status();
+  EXPECT_EQ(outcome.tokens.size(), 12u);
+  EXPECT_EQ(outcome.summary->completion_tokens, 12);
+}
+
 TEST(EngineTest, ExpiredDeadlineEndsARunningRequestAndFreesItsBlocks) {
   Harness h = StartEngine();
   h.model->Pause();
