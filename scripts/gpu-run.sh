@@ -19,6 +19,20 @@ tar -xzf .gpu/bundle.tar.gz -C /tmp/g || exit 1
 export LD_LIBRARY_PATH=/tmp/g/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$out/device.txt"
 
+# wait_for_health PORT PID TRIES: polls llm-client health every 0.25 s; prints 1 once SERVING, 0
+# when the server exits or TRIES polls pass.
+wait_for_health() {
+  for _ in $(seq "$3"); do
+    if /tmp/g/bin/llm-client --target=localhost:"$1" --timeout=1s health > /dev/null 2>&1; then
+      echo 1
+      return
+    fi
+    kill -0 "$2" 2> /dev/null || break
+    sleep 0.25
+  done
+  echo 0
+}
+
 if [ "${TESTS:-1}" != 0 ]; then
   if [ "${KERNEL_TESTS:-1}" != 0 ]; then
     /tmp/g/bin/kernels_gpu_tests > "$out/gpu_tests.log" 2>&1
@@ -58,16 +72,7 @@ if [ "${SERVER:-0}" != 0 ]; then
   /tmp/g/bin/llm-server --backend=cuda --model=models/default --port=$port \
     > "$out/server.log" 2>&1 &
   server=$!
-  ready=0
-  for _ in $(seq 240); do
-    if /tmp/g/bin/llm-client --target=localhost:$port --timeout=1s health > /dev/null 2>&1; then
-      ready=1
-      break
-    fi
-    kill -0 $server 2> /dev/null || break
-    sleep 0.25
-  done
-  echo "server ready: $ready"
+  echo "server ready: $(wait_for_health $port $server 240)"
   {
     echo '$ llm-client smoke'
     /tmp/g/bin/llm-client --target=localhost:$port smoke
@@ -121,16 +126,7 @@ if [ "${SERVE_1B:-0}" != 0 ]; then
   /tmp/g/bin/llm-server "${engine_flags[@]}" --port=$port --metrics_port=$metrics_port \
     --metrics_host=127.0.0.1 > "$s1/server.log" 2>&1 &
   server=$!
-  ready=0
-  for _ in $(seq 480); do
-    if /tmp/g/bin/llm-client --target=localhost:$port --timeout=1s health > /dev/null 2>&1; then
-      ready=1
-      break
-    fi
-    kill -0 $server 2> /dev/null || break
-    sleep 0.25
-  done
-  echo "server ready: $ready"
+  echo "server ready: $(wait_for_health $port $server 480)"
   metrics_url="http://127.0.0.1:$metrics_port/metrics"
   "$py" bench/served_vs_offline.py scrape "$metrics_url" "$s1/metrics_before.txt"
   /tmp/g/bin/llm-bench --target=localhost:$port --concurrency="$streams" --requests=0 \
