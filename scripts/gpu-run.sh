@@ -4,6 +4,7 @@
 # torch SDPA anchor, and compares them. Logs and JSON go to $OUT (or the first argument).
 # Device-tool command used for docs/PERFORMANCE.md:  bash scripts/gpu-run.sh   (carry: [".gpu"])
 #   SECTIONS=copy,prefill,decode,decode_step,variants  (default: all but variants)
+#   BUNDLE=.gpu-x/bundle.tar.gz  another bundle (gpu-bundle.sh with BUNDLE_DIR=.gpu-x; carry it).
 #   SANITIZE=0  skips compute-sanitizer; TESTS=0 the GPU tests (KERNEL_TESTS=0 only kernels_gpu_tests); BENCH=0 llm-bench-kernels;
 #   ANCHOR=0 the torch SDPA anchor and the comparison.
 #   SERVER=1  (bundle made with SERVER=1) end to end: llm-server --backend=cuda on models/default in
@@ -15,7 +16,7 @@
 set -uo pipefail
 out="${1:-${OUT:-gpu-results}}"
 mkdir -p "$out" /tmp/g
-tar -xzf .gpu/bundle.tar.gz -C /tmp/g || exit 1
+tar -xzf "${BUNDLE:-.gpu/bundle.tar.gz}" -C /tmp/g || exit 1
 export LD_LIBRARY_PATH=/tmp/g/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$out/device.txt"
 
