@@ -4,6 +4,7 @@
 //            "prefill_mma_sync" / "prefill_wgmma" force each kernel (the latter on compute
 //            capability 9.0 only), on the same inputs
 //   decode   split-KV flash decode (+ merge), bandwidth = K+V bytes read / time
+//   argmax   greedy argmax + log-prob over F32 logit rows (vocab 32000), one launch
 //   copy     cudaMemcpy device-to-device of 1 GiB, bandwidth = bytes read + written / time
 //   decode_step  (when the transformer is built) one Forward() decode step of a
 //   TinyLlama-1.1B-shaped
@@ -30,6 +31,7 @@
 #include "kernels/cuda/flash_decode.cuh"
 #include "kernels/cuda/flash_prefill.cuh"
 #include "kernels/cuda/flash_prefill_wgmma.h"
+#include "kernels/cuda/small_ops.h"
 
 namespace llm::bench {
 namespace {
@@ -230,7 +232,8 @@ void BenchPrefill(cudaStream_t stream, std::vector<Result>& results, bool quick)
 
 void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results, bool quick) {
   const int hq = 32, hkv = 8, d = 128;
-  std::printf("\n%-34s %10s %10s %8s\n", "decode (Hq32 Hkv8 D128, bs=16)", "ms", "GB/s", "splits");
+  std::printf("\n%-34s %10s %10s %8s  %s\n", "decode (Hq32 Hkv8 D128, bs=16)", "ms", "GB/s",
+              "splits", "merge");
   for (auto [b, c] : {std::pair{1, 4096}, std::pair{1, 32768}, std::pair{8, 4096},
                       std::pair{32, 4096}, std::pair{64, 2048}, std::pair{16, 16384}}) {
     const double kv_bytes = 2.0 * b * c * hkv * d * 2;
@@ -250,60 +253,106 @@ void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results,
       p.block_tables = batch.block_tables[i % copies];
       BENCH_STATUS(cuda::LaunchFlashDecode(p, stream));
     });
+    const char* merge = batch.params.num_splits == 1                          ? "none"
+                        : cuda::FlashDecodeMergesInCluster(batch.params) ? "cluster"
+                                                                         : "kernel";
     Result r{"decode",
              Shape("B%d C%d Hq%d Hkv%d D%d", b, c, hq, hkv, d),
              ms,
              0,
              kv_bytes / (ms * 1e-3) / 1e9,
-             "splits=" + std::to_string(batch.params.num_splits)};
-    std::printf("%-34s %10.4f %10.1f %8d\n", r.shape.c_str(), ms, r.gbytes_per_s,
-                batch.params.num_splits);
+             "splits=" + std::to_string(batch.params.num_splits) + " merge=" + merge};
+    std::printf("%-34s %10.4f %10.1f %8d  %s\n", r.shape.c_str(), ms, r.gbytes_per_s,
+                batch.params.num_splits, merge);
     results.push_back(r);
     batch.Free();
   }
-  // $LLM_BENCH_DECODE_SWEEP=1: forced split counts on the few-sequence shapes, with the production
-  // traits (4 warps, 3 stages: 2 blocks/SM) and 2 stages (3 blocks/SM), to check
-  // ChooseDecodeSplits.
+  // $LLM_BENCH_DECODE_SWEEP=1: forced split counts, each merged by MergeSplitsKernel ("kernel")
+  // and, up to 16 splits, inside a cluster ("cluster"), on the few-sequence head_dim 128 shapes and
+  // the TinyLlama decode-step shapes (Hq32 Hkv4 D64, context 512), to check ChooseDecodeSplits.
   const char* sweep = std::getenv("LLM_BENCH_DECODE_SWEEP");
   if (sweep == nullptr || std::strcmp(sweep, "1") != 0) return;
-  using LaunchDecodeFn = absl::Status (*)(const cuda::PagedAttentionParams&, cudaStream_t);
-  const std::pair<const char*, LaunchDecodeFn> kernels[] = {
-      {"w4s3", cuda::LaunchFlashDecodeWithTraits<cuda::FlashDecodeTraits<128, 4, 16, 3>>},
-      {"w4s2", cuda::LaunchFlashDecodeWithTraits<cuda::FlashDecodeTraits<128, 4, 16, 2>>}};
-  std::printf("\n%-34s %10s %10s %8s\n", "decode split sweep", "ms", "GB/s", "splits");
-  for (auto [b, c] : {std::pair{1, 32768}, std::pair{8, 4096}, std::pair{1, 4096}}) {
-    const double kv_bytes = 2.0 * b * c * hkv * d * 2;
+  struct SweepShape {
+    int b, c, hq, hkv, d;
+  };
+  const SweepShape shapes[] = {{1, 32768, 32, 8, 128}, {8, 4096, 32, 8, 128},
+                               {1, 4096, 32, 8, 128},  {16, 16384, 32, 8, 128},
+                               {1, 512, 32, 4, 64},    {32, 512, 32, 4, 64},
+                               {64, 512, 32, 4, 64}};
+  std::printf("\n%-34s %10s %10s %8s  %s\n", "decode split sweep", "ms", "GB/s", "splits",
+              "merge (chosen: *)");
+  for (const SweepShape& shape : shapes) {
+    const int b = shape.b, c = shape.c;
+    const double kv_bytes = 2.0 * b * c * shape.hkv * shape.d * 2;
     const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
-    PagedBatch batch = MakeBatch(b, c, 1, hq, hkv, d, 16, copies, 300 + b);
-    batch.partial = DeviceAlloc<float>(static_cast<size_t>(b) * hq * 128 * (d + 1));
-    for (const auto& kernel : kernels) {
-      const LaunchDecodeFn launch = kernel.second;
-      const char* name = kernel.first;
-      std::vector<int> chunks;
-      for (int forced : {2, 3, 4, 6, 8, 12, 16, 24, 32, 40, 48, 64, 96}) {
-        chunks.push_back(((c + forced - 1) / forced + 63) / 64 * 64);
-      }
-      if (c == 32768) chunks.insert(chunks.end(), {1008, 992});  // 33 splits: 264 blocks at B1
-      for (int chunk : chunks) {
-        cuda::PagedAttentionParams base = batch.params;
-        base.kv_chunk_size = chunk;
-        base.num_splits = (c + base.kv_chunk_size - 1) / base.kv_chunk_size;
-        if (base.num_splits * b * hkv > 6 * num_sms || base.num_splits > 128) continue;
-        base.partial_out = batch.partial;
-        base.partial_lse = batch.partial + static_cast<size_t>(b) * hq * base.num_splits * d;
+    PagedBatch batch =
+        MakeBatch(b, c, 1, shape.hq, shape.hkv, shape.d, 16, copies, 300 + b + shape.d);
+    cuda::PagedAttentionParams chosen = batch.params;
+    cuda::ChooseDecodeSplits(chosen, num_sms);
+    std::vector<int> chunks;
+    for (int forced : {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64}) {
+      const int chunk = ((c + forced - 1) / forced + 63) / 64 * 64;
+      if (std::find(chunks.begin(), chunks.end(), chunk) == chunks.end()) chunks.push_back(chunk);
+    }
+    const size_t max_splits = 64;
+    batch.partial = DeviceAlloc<float>(static_cast<size_t>(b) * shape.hq * max_splits *
+                                       (shape.d + 1));
+    for (int chunk : chunks) {
+      cuda::PagedAttentionParams base = batch.params;
+      base.kv_chunk_size = chunk;
+      base.num_splits = (c + chunk - 1) / chunk;
+      if (base.num_splits * b * shape.hkv > 8 * num_sms) continue;
+      base.partial_out = batch.partial;
+      base.partial_lse =
+          batch.partial + static_cast<size_t>(b) * shape.hq * base.num_splits * shape.d;
+      for (const int cluster_splits : {0, 16}) {
+        if (cluster_splits > 0 && (base.num_splits == 1 || base.num_splits > cluster_splits))
+          continue;
+        cuda::SetFlashDecodeClusterSplits(cluster_splits);
         const double ms = MedianMs(stream, 5, quick ? 20 : 100, [&](int i) {
           cuda::PagedAttentionParams p = base;
           p.block_tables = batch.block_tables[i % copies];
-          BENCH_STATUS(launch(p, stream));
-          if (p.num_splits > 1) BENCH_STATUS(cuda::LaunchMergeSplits(p, stream));
+          BENCH_STATUS(cuda::LaunchFlashDecode(p, stream));
         });
-        const std::string shape =
-            std::string(name) + " " + Shape("B%d C%d chunk%d", b, c, base.kv_chunk_size, 0, 0);
-        std::printf("%-34s %10.4f %10.1f %8d\n", shape.c_str(), ms, kv_bytes / (ms * 1e-3) / 1e9,
-                    base.num_splits);
+        const char* merge = base.num_splits == 1 ? "none" : cluster_splits > 0 ? "cluster" : "kernel";
+        const bool is_chosen = chunk == chosen.kv_chunk_size &&
+                               (cluster_splits > 0) == cuda::FlashDecodeMergesInCluster(chosen);
+        cuda::SetFlashDecodeClusterSplits(-1);
+        const std::string name = Shape("B%d C%d D%d chunk%d", b, c, shape.d, chunk, 0);
+        std::printf("%-34s %10.4f %10.1f %8d  %s%s\n", name.c_str(), ms,
+                    kv_bytes / (ms * 1e-3) / 1e9, base.num_splits, merge, is_chosen ? " *" : "");
       }
     }
     batch.Free();
+  }
+}
+
+// Greedy argmax + log-prob (LaunchArgmaxLogprob) over `rows` F32 rows of 32000 logits, the rows
+// rotated among copies so each launch reads DRAM.
+void BenchArgmax(cudaStream_t stream, std::vector<Result>& results, bool quick) {
+  const int vocab = 32000;
+  std::printf("\n%-34s %10s %10s\n", "argmax (vocab 32000, f32)", "us", "GB/s");
+  for (int rows : {1, 8, 64, 256}) {
+    const size_t floats = static_cast<size_t>(rows) * vocab;
+    const int copies = std::clamp(static_cast<int>(256e6 / (floats * 4.0)) + 1, 1, 64);
+    std::vector<float> host(floats * copies);
+    std::mt19937 generator(17 + rows);
+    std::normal_distribution<float> normal(0.f, 3.f);
+    for (float& v : host) v = normal(generator);
+    float* logits = Upload(host);
+    int32_t* tokens = DeviceAlloc<int32_t>(rows);
+    float* logprobs = DeviceAlloc<float>(rows);
+    const double ms = MedianMs(stream, 5, quick ? 50 : 200, [&](int i) {
+      BENCH_STATUS(cuda::LaunchArgmaxLogprob(logits + (i % copies) * floats, rows, vocab, tokens,
+                                             logprobs, stream));
+    });
+    Result r{"argmax", Shape("rows %d vocab %d", rows, vocab, 0, 0, 0), ms, 0,
+             floats * 4.0 / (ms * 1e-3) / 1e9, "one launch, event-timed"};
+    std::printf("%-34s %10.2f %10.1f\n", r.shape.c_str(), ms * 1e3, r.gbytes_per_s);
+    results.push_back(r);
+    cudaFree(logits);
+    cudaFree(tokens);
+    cudaFree(logprobs);
   }
 }
 
@@ -401,7 +450,8 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
         cuda::PagedAttentionParams p = batch.params;
         p.block_tables = batch.block_tables[i % copies];
         BENCH_STATUS(v.launch(p, stream));
-        if (p.num_splits > 1) BENCH_STATUS(cuda::LaunchMergeSplits(p, stream));
+        if (p.num_splits > 1 && !cuda::FlashDecodeMergesInCluster(p))
+          BENCH_STATUS(cuda::LaunchMergeSplits(p, stream));
       });
       Result r{"variant",
                std::string(v.name) + " " + Shape("B%d C%d Hq%d Hkv%d D%d", b, c, 32, 8, 128),
@@ -446,7 +496,7 @@ void BenchCopy(cudaStream_t stream, std::vector<Result>& results) {
 int main(int argc, char** argv) {
   using namespace llm::bench;
   std::string json_path;
-  std::string sections = "copy,prefill,decode,decode_step";
+  std::string sections = "copy,prefill,decode,argmax,decode_step";
   bool quick = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc)
@@ -457,7 +507,7 @@ int main(int argc, char** argv) {
       quick = true;
     else {
       std::fprintf(stderr,
-                   "usage: %s [--json PATH] [--sections copy,prefill,decode,decode_step,variants] "
+                   "usage: %s [--json PATH] [--sections copy,prefill,decode,argmax,decode_step,variants] "
                    "[--quick]\n",
                    argv[0]);
       return 2;
@@ -482,6 +532,7 @@ int main(int argc, char** argv) {
   if (wants("copy")) BenchCopy(stream, results);
   if (wants("prefill")) BenchPrefill(stream, results, quick);
   if (wants("decode")) BenchDecode(stream, properties.multiProcessorCount, results, quick);
+  if (wants("argmax")) BenchArgmax(stream, results, quick);
   if (wants("variants")) BenchVariants(stream, properties.multiProcessorCount, results);
   if (wants("decode_step")) {
     std::vector<Result> step = RunDecodeStepBench(512, {1, 32, 64}, quick ? 5 : 20);

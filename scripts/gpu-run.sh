@@ -3,7 +3,7 @@
 # unpacks it, runs the GPU tests, compute-sanitizer on a small grid, the kernel benchmarks and the
 # torch SDPA anchor, and compares them. Logs and JSON go to $OUT (or the first argument).
 # Device-tool command used for docs/PERFORMANCE.md:  bash scripts/gpu-run.sh   (carry: [".gpu"])
-#   SECTIONS=copy,prefill,decode,decode_step,variants  (default: all but variants)
+#   SECTIONS=copy,prefill,decode,argmax,decode_step,variants  (default: all but variants)
 #   BUNDLE=.gpu-x/bundle.tar.gz  another bundle (gpu-bundle.sh with BUNDLE_DIR=.gpu-x; carry it).
 #   SANITIZE=0  skips compute-sanitizer; TESTS=0 the GPU tests (KERNEL_TESTS=0 only kernels_gpu_tests); BENCH=0 llm-bench-kernels;
 #   ANCHOR=0 the torch SDPA anchor and the comparison.
@@ -59,7 +59,7 @@ fi
 
 if [ "${BENCH:-1}" != 0 ]; then
   /tmp/g/bin/llm-bench-kernels --json "$out/bench.json" \
-    --sections "${SECTIONS:-copy,prefill,decode,decode_step}" > "$out/bench.log" 2>&1
+    --sections "${SECTIONS:-copy,prefill,decode,argmax,decode_step}" > "$out/bench.log" 2>&1
   grep -A4 "decode step" "$out/bench.log"
 fi
 if [ "${ANCHOR:-1}" != 0 ]; then

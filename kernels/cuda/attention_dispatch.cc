@@ -189,8 +189,46 @@ void ChooseDecodeSplits(PagedAttentionParams& params, int32_t num_sms) {
   params.num_splits = static_cast<int32_t>(CeilDiv(kv_len, best_chunk));
 }
 
+namespace {
+
+constexpr int32_t kDefaultClusterSplits = -1;  // not forced: the device and the environment decide
+std::atomic<int32_t> forced_cluster_splits{kDefaultClusterSplits};
+
+// 8 on compute capability >= 9.0 (clusters and distributed shared memory), else 0; then
+// $LLM_CUDA_DECODE_CLUSTER: "0" turns it off, "16" allows non-portable 16-block clusters.
+int32_t DefaultClusterSplits() {
+  static const int32_t splits = [] {
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+      cudaGetLastError();  // leave no sticky error behind for the caller's next check
+      return 0;
+    }
+    if (major < 9) return 0;
+    const char* variable = std::getenv("LLM_CUDA_DECODE_CLUSTER");
+    if (variable != nullptr && std::strcmp(variable, "0") == 0) return 0;
+    if (variable != nullptr && std::strcmp(variable, "16") == 0) return 16;
+    return 8;
+  }();
+  return splits;
+}
+
+}  // namespace
+
+int32_t FlashDecodeClusterSplits() {
+  const int32_t forced = forced_cluster_splits.load();
+  return forced == kDefaultClusterSplits ? DefaultClusterSplits()
+                                         : std::min(forced, kFlashDecodeMaxClusterSplits);
+}
+
+void SetFlashDecodeClusterSplits(int32_t max_splits) { forced_cluster_splits.store(max_splits); }
+
+bool FlashDecodeMergesInCluster(const PagedAttentionParams& params) {
+  return params.num_splits > 1 && params.num_splits <= FlashDecodeClusterSplits();
+}
+
 size_t FlashDecodeWorkspaceFloats(const PagedAttentionParams& params) {
-  if (params.num_splits <= 1) return 0;
+  if (params.num_splits <= 1 || FlashDecodeMergesInCluster(params)) return 0;
   return static_cast<size_t>(params.num_tokens) * params.num_q_heads * params.num_splits *
          (params.head_dim + 1);
 }
@@ -208,8 +246,10 @@ absl::Status LaunchFlashDecode(const PagedAttentionParams& params, cudaStream_t 
     return absl::InvalidArgumentError(
         "flash decode: num_splits * kv_chunk_size must cover max_kv_len");
   }
-  if (params.num_splits > 1 && (params.partial_out == nullptr || params.partial_lse == nullptr)) {
-    return absl::InvalidArgumentError("flash decode: split-KV needs partial_out and partial_lse");
+  const bool merge_kernel = params.num_splits > 1 && !FlashDecodeMergesInCluster(params);
+  if (merge_kernel && (params.partial_out == nullptr || params.partial_lse == nullptr)) {
+    return absl::InvalidArgumentError(
+        "flash decode: split-KV beyond the cluster merge needs partial_out and partial_lse");
   }
   absl::Status status;
   switch (params.head_dim) {
@@ -223,7 +263,7 @@ absl::Status LaunchFlashDecode(const PagedAttentionParams& params, cudaStream_t 
       return absl::InvalidArgumentError(
           absl::StrCat("flash decode: no instantiation for head_dim ", params.head_dim));
   }
-  if (!status.ok() || params.num_splits <= 1) return status;
+  if (!status.ok() || !merge_kernel) return status;
   return LaunchMergeSplits(params, stream);
 }
 

@@ -39,9 +39,10 @@ struct PagedAttentionParams {
   int32_t head_dim = 0;
   float softmax_scale = 0.0f;
   // Split-KV (decode only): the KV range of a sequence is cut into chunks of kv_chunk_size
-  // positions, one thread block each; with num_splits > 1 the partial results land in partial_out
+  // positions, one thread block each. With num_splits > 1 the splits are merged either inside a
+  // thread-block cluster (FlashDecodeMergesInCluster: no buffers needed) or through partial_out
   // [num_tokens, num_q_heads, num_splits, head_dim] and partial_lse [num_tokens, num_q_heads,
-  // num_splits] (log2 units) and MergeSplits combines them.
+  // num_splits] (log2 units), combined by MergeSplits.
   int32_t num_splits = 1;
   int32_t kv_chunk_size = 0;
   float* partial_out = nullptr;
@@ -63,10 +64,19 @@ bool FlashPrefillSupports(int32_t head_dim);
 
 // Split-KV flash decode (flash_decode.cuh) for head_dim 64 and 128, for the sequences with
 // query_len * group_size <= kFlashDecodeMaxRows (all of them unless mixed_batch). num_splits and
-// kv_chunk_size come from ChooseDecodeSplits; with num_splits > 1 it needs partial buffers of
-// FlashDecodeWorkspaceFloats() floats.
+// kv_chunk_size come from ChooseDecodeSplits; it needs partial buffers of
+// FlashDecodeWorkspaceFloats() floats (none when the splits merge in a cluster).
 inline constexpr int32_t kFlashDecodeMaxRows = 16;
 bool FlashDecodeSupports(const PagedAttentionParams& params);
+// The most splits that flash decode merges inside one thread-block cluster through distributed
+// shared memory instead of partials + MergeSplits: 8 (the portable cluster size) on compute
+// capability 9.0 and later, 0 (always MergeSplits) before it. $LLM_CUDA_DECODE_CLUSTER=0 turns the
+// cluster merge off, =16 allows non-portable clusters of up to 16 blocks; read once per process.
+// SetFlashDecodeClusterSplits overrides it for the process (tests, benchmarks; -1: the default).
+inline constexpr int32_t kFlashDecodeMaxClusterSplits = 16;
+int32_t FlashDecodeClusterSplits();
+void SetFlashDecodeClusterSplits(int32_t max_splits);
+bool FlashDecodeMergesInCluster(const PagedAttentionParams& params);
 // Picks num_splits and kv_chunk_size for this batch on a GPU with `num_sms` multiprocessors.
 void ChooseDecodeSplits(PagedAttentionParams& params, int32_t num_sms);
 size_t FlashDecodeWorkspaceFloats(const PagedAttentionParams& params);

@@ -7,17 +7,27 @@
 // token * group + head) sit in one 16-row mma tile, so each K/V byte is read once per group. Inside
 // the block, kWarps warps take the chunk's kTileN-position K/V tiles round robin, each with its own
 // kStages-deep cp.async pipeline (no block-wide barrier in the loop), and run the warp flash step
-// of attention_tile.cuh. At the end the warps' (m, l, O) are merged through shared memory. With one
-// chunk the block writes bf16 output directly; otherwise it writes fp32 O / l and lse = m + log2(l)
-// per (token, head, chunk), and MergeSplitsKernel (flash_decode_merge.cu) combines the chunks:
-//   O = sum_c 2^(lse_c - lse_max) O_c / sum_c 2^(lse_c - lse_max).
-// A chunk past a row's position has lse = -inf and weight 0.
+// of attention_tile.cuh. At the end the warps' (m, l, O) are merged through shared memory into the
+// block's O_c = O / l and lse_c = m + log2(l) per row. The chunks of a row combine by log-sum-exp:
+//   O = sum_c 2^(lse_c - lse_max) O_c / sum_c 2^(lse_c - lse_max),
+// and a chunk past a row's position (lse_c = -inf) has weight 0. Three ways to finish:
+//  * one chunk: the block writes bf16 output directly;
+//  * up to FlashDecodeClusterSplits() chunks (8, the portable cluster size; compute capability 9.0):
+//    the launch groups the chunks of one (sequence, kv head) into a thread-block cluster of
+//    num_splits blocks; each block leaves (O_c, lse_c) in its shared memory, and after a cluster
+//    barrier block r combines output elements r, r + num_splits, ... (4 columns each) reading every
+//    block's shared memory through distributed shared memory, and writes bf16 output: no fp32
+//    partials in device memory and no second kernel (the merge kernel cost 3.5 us per layer at B1);
+//  * more chunks (long contexts: 32 for one 32k sequence): fp32 O_c and lse_c per (token, head,
+//    chunk) go to partial_out / partial_lse and MergeSplitsKernel (flash_decode_merge.cu) combines
+//    them.
 //
 // Reference: the CPU backend's PagedAttention; test: tests/kernels/gpu/attention_test.cc;
 // benchmark: bench/bench_kernels.cu (bandwidth vs a device copy and torch SDPA). Instantiated per
 // head_dim in flash_decode_hd64.cu and flash_decode_hd128.cu.
 #pragma once
 
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 
 #include "kernels/cuda/attention_params.h"
@@ -39,11 +49,77 @@ struct FlashDecodeTraits {
   static constexpr int kStageElements = 2 * kTileN * kHeadDim;  // K then V
   static constexpr int kPipelineBytes = kWarps * kStages * kStageElements * 2;
   static constexpr int kMergeBytes = kWarps * kRows * (kHeadDim + 2) * 4;
+  // The cluster merge's exchange area after the warp-merge area: the block's O_c [row][D] and
+  // lse_c [row]. It fits in the pipeline's shared memory at both head dims, so it costs no
+  // occupancy.
+  static constexpr int kExchangeBytes = kRows * (kHeadDim + 1) * 4;
+  static constexpr int kTailBytes = kMergeBytes + kExchangeBytes;
   static constexpr int kSharedBytes =
-      kRows * kHeadDim * 2 + (kPipelineBytes > kMergeBytes ? kPipelineBytes : kMergeBytes);
+      kRows * kHeadDim * 2 + (kPipelineBytes > kTailBytes ? kPipelineBytes : kTailBytes);
+  static_assert(kMergeBytes % 16 == 0, "the exchange area is read with 16-byte loads");
 };
 
+// The cluster merge (see the header comment): called by every block of the cluster after it wrote
+// its rows' O_c to exchange_o [row][D] and lse_c to exchange_lse [row] of its own shared memory.
 template <typename Traits>
+__device__ __forceinline__ void MergeSplitsInCluster(const PagedAttentionParams& params,
+                                                     const float* exchange_o,
+                                                     const float* exchange_lse, int q_begin,
+                                                     int kv_head, int group, int num_rows) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int D = Traits::kHeadDim;
+  constexpr int kVector = 4;  // columns per element: one 16-byte load per split
+  namespace cg = cooperative_groups;
+  const cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // every block's exchange area is written (release / acquire across the cluster)
+  const int num_splits = params.num_splits;  // == the cluster's size
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int elements = num_rows * (D / kVector);
+  // Element e goes to block e % num_splits, so each block takes an equal share even of one row.
+  for (int element = rank + num_splits * threadIdx.x; element < elements;
+       element += num_splits * Traits::kThreads) {
+    const int row = element / (D / kVector);
+    const int column = element % (D / kVector) * kVector;
+    float lse[kFlashDecodeMaxClusterSplits];
+    float lse_max = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < kFlashDecodeMaxClusterSplits; ++c) {
+      lse[c] = c < num_splits ? cluster.map_shared_rank(exchange_lse, c)[row] : -INFINITY;
+      lse_max = fmaxf(lse_max, lse[c]);
+    }
+    float4 sum_o = make_float4(0.f, 0.f, 0.f, 0.f);
+    float sum_weight = 0.f;
+    if (lse_max != -INFINITY) {
+#pragma unroll
+      for (int c = 0; c < kFlashDecodeMaxClusterSplits; ++c) {
+        if (lse[c] == -INFINITY) continue;  // weight 0; an empty chunk never wrote its O_c
+        const float weight = exp2f(lse[c] - lse_max);
+        const float4 o = *reinterpret_cast<const float4*>(
+            cluster.map_shared_rank(exchange_o, c) + row * D + column);
+        sum_weight += weight;
+        sum_o.x += weight * o.x;
+        sum_o.y += weight * o.y;
+        sum_o.z += weight * o.z;
+        sum_o.w += weight * o.w;
+      }
+    }
+    const float inverse = sum_weight > 0.f ? 1.f / sum_weight : 0.f;
+    __nv_bfloat16* out = params.out + (q_begin + row / group) * params.out_row_stride +
+                         (kv_head * group + row % group) * D + column;
+    out[0] = __float2bfloat16_rn(sum_o.x * inverse);
+    out[1] = __float2bfloat16_rn(sum_o.y * inverse);
+    out[2] = __float2bfloat16_rn(sum_o.z * inverse);
+    out[3] = __float2bfloat16_rn(sum_o.w * inverse);
+  }
+  cluster.sync();  // no block exits while another still reads its shared memory
+#else
+  __trap();  // launched only on compute capability >= 9.0 (FlashDecodeClusterSplits)
+#endif
+}
+
+// kClusterMerge: launched in clusters of num_splits blocks along x; the splits merge in the
+// cluster (MergeSplitsInCluster) instead of through partial_out / partial_lse.
+template <typename Traits, bool kClusterMerge>
 __global__ void __launch_bounds__(Traits::kThreads)
     FlashDecodeKernel(const PagedAttentionParams params) {
   constexpr int D = Traits::kHeadDim;
@@ -66,13 +142,15 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int group = params.num_q_heads / params.num_kv_heads;
   const int q_begin = params.query_start[seq];
   const int num_rows = (params.query_start[seq + 1] - q_begin) * group;
-  if (num_rows == 0 || num_rows > kRows) return;  // larger sequences belong to flash prefill
+  // Larger sequences belong to flash prefill. The same for every block of a cluster (one
+  // sequence), so no block waits at a cluster barrier for one that left.
+  if (num_rows == 0 || num_rows > kRows) return;
   const int kv_len = params.kv_lens[seq];
   const int last_position = params.positions[q_begin + (num_rows - 1) / group];
   const int kv_end = min(kv_len, last_position + 1);
   const int chunk_begin = split * params.kv_chunk_size;
   const int chunk_end = min(kv_end, chunk_begin + params.kv_chunk_size);
-  const bool split_output = params.num_splits > 1;
+  const bool split_output = !kClusterMerge && params.num_splits > 1;
 
   // Where row r's partial result goes: [token][head][split].
   auto partial_index = [&](int row) {
@@ -80,8 +158,19 @@ __global__ void __launch_bounds__(Traits::kThreads)
     const int head = kv_head * group + row % group;
     return (static_cast<int64_t>(token) * params.num_q_heads + head) * params.num_splits + split;
   };
+  auto* merge_o = reinterpret_cast<float*>(smem_pipeline);  // [warp][row][D]
+  float* merge_max = merge_o + Traits::kWarps * kRows * D;  // [warp][row]
+  float* merge_sum = merge_max + Traits::kWarps * kRows;    // [warp][row]
+  float* exchange_o = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(smem_pipeline) +
+                                               Traits::kMergeBytes);  // [row][D]
+  float* exchange_lse = exchange_o + kRows * D;                       // [row]
   if (chunk_begin >= chunk_end) {  // nothing to attend to in this chunk: weight 0 in the merge
-    if (split_output) {
+    if constexpr (kClusterMerge) {
+      for (int row = threadIdx.x; row < num_rows; row += Traits::kThreads)
+        exchange_lse[row] = -INFINITY;
+      MergeSplitsInCluster<Traits>(params, exchange_o, exchange_lse, q_begin, kv_head, group,
+                                   num_rows);
+    } else if (split_output) {
       for (int index = threadIdx.x; index < num_rows * D; index += Traits::kThreads) {
         const int row = index / D;
         params.partial_out[partial_index(row) * D + index % D] = 0.f;
@@ -184,9 +273,6 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
   // Merge the warps: each writes its unnormalised O, m and l to shared memory (the pipeline area).
   __syncthreads();
-  auto* merge_o = reinterpret_cast<float*>(smem_pipeline);  // [warp][row][D]
-  float* merge_max = merge_o + Traits::kWarps * kRows * D;  // [warp][row]
-  float* merge_sum = merge_max + Traits::kWarps * kRows;    // [warp][row]
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int row = (lane >> 2) + half * 8;
@@ -221,7 +307,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
       }
     }
     const float normalised = sum > 0.f ? value / sum : 0.f;
-    if (split_output) {
+    if constexpr (kClusterMerge) {
+      exchange_o[row * D + column] = normalised;
+      if (column == 0) exchange_lse[row] = sum > 0.f ? max_all + log2f(sum) : -INFINITY;
+    } else if (split_output) {
       params.partial_out[partial_index(row) * D + column] = normalised;
       if (column == 0) {
         params.partial_lse[partial_index(row)] = sum > 0.f ? max_all + log2f(sum) : -INFINITY;
@@ -231,19 +320,51 @@ __global__ void __launch_bounds__(Traits::kThreads)
                  (kv_head * group + row % group) * D + column] = __float2bfloat16_rn(normalised);
     }
   }
+  if constexpr (kClusterMerge) {
+    MergeSplitsInCluster<Traits>(params, exchange_o, exchange_lse, q_begin, kv_head, group,
+                                 num_rows);
+  }
 }
 
+// Launches the decode blocks of `params` with the traits' tiling; with num_splits > 1 the merge
+// happens in clusters when FlashDecodeMergesInCluster(params), else the caller launches
+// MergeSplits (LaunchFlashDecode does).
 template <typename Traits>
 absl::Status LaunchFlashDecodeWithTraits(const PagedAttentionParams& params, cudaStream_t stream) {
   if (params.num_seqs == 0) return absl::OkStatus();
   if (params.num_seqs > 65535 || params.num_kv_heads > 65535) {  // grid z / y limits
     return absl::InvalidArgumentError("flash decode: more than 65535 sequences or kv heads");
   }
-  LLM_CUDA_CHECK(cudaFuncSetAttribute(FlashDecodeKernel<Traits>,
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      Traits::kSharedBytes));
   const dim3 grid(params.num_splits, params.num_kv_heads, params.num_seqs);
-  FlashDecodeKernel<Traits><<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
+  if (!FlashDecodeMergesInCluster(params)) {
+    LLM_CUDA_CHECK(cudaFuncSetAttribute(FlashDecodeKernel<Traits, false>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        Traits::kSharedBytes));
+    FlashDecodeKernel<Traits, false>
+        <<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
+    LLM_CUDA_CHECK_LAUNCH(FlashDecodeKernel);
+    return absl::OkStatus();
+  }
+  auto* kernel = FlashDecodeKernel<Traits, true>;
+  LLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      Traits::kSharedBytes));
+  if (params.num_splits > 8) {  // beyond the portable cluster size
+    LLM_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+  }
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(Traits::kThreads);
+  config.dynamicSmemBytes = Traits::kSharedBytes;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = static_cast<unsigned>(params.num_splits);
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  LLM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, params));
   LLM_CUDA_CHECK_LAUNCH(FlashDecodeKernel);
   return absl::OkStatus();
 }

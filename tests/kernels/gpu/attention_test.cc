@@ -5,7 +5,9 @@
 // ||ref|| < 1e-2 and no NaN. The large cases (32k decode, 8k prefill chunk) use few heads to keep
 // the CPU reference quick. Every case that runs flash prefill runs once per prefill kernel (the
 // mma.sync one and, on compute capability 9.0, the wgmma one; suffix _mma / _wgmma), each time on
-// fresh random inputs.
+// fresh random inputs. Flash decode's split-KV merge runs both ways: inside a thread-block cluster
+// (up to FlashDecodeClusterSplits() splits) and through the merge kernel; the split-count tests
+// force each at the same split counts.
 #include <algorithm>
 #include <map>
 #include <memory>
@@ -18,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/attention_params.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/flash_prefill_wgmma.h"
 #include "kvcache/kv_layout.h"
@@ -174,6 +177,77 @@ class AttentionCase {
     return error;
   }
 
+  // Flash decode launched directly with `num_splits` forced (chunks of ceil(max_kv_len /
+  // num_splits) positions, not rounded to the kernel's tiles), merged in clusters or by the merge
+  // kernel as cuda::FlashDecodeMergesInCluster says; in a batch with larger sequences flash prefill
+  // takes those (mixed_batch), as the backend does. Returns the output as floats.
+  std::vector<float> RunSplitKv(int32_t num_splits) {
+    Backend& gpu = CudaBackendFor(Kernel::kAuto);
+    DeviceBuffer qkv = gpu_testing::Upload(gpu, gpu_testing::ToBf16(qkv_));
+    DeviceBuffer pool = gpu_testing::Upload(gpu, gpu_testing::ToBf16(pool_));
+    DeviceBuffer positions = gpu_testing::Upload(gpu, positions_);
+    DeviceBuffer query_start = gpu_testing::Upload(gpu, query_start_);
+    DeviceBuffer kv_lens = gpu_testing::Upload(gpu, kv_lens_);
+    DeviceBuffer tables = gpu_testing::Upload(gpu, block_tables_);
+    DeviceBuffer out = gpu_testing::Poisoned(gpu, reference_.size() * 2);
+    cuda::PagedAttentionParams p = DeviceParams(qkv, pool, out);
+    p.positions = positions.as<int32_t>();
+    p.query_start = query_start.as<int32_t>();
+    p.kv_lens = kv_lens.as<int32_t>();
+    p.block_tables = tables.as<int32_t>();
+    p.mixed_batch = !cuda::FlashDecodeSupports(p);
+    p.num_splits = num_splits;
+    p.kv_chunk_size = (max_kv_len_ + num_splits - 1) / num_splits;
+    const size_t workspace_floats = cuda::FlashDecodeWorkspaceFloats(p);
+    DeviceBuffer workspace = gpu_testing::Poisoned(gpu, std::max<size_t>(4, workspace_floats * 4));
+    if (workspace_floats > 0) {
+      p.partial_out = workspace.as<float>();
+      p.partial_lse =
+          p.partial_out + static_cast<size_t>(num_tokens_) * p.num_q_heads * num_splits * p.head_dim;
+    }
+    EXPECT_TRUE(gpu.Synchronize().ok());  // the uploads, before launches on the default stream
+    absl::Status status = cuda::LaunchFlashDecode(p, nullptr);
+    if (status.ok() && p.mixed_batch) status = cuda::LaunchFlashPrefill(p, nullptr);
+    EXPECT_TRUE(status.ok()) << "split-KV flash decode, " << num_splits << " splits: " << status;
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    return gpu_testing::FromBf16(gpu_testing::Download<uint16_t>(gpu, out, reference_.size()));
+  }
+
+  // RunSplitKv checked against the reference; returns the relative error.
+  double CheckSplitKv(int32_t num_splits) {
+    const std::vector<float> out = RunSplitKv(num_splits);
+    const std::string what = SplitKvName(num_splits);
+    EXPECT_EQ(CountNonFinite(out), 0u) << what << ": unwritten or NaN outputs";
+    const double error = RelativeError(out, reference_);
+    EXPECT_LT(error, kTolerance) << what;
+    std::printf("    %-34s relative error %.3e (tokens %d, seqs %zu, max kv %d, hd %d, Hq/Hkv %d/%d)\n",
+                what.c_str(), error, num_tokens_, problem_.sequences.size(), max_kv_len_,
+                problem_.head_dim, problem_.num_q_heads, problem_.num_kv_heads);
+    return error;
+  }
+
+  // "flash decode, N splits (cluster | merge kernel)" for num_splits forced on this batch, or,
+  // with num_splits 0, for what ChooseDecodeSplits picks on this device.
+  std::string SplitKvName(int32_t num_splits) const {
+    cuda::PagedAttentionParams p;
+    p.num_seqs = static_cast<int32_t>(problem_.sequences.size());
+    p.num_kv_heads = problem_.num_kv_heads;
+    p.max_kv_len = max_kv_len_;
+    if (num_splits > 0) {
+      p.num_splits = num_splits;
+    } else {
+      int device = 0, num_sms = 1;
+      EXPECT_EQ(cudaGetDevice(&device), cudaSuccess);
+      EXPECT_EQ(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device),
+                cudaSuccess);
+      cuda::ChooseDecodeSplits(p, num_sms);
+    }
+    const char* merge = p.num_splits == 1                     ? "none"
+                        : cuda::FlashDecodeMergesInCluster(p) ? "cluster"
+                                                              : "merge kernel";
+    return "flash decode, " + std::to_string(p.num_splits) + " splits (" + merge + ")";
+  }
+
   bool DecodeApplies() const {
     return max_query_len_ * (problem_.num_q_heads / problem_.num_kv_heads) <= 16 &&
            (problem_.head_dim == 64 || problem_.head_dim == 128);
@@ -184,6 +258,31 @@ class AttentionCase {
 
   static void RecordProperty(const std::string& key, const std::string& value) {
     ::testing::Test::RecordProperty(key, value);
+  }
+
+  // The attention params of this case over device copies of its inputs (the batch arrays are
+  // the caller's to fill).
+  cuda::PagedAttentionParams DeviceParams(const DeviceBuffer& qkv, const DeviceBuffer& pool,
+                                          const DeviceBuffer& out) const {
+    cuda::PagedAttentionParams p;
+    p.q = qkv.as<__nv_bfloat16>();
+    p.q_row_stride =
+        static_cast<int64_t>(problem_.num_q_heads + 2 * problem_.num_kv_heads) * problem_.head_dim;
+    p.out = out.as<__nv_bfloat16>();
+    p.out_row_stride = static_cast<int64_t>(problem_.num_q_heads) * problem_.head_dim;
+    p.k_cache = pool.as<__nv_bfloat16>() + layout_.layer_offset(kLayer, kvcache::KvKind::kKey);
+    p.v_cache = pool.as<__nv_bfloat16>() + layout_.layer_offset(kLayer, kvcache::KvKind::kValue);
+    p.layout = layout_;
+    p.block_table_stride = max_blocks_ + 1;
+    p.num_seqs = static_cast<int32_t>(problem_.sequences.size());
+    p.num_tokens = num_tokens_;
+    p.max_query_len = max_query_len_;
+    p.max_kv_len = max_kv_len_;
+    p.num_q_heads = problem_.num_q_heads;
+    p.num_kv_heads = problem_.num_kv_heads;
+    p.head_dim = problem_.head_dim;
+    p.softmax_scale = shape_.softmax_scale;
+    return p;
   }
 
   AttentionBatch HostBatch() const {
@@ -314,6 +413,79 @@ INSTANTIATE_TEST_SUITE_P(HeadDimGroupBlock, AttentionGridTest,
                                   ImplementationSuffix(std::get<3>(info.param));
                          });
 
+// Forces the most splits that flash decode merges in a cluster (0: always the merge kernel) for
+// the test's duration.
+class ClusterSplitsScope {
+ public:
+  explicit ClusterSplitsScope(int32_t max_splits) { cuda::SetFlashDecodeClusterSplits(max_splits); }
+  ~ClusterSplitsScope() { cuda::SetFlashDecodeClusterSplits(-1); }
+};
+
+bool ClusterMergeAvailable() {
+  int device = 0, major = 0;
+  return cudaGetDevice(&device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+         major >= 9;
+}
+
+// (head_dim, group): flash decode at forced split counts on both sides of the cluster sizes (8
+// portable, 16 non-portable), each merged in a cluster (where it fits) and by the merge kernel, on
+// fresh inputs every time: 1 or 4 sequences (one with several query tokens), chunks not rounded to
+// the tiles, chunks wholly past a sequence's end, sequences shorter than one chunk.
+class FlashDecodeSplitTest : public ::testing::TestWithParam<std::tuple<int, int>> {};
+
+TEST_P(FlashDecodeSplitTest, ForcedSplitCountsMatchCpuReference) {
+  SKIP_WITHOUT_GPU();
+  const auto [head_dim, group] = GetParam();
+  const int max_new = std::max(1, 16 / group);
+  std::vector<int32_t> cluster_limits = {0};
+  if (ClusterMergeAvailable()) cluster_limits = {16, 0};
+  uint32_t seed = 500 + head_dim * 10 + group * 1000;
+  for (int32_t num_splits : {2, 3, 5, 8, 11, 16, 17, 40}) {
+    for (int32_t batch : {1, 4}) {
+      for (int32_t cluster_limit : cluster_limits) {
+        Problem problem{head_dim, 2 * group, 2, batch == 1 ? 16 : 32, {}, ++seed};
+        std::mt19937 generator(problem.seed);
+        problem.sequences = RandomSequences(batch, 1300, 1, generator);
+        if (batch > 1) {
+          problem.sequences[1] = {static_cast<int32_t>(generator() % 300), max_new};
+          problem.sequences[2].cached = static_cast<int32_t>(generator() % 20);
+        }
+        AttentionCase test_case(problem);
+        ClusterSplitsScope scope(cluster_limit);
+        test_case.CheckSplitKv(num_splits);
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadDimGroup, FlashDecodeSplitTest,
+                         ::testing::Combine(::testing::Values(64, 128), ::testing::Values(1, 8)),
+                         [](const auto& info) {
+                           return "hd" + std::to_string(std::get<0>(info.param)) + "_g" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
+
+// What the backend picks itself (ChooseDecodeSplits; the cluster merge where the splits fit) at
+// batch sizes 1 to 64, on TinyLlama's attention shape (Hq 32, Hkv 4, head_dim 64) with the decode
+// step's context 512 at B1, and on a head_dim 128 shape; fresh inputs per batch size.
+TEST(AttentionDecodeBatchTest, BatchSizesMatchCpuReference) {
+  SKIP_WITHOUT_GPU();
+  for (int32_t head_dim : {64, 128}) {
+    for (int32_t batch : {1, 2, 5, 16, 33, 64}) {
+      Problem problem{head_dim, 32, head_dim == 64 ? 4 : 8, 16, {}, 900u + head_dim + batch};
+      std::mt19937 generator(problem.seed);
+      problem.sequences = RandomSequences(batch, batch >= 16 ? 1000 : 2500, 1, generator);
+      if (batch == 1) problem.sequences[0] = {511, 1};
+      AttentionCase test_case(problem);
+      std::printf("  B%d hd%d: %s\n", batch, head_dim, test_case.SplitKvName(0).c_str());
+      test_case.Check(Kernel::kAuto);
+      const std::vector<float> first = test_case.RunCuda(Kernel::kFlashDecode);
+      EXPECT_EQ(first, test_case.RunCuda(Kernel::kFlashDecode)) << "flash decode: a race?";
+    }
+  }
+}
+
 TEST(AttentionLargeTest, Decode64SequencesUpTo8k) {
   SKIP_WITHOUT_GPU();
   Problem problem{128, 8, 2, 16, {}, 21};
@@ -398,6 +570,31 @@ TEST_P(AttentionPrefillLargeTest, MixedBatchLongDecodesAndPrefillChunks) {
     AttentionCase test_case(problem);
     test_case.Check(Kernel::kAuto);
     test_case.Check(Kernel::kFlashPrefill);
+  }
+}
+
+// Continuous batching with short decodes: forced split counts, merged in a cluster and by the
+// merge kernel, next to prefill chunks that flash prefill takes.
+TEST_P(AttentionPrefillLargeTest, MixedBatchShortDecodesAtForcedSplits) {
+  SKIP_WITHOUT_PREFILL_KERNEL(GetParam());
+  PrefillKernelScope scope(GetParam());
+  std::vector<int32_t> cluster_limits = {0};
+  if (ClusterMergeAvailable()) cluster_limits = {16, 0};
+  uint32_t seed = 80u + SeedOffset(GetParam());
+  for (int32_t head_dim : {64, 128}) {
+    for (int32_t num_splits : {3, 8, 13}) {
+      for (int32_t cluster_limit : cluster_limits) {
+        Problem problem{head_dim, 8, 2, 16, {}, ++seed};
+        std::mt19937 generator(problem.seed);
+        const auto cached = [&](int32_t most) { return static_cast<int32_t>(generator() % most); };
+        problem.sequences = {{cached(900), 1}, {cached(300), 90}, {cached(600), 2},
+                             {0, 40},          {cached(50), 1},   {cached(1000), 1}};
+        AttentionCase test_case(problem);
+        ASSERT_FALSE(test_case.DecodeApplies());
+        ClusterSplitsScope limit(cluster_limit);
+        test_case.CheckSplitKv(num_splits);
+      }
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 // The CUDA backend's small ops (RoPE + KV append, RMSNorm, AddRmsNorm, Add, SiluMul, Embed,
 // GatherRows, Matmul, UploadWeight, Sample) against the CPU backend on the same bf16-rounded
 // inputs.
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <numeric>
@@ -431,6 +432,88 @@ TEST_F(SmallOpsTest, SampleMatchesCpuGreedyAndSeeded) {
     EXPECT_EQ(gpu_out[r].top_logprobs.size(), cpu_out[r].top_logprobs.size()) << "row " << r;
   }
   EXPECT_EQ(gpu_out[2].token, 5);
+}
+
+// The greedy kernel (a cluster of blocks per row, each block a slice) against the CPU backend's
+// SampleFromLogits on fresh random rows at vocab sizes around and between the slice and block
+// sizes, 1 to 257 rows, with the patterns it must not get wrong: ties (lowest id, also across the
+// blocks' slices), -inf entries, very negative values, a single finite entry, constant rows, rows of
+// only -inf (token 0 and logprob NaN, as the CPU backend gives).
+TEST_F(SmallOpsTest, GreedyArgmaxLogprobMatchesCpuAtManyShapes) {
+  constexpr int kPatterns = 9;
+  const std::vector<std::pair<int32_t, int32_t>> shapes = {
+      {1, 1},     {3, 5},     {9, 31},     {2, 257},    {4, 1000},   {9, 2047},
+      {5, 4096},  {1, 32000}, {64, 32000}, {257, 32000}, {9, 32003}, {3, 50257},
+      {9, 128256}};
+  std::uniform_real_distribution<float> unit(0.f, 1.f);
+  int checked_rows = 0;
+  for (const auto& [rows, vocab] : shapes) {
+    std::vector<float> logits(static_cast<size_t>(rows) * vocab);
+    std::normal_distribution<float> normal(0.f, 3.f);
+    for (float& l : logits) l = normal(generator_);
+    std::uniform_int_distribution<int32_t> position(0, vocab - 1);
+    const int32_t slice = (vocab + 7) / 8;  // the kernel's per-block slice at 8 blocks per row
+    for (int32_t r = 0; r < rows; ++r) {
+      float* row = logits.data() + static_cast<size_t>(r) * vocab;
+      switch (r % kPatterns) {
+        case 0:  // plain random
+          break;
+        case 1: {  // a tie of the maximum at two random ids: the lower wins
+          const int32_t a = position(generator_), b = position(generator_);
+          row[a] = row[b] = 50.f;
+          break;
+        }
+        case 2:  // half the entries -inf, some very negative
+          for (int32_t i = 0; i < vocab; ++i) {
+            const float u = unit(generator_);
+            if (u < 0.5f) row[i] = -INFINITY;
+            else if (u < 0.6f) row[i] = -1e30f;
+          }
+          break;
+        case 3:  // one finite entry among -inf: logprob 0
+          std::fill(row, row + vocab, -INFINITY);
+          row[position(generator_)] = normal(generator_);
+          break;
+        case 4:  // a constant row: token 0, logprob -log(vocab)
+          std::fill(row, row + vocab, 1.25f);
+          break;
+        case 5:  // only -inf: token 0, logprob NaN
+          std::fill(row, row + vocab, -INFINITY);
+          break;
+        case 6:  // tied maxima on both sides of a slice boundary, and at the last id
+          if (vocab > slice) row[slice] = row[slice - 1] = 60.f;
+          row[vocab - 1] = 60.f;
+          break;
+        case 7:  // everything very negative and distinct
+          for (int32_t i = 0; i < vocab; ++i) row[i] = -1e30f * (1.f + unit(generator_));
+          break;
+        case 8:  // the maximum alone at the last id
+          row[vocab - 1] = 70.f;
+          break;
+      }
+    }
+    const std::vector<SamplingParams> params(rows);  // greedy
+    std::vector<SampledToken> cpu_out(rows), gpu_out(rows);
+    ASSERT_TRUE(cpu_->Sample(logits.data(), rows, vocab, params, cpu_out).ok());
+    DeviceBuffer d_logits = Upload(*gpu_, logits);
+    ASSERT_TRUE(gpu_->Sample(d_logits.as<float>(), rows, vocab, params, gpu_out).ok());
+    for (int32_t r = 0; r < rows; ++r) {
+      const std::string where =
+          "row " + std::to_string(r) + " of " + std::to_string(rows) + ", vocab " +
+          std::to_string(vocab) + ", pattern " + std::to_string(r % kPatterns);
+      EXPECT_EQ(gpu_out[r].token, cpu_out[r].token) << where;
+      if (std::isnan(cpu_out[r].logprob)) {
+        EXPECT_TRUE(std::isnan(gpu_out[r].logprob)) << where;
+      } else {
+        EXPECT_NEAR(gpu_out[r].logprob, cpu_out[r].logprob,
+                    1e-4 * std::max(1.f, std::fabs(cpu_out[r].logprob)))
+            << where;
+      }
+      ++checked_rows;
+    }
+  }
+  std::printf("    greedy argmax: %d rows over %zu shapes equal to the CPU backend\n", checked_rows,
+              shapes.size());
 }
 
 }  // namespace
