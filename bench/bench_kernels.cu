@@ -253,9 +253,9 @@ void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results,
       p.block_tables = batch.block_tables[i % copies];
       BENCH_STATUS(cuda::LaunchFlashDecode(p, stream));
     });
-    const char* merge = batch.params.num_splits == 1                          ? "none"
-                        : cuda::FlashDecodeMergesInCluster(batch.params) ? "cluster"
-                                                                         : "kernel";
+    const char* merge = batch.params.num_splits == 1     ? "none"
+                        : batch.params.merge_in_cluster ? "cluster"
+                                                        : "kernel";
     Result r{"decode",
              Shape("B%d C%d Hq%d Hkv%d D%d", b, c, hq, hkv, d),
              ms,
@@ -305,19 +305,20 @@ void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results,
       base.partial_out = batch.partial;
       base.partial_lse =
           batch.partial + static_cast<size_t>(b) * shape.hq * base.num_splits * shape.d;
-      for (const int cluster_splits : {0, 16}) {
-        if (cluster_splits > 0 && (base.num_splits == 1 || base.num_splits > cluster_splits))
+      for (const bool in_cluster : {false, true}) {
+        if (in_cluster && (base.num_splits == 1 ||
+                           base.num_splits > cuda::kFlashDecodeMaxClusterSplits ||
+                           !cuda::FlashDecodeClusterMergeAvailable()))
           continue;
-        cuda::SetFlashDecodeClusterSplits(cluster_splits);
+        base.merge_in_cluster = in_cluster;
         const double ms = MedianMs(stream, 5, quick ? 20 : 100, [&](int i) {
           cuda::PagedAttentionParams p = base;
           p.block_tables = batch.block_tables[i % copies];
           BENCH_STATUS(cuda::LaunchFlashDecode(p, stream));
         });
-        const char* merge = base.num_splits == 1 ? "none" : cluster_splits > 0 ? "cluster" : "kernel";
-        const bool is_chosen = chunk == chosen.kv_chunk_size &&
-                               (cluster_splits > 0) == cuda::FlashDecodeMergesInCluster(chosen);
-        cuda::SetFlashDecodeClusterSplits(-1);
+        const char* merge = base.num_splits == 1 ? "none" : in_cluster ? "cluster" : "kernel";
+        const bool is_chosen =
+            chunk == chosen.kv_chunk_size && in_cluster == chosen.merge_in_cluster;
         const std::string name = Shape("B%d C%d D%d chunk%d", b, c, shape.d, chunk, 0);
         std::printf("%-34s %10.4f %10.1f %8d  %s%s\n", name.c_str(), ms,
                     kv_bytes / (ms * 1e-3) / 1e9, base.num_splits, merge, is_chosen ? " *" : "");
@@ -450,7 +451,7 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
         cuda::PagedAttentionParams p = batch.params;
         p.block_tables = batch.block_tables[i % copies];
         BENCH_STATUS(v.launch(p, stream));
-        if (p.num_splits > 1 && !cuda::FlashDecodeMergesInCluster(p))
+        if (p.num_splits > 1 && !p.merge_in_cluster)
           BENCH_STATUS(cuda::LaunchMergeSplits(p, stream));
       });
       Result r{"variant",

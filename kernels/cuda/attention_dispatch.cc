@@ -20,13 +20,18 @@ absl::Status LaunchMergeSplits(const PagedAttentionParams& params, cudaStream_t 
 
 namespace {
 
-// Split-KV cost model (decode): blocks of one launch are equal-sized, so the launch takes
-// waves * (fixed + per-position cost * chunk), waves = ceil(blocks / resident blocks). The fixed cost
-// of a block (Q load, pipeline fill, the warp merge, writing and merging partials) is worth about
-// kDecodeBlockOverhead positions of K/V streaming; measured on an H100: 64 splits of 512 positions
-// for one 32k sequence ran 13% slower than 32 of 1024, 9 splits of 1.8k for 16 x 16k 13% faster than
-// 3 of 5.5k (docs/PERFORMANCE.md).
+// Split-KV cost model (decode), in units of one block streaming one K/V position. The blocks of a
+// launch are equal-sized and spread evenly over the SMs; blocks that share an SM stream one after
+// the other in effect (B8 C4k head_dim 128: 2 splits of 2048, one block per SM, ran as fast as 4
+// of 1024, two per SM), so the busiest SM costs ceil(blocks / SMs) * chunk. Each wave of resident
+// blocks pays a fixed cost (Q load, pipeline fill, warp merge) worth ~kDecodeBlockOverhead
+// positions, and a split launch the merge of its partials, ~kDecodeMergeOverhead. Against forced
+// split counts on an H100 (docs/perf/2026-11-24-h100-session3/, sweep): best or within 1% at B1
+// C32k / C4k, B8 C4k, B32 and B64 C512 (head_dim 64); 3% behind the best (2 splits) at B16 C16k.
+// The model that let two blocks share an SM for free chose 2 splits at B32 C512 head_dim 64
+// (13% slower than 1) and 32 at B1 C4k (6% slower than 16).
 constexpr int64_t kDecodeBlockOverhead = 256;  // positions
+constexpr int64_t kDecodeMergeOverhead = 128;  // positions
 constexpr int64_t kDecodeResidentBlocksPerSm = 2;  // ~100 KB of shared memory per block
 constexpr int64_t kDecodeMaxSplits = 256;
 constexpr int64_t kDecodeChunkAlign = 64;  // 4 warps x 16-position tiles
@@ -167,44 +172,22 @@ bool FlashDecodeSupports(const PagedAttentionParams& params) {
              kFlashDecodeMaxRows;
 }
 
-void ChooseDecodeSplits(PagedAttentionParams& params, int32_t num_sms) {
-  const int64_t blocks_per_split =
-      std::max<int64_t>(1, static_cast<int64_t>(params.num_seqs) * params.num_kv_heads);
-  const int64_t resident = std::max<int64_t>(1, num_sms) * kDecodeResidentBlocksPerSm;
-  const int64_t kv_len = std::max<int64_t>(1, params.max_kv_len);
-  int64_t best_chunk = CeilDiv(kv_len, kDecodeChunkAlign) * kDecodeChunkAlign;
-  int64_t best_cost = INT64_MAX;
-  const int64_t max_splits = std::min(kDecodeMaxSplits, CeilDiv(kv_len, kDecodeChunkAlign));
-  for (int64_t wanted = 1; wanted <= max_splits; ++wanted) {
-    const int64_t chunk = CeilDiv(CeilDiv(kv_len, wanted), kDecodeChunkAlign) * kDecodeChunkAlign;
-    const int64_t splits = CeilDiv(kv_len, chunk);
-    const int64_t waves = CeilDiv(splits * blocks_per_split, resident);
-    const int64_t cost = waves * (kDecodeBlockOverhead + chunk);
-    if (cost < best_cost) {  // ties keep fewer splits: less partial traffic
-      best_cost = cost;
-      best_chunk = chunk;
-    }
-  }
-  params.kv_chunk_size = static_cast<int32_t>(best_chunk);
-  params.num_splits = static_cast<int32_t>(CeilDiv(kv_len, best_chunk));
-}
-
-namespace {
-
-constexpr int32_t kDefaultClusterSplits = -1;  // not forced: the device and the environment decide
-std::atomic<int32_t> forced_cluster_splits{kDefaultClusterSplits};
-
-// 8 on compute capability >= 9.0 (clusters and distributed shared memory), else 0; then
-// $LLM_CUDA_DECODE_CLUSTER: "0" turns it off, "16" allows non-portable 16-block clusters.
-int32_t DefaultClusterSplits() {
-  static const int32_t splits = [] {
+bool FlashDecodeClusterMergeAvailable() {
+  static const bool available = [] {
     int device = 0, major = 0;
     if (cudaGetDevice(&device) != cudaSuccess ||
         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
       cudaGetLastError();  // leave no sticky error behind for the caller's next check
-      return 0;
+      return false;
     }
-    if (major < 9) return 0;
+    return major >= 9;
+  }();
+  return available;
+}
+
+int32_t FlashDecodeClusterSplits() {
+  static const int32_t splits = [] {
+    if (!FlashDecodeClusterMergeAvailable()) return 0;
     const char* variable = std::getenv("LLM_CUDA_DECODE_CLUSTER");
     if (variable != nullptr && std::strcmp(variable, "0") == 0) return 0;
     if (variable != nullptr && std::strcmp(variable, "16") == 0) return 16;
@@ -213,22 +196,50 @@ int32_t DefaultClusterSplits() {
   return splits;
 }
 
-}  // namespace
-
-int32_t FlashDecodeClusterSplits() {
-  const int32_t forced = forced_cluster_splits.load();
-  return forced == kDefaultClusterSplits ? DefaultClusterSplits()
-                                         : std::min(forced, kFlashDecodeMaxClusterSplits);
+int FlashDecodeVariant() {
+  static const int variant = [] {
+    const char* value = std::getenv("LLM_CUDA_DECODE_VARIANT");
+    if (value == nullptr) return 0;
+    if (std::strcmp(value, "pull") == 0) return 1;
+    if (std::strcmp(value, "late") == 0) return 2;
+    if (std::strcmp(value, "pull_late") == 0) return 3;
+    return 0;
+  }();
+  return variant;
 }
 
-void SetFlashDecodeClusterSplits(int32_t max_splits) { forced_cluster_splits.store(max_splits); }
-
-bool FlashDecodeMergesInCluster(const PagedAttentionParams& params) {
-  return params.num_splits > 1 && params.num_splits <= FlashDecodeClusterSplits();
+void ChooseDecodeSplits(PagedAttentionParams& params, int32_t num_sms) {
+  const int64_t blocks_per_split =
+      std::max<int64_t>(1, static_cast<int64_t>(params.num_seqs) * params.num_kv_heads);
+  const int64_t sms = std::max<int64_t>(1, num_sms);
+  const int64_t kv_len = std::max<int64_t>(1, params.max_kv_len);
+  int64_t best_chunk = CeilDiv(kv_len, kDecodeChunkAlign) * kDecodeChunkAlign;
+  int64_t best_cost = INT64_MAX;
+  const int64_t max_splits = std::min(kDecodeMaxSplits, CeilDiv(kv_len, kDecodeChunkAlign));
+  for (int64_t wanted = 1; wanted <= max_splits; ++wanted) {
+    const int64_t chunk = CeilDiv(CeilDiv(kv_len, wanted), kDecodeChunkAlign) * kDecodeChunkAlign;
+    const int64_t splits = CeilDiv(kv_len, chunk);
+    const int64_t blocks = splits * blocks_per_split;
+    const int64_t cost = CeilDiv(blocks, sms) * chunk +
+                         CeilDiv(blocks, sms * kDecodeResidentBlocksPerSm) * kDecodeBlockOverhead +
+                         (splits > 1 ? kDecodeMergeOverhead : 0);
+    if (cost < best_cost) {  // ties keep fewer splits: less merging
+      best_cost = cost;
+      best_chunk = chunk;
+    }
+  }
+  params.kv_chunk_size = static_cast<int32_t>(best_chunk);
+  params.num_splits = static_cast<int32_t>(CeilDiv(kv_len, best_chunk));
+  // The cluster merge only while every block has an SM to itself: clusters must be placed whole
+  // inside one GPC, and in fuller grids they waited for room (B16 C16k, 3 splits of 5.5k: 42.3 us
+  // in clusters against 37.2 with the merge kernel; B8 C4k, 6 splits: 69.2 against 58.2).
+  params.merge_in_cluster = params.num_splits > 1 &&
+                            params.num_splits <= FlashDecodeClusterSplits() &&
+                            params.num_splits * blocks_per_split <= sms;
 }
 
 size_t FlashDecodeWorkspaceFloats(const PagedAttentionParams& params) {
-  if (params.num_splits <= 1 || FlashDecodeMergesInCluster(params)) return 0;
+  if (params.num_splits <= 1 || params.merge_in_cluster) return 0;
   return static_cast<size_t>(params.num_tokens) * params.num_q_heads * params.num_splits *
          (params.head_dim + 1);
 }
@@ -246,7 +257,14 @@ absl::Status LaunchFlashDecode(const PagedAttentionParams& params, cudaStream_t 
     return absl::InvalidArgumentError(
         "flash decode: num_splits * kv_chunk_size must cover max_kv_len");
   }
-  const bool merge_kernel = params.num_splits > 1 && !FlashDecodeMergesInCluster(params);
+  if (params.merge_in_cluster &&
+      (!FlashDecodeClusterMergeAvailable() || params.num_splits < 2 ||
+       params.num_splits > kFlashDecodeMaxClusterSplits)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "flash decode: merge_in_cluster needs 2 to ", kFlashDecodeMaxClusterSplits,
+        " splits and a compute capability 9.0 device; got ", params.num_splits, " splits"));
+  }
+  const bool merge_kernel = params.num_splits > 1 && !params.merge_in_cluster;
   if (merge_kernel && (params.partial_out == nullptr || params.partial_lse == nullptr)) {
     return absl::InvalidArgumentError(
         "flash decode: split-KV beyond the cluster merge needs partial_out and partial_lse");

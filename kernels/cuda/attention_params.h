@@ -40,11 +40,13 @@ struct PagedAttentionParams {
   float softmax_scale = 0.0f;
   // Split-KV (decode only): the KV range of a sequence is cut into chunks of kv_chunk_size
   // positions, one thread block each. With num_splits > 1 the splits are merged either inside a
-  // thread-block cluster (FlashDecodeMergesInCluster: no buffers needed) or through partial_out
-  // [num_tokens, num_q_heads, num_splits, head_dim] and partial_lse [num_tokens, num_q_heads,
-  // num_splits] (log2 units), combined by MergeSplits.
+  // thread-block cluster (merge_in_cluster: no buffers needed; at most kFlashDecodeMaxClusterSplits
+  // splits, compute capability 9.0) or through partial_out [num_tokens, num_q_heads, num_splits,
+  // head_dim] and partial_lse [num_tokens, num_q_heads, num_splits] (log2 units), combined by
+  // MergeSplits. ChooseDecodeSplits sets all three.
   int32_t num_splits = 1;
   int32_t kv_chunk_size = 0;
+  bool merge_in_cluster = false;
   float* partial_out = nullptr;
   float* partial_lse = nullptr;
   // A mixed batch (continuous batching: decode tokens next to prefill chunks) runs both flash
@@ -63,21 +65,20 @@ absl::Status LaunchFlashPrefill(const PagedAttentionParams& params, cudaStream_t
 bool FlashPrefillSupports(int32_t head_dim);
 
 // Split-KV flash decode (flash_decode.cuh) for head_dim 64 and 128, for the sequences with
-// query_len * group_size <= kFlashDecodeMaxRows (all of them unless mixed_batch). num_splits and
-// kv_chunk_size come from ChooseDecodeSplits; it needs partial buffers of
+// query_len * group_size <= kFlashDecodeMaxRows (all of them unless mixed_batch). num_splits,
+// kv_chunk_size and merge_in_cluster come from ChooseDecodeSplits; it needs partial buffers of
 // FlashDecodeWorkspaceFloats() floats (none when the splits merge in a cluster).
 inline constexpr int32_t kFlashDecodeMaxRows = 16;
 bool FlashDecodeSupports(const PagedAttentionParams& params);
-// The most splits that flash decode merges inside one thread-block cluster through distributed
-// shared memory instead of partials + MergeSplits: 8 (the portable cluster size) on compute
-// capability 9.0 and later, 0 (always MergeSplits) before it. $LLM_CUDA_DECODE_CLUSTER=0 turns the
-// cluster merge off, =16 allows non-portable clusters of up to 16 blocks; read once per process.
-// SetFlashDecodeClusterSplits overrides it for the process (tests, benchmarks; -1: the default).
-inline constexpr int32_t kFlashDecodeMaxClusterSplits = 16;
+// Whether the device (the current one at the first call) has thread-block clusters with
+// distributed shared memory (compute capability >= 9.0): merge_in_cluster may be set.
+inline constexpr int32_t kFlashDecodeMaxClusterSplits = 16;  // non-portable beyond 8
+bool FlashDecodeClusterMergeAvailable();
+// The most splits ChooseDecodeSplits merges in a cluster: 8 (the portable cluster size) where
+// available, else 0; $LLM_CUDA_DECODE_CLUSTER=0 gives 0, =16 allows 16 (read once per process).
 int32_t FlashDecodeClusterSplits();
-void SetFlashDecodeClusterSplits(int32_t max_splits);
-bool FlashDecodeMergesInCluster(const PagedAttentionParams& params);
-// Picks num_splits and kv_chunk_size for this batch on a GPU with `num_sms` multiprocessors.
+// Picks num_splits, kv_chunk_size and merge_in_cluster for this batch on a GPU with `num_sms`
+// multiprocessors.
 void ChooseDecodeSplits(PagedAttentionParams& params, int32_t num_sms);
 size_t FlashDecodeWorkspaceFloats(const PagedAttentionParams& params);
 absl::Status LaunchFlashDecode(const PagedAttentionParams& params, cudaStream_t stream);

@@ -15,8 +15,10 @@
 // Test: tests/kernels/gpu/small_ops_test.cc (against the CPU backend's SampleFromLogits).
 #include <cooperative_groups.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/small_ops.h"
@@ -25,8 +27,8 @@ namespace llm::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kUnroll = 16;       // loads in flight per thread: 256 x 16 x 8 = 32768 per round
-constexpr int kClusterBlocks = 8;  // the portable cluster size
+constexpr int kMaxClusterBlocks = 8;  // the portable cluster size
+constexpr int kMaxClusterBlocksNonPortable = 16;
 constexpr int32_t kNoIndex = 0x7fffffff;
 
 struct ArgmaxState {
@@ -57,11 +59,14 @@ __device__ __forceinline__ ArgmaxState WarpCombine(ArgmaxState state) {
   return state;
 }
 
-// Grid: kClusterBlocks blocks per row along x, in clusters of kClusterBlocks (`cluster_blocks` = 1
-// on devices without clusters: one block takes the whole row).
+// Grid: cluster_blocks blocks per row along x, in clusters of cluster_blocks (1 on devices without
+// clusters: one block takes the whole row). kVector logits per load: 4 (16-byte loads) when rows
+// start 16-byte aligned (vocab % 4 == 0), else 1; 16 logits per thread per round either way.
+template <int kVector>
 __global__ void __launch_bounds__(kThreads)
     ArgmaxLogprobKernel(const float* logits, int32_t vocab, int cluster_blocks, int32_t* tokens,
                         float* logprobs) {
+  constexpr int kLoads = 16 / kVector;
   const int row_index = blockIdx.x / cluster_blocks;
   const int rank = blockIdx.x % cluster_blocks;
   const float* row = logits + static_cast<int64_t>(row_index) * vocab;
@@ -71,27 +76,40 @@ __global__ void __launch_bounds__(kThreads)
   // arrives now and waits (long since complete) just before its store into block 0.
   if (cluster_blocks > 1) cg::this_cluster().barrier_arrive();
 #endif
-  const int slice = (vocab + cluster_blocks - 1) / cluster_blocks;
+  // Block `rank` scans the slice [begin, end), whole vectors only.
+  const int slice = ((vocab + cluster_blocks - 1) / cluster_blocks + kVector - 1) / kVector * kVector;
   const int begin = rank * slice;
   const int end = min(vocab, begin + slice);
 
   ArgmaxState state{-INFINITY, kNoIndex, 0.f};
-  for (int base = begin + threadIdx.x; base < end; base += kThreads * kUnroll) {
-    float loaded[kUnroll];
+  for (int base = begin + threadIdx.x * kVector; base < end; base += kThreads * kLoads * kVector) {
+    float loaded[kLoads][kVector];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int i = base + u * kThreads;
-      loaded[u] = i < end ? row[i] : -INFINITY;
+    for (int u = 0; u < kLoads; ++u) {
+      const int i = base + u * kThreads * kVector;
+      if constexpr (kVector == 4) {
+        const float4 v = i < end ? *reinterpret_cast<const float4*>(row + i)
+                                 : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+        loaded[u][0] = v.x;
+        loaded[u][1] = v.y;
+        loaded[u][2] = v.z;
+        loaded[u][3] = v.w;
+      } else {
+        loaded[u][0] = i < end ? row[i] : -INFINITY;
+      }
     }
-    // This round's max with the lowest index (indices grow with u and with the rounds, so strict
+    // This round's max with the lowest index (indices grow with u, j and the rounds, so strict
     // comparisons keep the first), then one rescale of the running sum and independent exps.
     float round_max = -INFINITY;
     int32_t round_index = kNoIndex;
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      if (loaded[u] > round_max) {
-        round_max = loaded[u];
-        round_index = base + u * kThreads;
+    for (int u = 0; u < kLoads; ++u) {
+#pragma unroll
+      for (int j = 0; j < kVector; ++j) {
+        if (loaded[u][j] > round_max) {
+          round_max = loaded[u][j];
+          round_index = base + u * kThreads * kVector + j;
+        }
       }
     }
     if (round_max > state.max) {
@@ -101,12 +119,15 @@ __global__ void __launch_bounds__(kThreads)
     }
     if (state.max != -INFINITY) {
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) state.sum += expf(loaded[u] - state.max);  // -inf: 0
+      for (int u = 0; u < kLoads; ++u) {
+#pragma unroll
+        for (int j = 0; j < kVector; ++j) state.sum += expf(loaded[u][j] - state.max);  // -inf: 0
+      }
     }
   }
 
   __shared__ ArgmaxState warp_states[kThreads / 32];
-  __shared__ ArgmaxState block_states[kClusterBlocks];  // used in the cluster's block 0
+  __shared__ ArgmaxState block_states[kMaxClusterBlocksNonPortable];  // in the cluster's block 0
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   state = WarpCombine(state);
@@ -139,17 +160,45 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// kClusterBlocks on compute capability >= 9.0, 1 before it (read once per process).
-int ClusterBlocksPerRow() {
-  static const int blocks = [] {
-    int device = 0, major = 0;
+struct DeviceShape {
+  bool clusters = false;  // compute capability >= 9.0
+  int resident_blocks = 1;
+};
+
+// Read once per process (the current device at the first call).
+const DeviceShape& Device() {
+  static const DeviceShape shape = [] {
+    DeviceShape d;
+    int device = 0, major = 0, sms = 1, threads = kThreads;
     if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&threads, cudaDevAttrMaxThreadsPerMultiProcessor, device) !=
+            cudaSuccess) {
       cudaGetLastError();  // leave no sticky error behind for the caller's next check
-      return 1;
+      return d;
     }
-    return major >= 9 ? kClusterBlocks : 1;
+    d.clusters = major >= 9;
+    d.resident_blocks = sms * std::max(1, threads / kThreads);
+    return d;
   }();
+  return shape;
+}
+
+// Blocks per row: 8 (a portable cluster) while all rows' blocks fit on the GPU at once, halved
+// until they do (256 rows of 8 blocks ran in two waves, slower than one block per row); 1 without
+// clusters. $LLM_CUDA_ARGMAX_BLOCKS (1, 2, 4, 8 or 16) forces it (measurement only).
+int ClusterBlocksPerRow(int32_t rows) {
+  const DeviceShape& device = Device();
+  if (!device.clusters) return 1;
+  static const int forced = [] {
+    const char* value = std::getenv("LLM_CUDA_ARGMAX_BLOCKS");
+    const int blocks = value != nullptr ? std::atoi(value) : 0;
+    return blocks == 1 || blocks == 2 || blocks == 4 || blocks == 8 || blocks == 16 ? blocks : 0;
+  }();
+  if (forced > 0) return forced;
+  int blocks = kMaxClusterBlocks;
+  while (blocks > 1 && static_cast<int64_t>(rows) * blocks > device.resident_blocks) blocks /= 2;
   return blocks;
 }
 
@@ -161,9 +210,15 @@ absl::Status LaunchArgmaxLogprob(const float* logits, int32_t rows, int32_t voca
   if (logits == nullptr || tokens == nullptr || logprobs == nullptr || rows < 0 || vocab <= 0) {
     return absl::InvalidArgumentError("ArgmaxLogprob: bad arguments");
   }
-  const int cluster_blocks = ClusterBlocksPerRow();
+  const int cluster_blocks = ClusterBlocksPerRow(rows);
   if (static_cast<int64_t>(rows) * cluster_blocks > 0x7fffffff) {
     return absl::InvalidArgumentError("ArgmaxLogprob: too many rows for one grid");
+  }
+  const bool vectors = vocab % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0;
+  auto* kernel = vectors ? ArgmaxLogprobKernel<4> : ArgmaxLogprobKernel<1>;
+  if (cluster_blocks > kMaxClusterBlocks) {
+    LLM_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
   }
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(static_cast<unsigned>(rows * cluster_blocks));
@@ -177,8 +232,7 @@ absl::Status LaunchArgmaxLogprob(const float* logits, int32_t rows, int32_t voca
   config.attrs = attribute;
   config.numAttrs = cluster_blocks > 1 ? 1 : 0;
   LLM_CUDA_CHECK(
-      cudaLaunchKernelEx(&config, ArgmaxLogprobKernel, logits, vocab, cluster_blocks, tokens,
-                         logprobs));
+      cudaLaunchKernelEx(&config, kernel, logits, vocab, cluster_blocks, tokens, logprobs));
   LLM_CUDA_CHECK_LAUNCH(ArgmaxLogprobKernel);
   return absl::OkStatus();
 }

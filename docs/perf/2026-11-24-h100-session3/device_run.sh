@@ -4,11 +4,12 @@
 # and the plugin at 88f409e, the branch point, plus the argmax bench section) in one carried folder:
 #   bash .gpu-decode/device_run.sh $OUT
 # Logs go to /tmp/session3 and are packed into $OUT/session3.tar.gz after every phase (the device
-# tool returns at most 8 files). PHASES narrows the run: tests, bench, sweep, ncu, sanitize.
+# tool returns at most 8 files). PHASES narrows the run: tests, sanitize, bench, sweep, ncu;
+# BENCH_RUNS lists the benchmark runs as name:before|after:sections[:VAR=value+VAR=value].
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out_dir="${1:?usage: device_run.sh OUT}"
-phases="${PHASES:-tests,bench,sweep,ncu,sanitize}"
+phases="${PHASES:-tests,sanitize,bench,sweep,ncu}"
 logs=/tmp/session3
 mkdir -p "$logs" /tmp/g /tmp/gb
 pack() { tar -czf "$out_dir/session3.tar.gz" -C /tmp session3; }
@@ -30,25 +31,36 @@ if wants tests; then
 fi
 
 if wants bench; then
-  # Before / after in one call, interleaved; LLM_CUDA_DECODE_CLUSTER=0 is the new binary with the
-  # merge kernel for every split count, =16 allows 16-block clusters.
-  run_bench() {  # name, runner, binary, sections, env...
-    local name=$1 runner=$2 binary=$3 sections=$4
-    shift 4
-    env "$@" LD_LIBRARY_PATH=$([ "$runner" = after ] && echo /tmp/g/lib || echo /tmp/gb/lib) \
-      "$binary" --sections "$sections" --json "$logs/$name.json" > "$logs/$name.log" 2>&1
+  # Before / after in one call, interleaved. Variants of the new binary: LLM_CUDA_DECODE_CLUSTER=0
+  # (merge kernel for every split count), LLM_CUDA_DECODE_VARIANT=pull / late / pull_late (pull
+  # cluster merge; the old load order), LLM_CUDA_ARGMAX_BLOCKS=N (blocks per argmax row).
+  run_bench() {  # name, runner, sections, env...
+    local name=$1 runner=$2 sections=$3
+    shift 3
+    local binary=$bench_after lib=/tmp/g/lib
+    if [ "$runner" = before ]; then binary=$bench_before; lib=/tmp/gb/lib; fi
+    env "$@" LD_LIBRARY_PATH=$lib "$binary" --sections "$sections" --json "$logs/$name.json" \
+      > "$logs/$name.log" 2>&1
     echo "== $name: $(grep -E '^B(1|32|64) context 512 graphs' "$logs/$name.log" | awk '{print $1, $5}' | tr '\n' ' ')"
   }
-  run_bench before1 before "$bench_before" decode,argmax,decode_step
-  run_bench after1 after "$bench_after" decode,argmax,decode_step
-  run_bench after_nocluster after "$bench_after" decode,decode_step LLM_CUDA_DECODE_CLUSTER=0 \
-    LLM_BENCH_DECODE_MODES=graphs
-  run_bench after_cluster16 after "$bench_after" decode,decode_step LLM_CUDA_DECODE_CLUSTER=16 \
-    LLM_BENCH_DECODE_MODES=graphs
-  run_bench before2 before "$bench_before" argmax,decode_step LLM_BENCH_DECODE_MODES=graphs
-  run_bench after2 after "$bench_after" argmax,decode_step LLM_BENCH_DECODE_MODES=graphs
-  for f in before1 after1 after_nocluster after_cluster16; do
-    echo "-- $f"; grep -E "^B[0-9]+ C[0-9]+ Hq|^rows " "$logs/$f.log"
+  default_runs="before1:before:decode,argmax,decode_step after1:after:decode,argmax,decode_step
+    pull:after:decode_step:LLM_CUDA_DECODE_VARIANT=pull
+    late:after:decode,decode_step:LLM_CUDA_DECODE_VARIANT=late
+    pull_late:after:decode_step:LLM_CUDA_DECODE_VARIANT=pull_late
+    nocluster:after:decode,decode_step:LLM_CUDA_DECODE_CLUSTER=0
+    nocluster_late:after:decode,decode_step:LLM_CUDA_DECODE_CLUSTER=0+LLM_CUDA_DECODE_VARIANT=late
+    argmax_b1:after:argmax:LLM_CUDA_ARGMAX_BLOCKS=1 argmax_b2:after:argmax:LLM_CUDA_ARGMAX_BLOCKS=2
+    argmax_b4:after:argmax:LLM_CUDA_ARGMAX_BLOCKS=4 argmax_b16:after:argmax:LLM_CUDA_ARGMAX_BLOCKS=16
+    before2:before:argmax,decode_step after2:after:argmax,decode_step"
+  read -r -a bench_runs <<< "$(echo ${BENCH_RUNS:-$default_runs})"
+  for spec in "${bench_runs[@]}"; do
+    IFS=':' read -r name runner sections envs <<< "$spec"
+    # shellcheck disable=SC2086
+    run_bench "$name" "$runner" "$sections" ${envs//+/ } LLM_BENCH_DECODE_MODES=${MODES:-graphs}
+  done
+  for f in "$logs"/*.log; do
+    grep -qE "^B[0-9]+ C[0-9]+ Hq|^rows " "$f" || continue
+    echo "-- $(basename "$f" .log)"; grep -E "^B[0-9]+ C[0-9]+ Hq|^rows " "$f"
   done
   pack
 fi
@@ -75,16 +87,17 @@ fi
 if wants sanitize; then
   cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   t=/tmp/g/bin/kernels_gpu_tests
-  {
-    echo "== memcheck"
-    after timeout 110 "$cs" --tool memcheck "$t" --gtest_filter='*FlashDecodeSplitTest*:*BatchSizes*:*GreedyArgmax*:*MixedBatchShortDecodes*/mma:*DecodeBatch*hd64_g8_bs16_mma*' 2>&1 | tail -4
-    echo "== racecheck"
-    after timeout 100 "$cs" --tool racecheck "$t" --gtest_filter='*FlashDecodeSplitTest*hd64_g8*:*FlashDecodeSplitTest*hd128_g1*:*GreedyArgmax*' 2>&1 | tail -3
-    echo "== synccheck"
-    after timeout 60 "$cs" --tool synccheck "$t" --gtest_filter='*FlashDecodeSplitTest*hd128_g8*:*GreedyArgmax*' 2>&1 | tail -3
-    echo "== initcheck"
-    after timeout 40 "$cs" --tool initcheck "$t" --gtest_filter='*FlashDecodeSplitTest*hd64_g1*' 2>&1 | tail -3
-  } 2>&1 | tee "$logs/sanitizer.log"
+  sanitize() {  # name, seconds, tool, filter
+    after timeout "$2" "$cs" --tool "$3" --print-limit 8 "$t" --gtest_filter="$4" > "$logs/san_$1.log" 2>&1
+    echo "== $1 ($3, rc $?): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|tests ran|PASSED|FAILED  \]' "$logs/san_$1.log" | tr '\n' ' ')"
+    pack
+  }
+  sanitize memcheck_splits 100 memcheck '*FlashDecodeSplitTest*'
+  sanitize memcheck_argmax 40 memcheck '*GreedyArgmax*:*SampleMatches*'
+  sanitize memcheck_batches 90 memcheck '*BatchSizes*:*MixedBatchShortDecodes*/mma:*DecodeBatch*hd64_g8_bs16_mma*'
+  sanitize racecheck 90 racecheck '*FlashDecodeSplitTest*hd64_g8*:*FlashDecodeSplitTest*hd128_g1*:*GreedyArgmax*'
+  sanitize synccheck 45 synccheck '*FlashDecodeSplitTest*hd128_g8*:*GreedyArgmax*'
+  sanitize initcheck 45 initcheck '*FlashDecodeSplitTest*hd64_g1*:*GreedyArgmax*'
   pack
 fi
 pack

@@ -178,10 +178,10 @@ class AttentionCase {
   }
 
   // Flash decode launched directly with `num_splits` forced (chunks of ceil(max_kv_len /
-  // num_splits) positions, not rounded to the kernel's tiles), merged in clusters or by the merge
-  // kernel as cuda::FlashDecodeMergesInCluster says; in a batch with larger sequences flash prefill
-  // takes those (mixed_batch), as the backend does. Returns the output as floats.
-  std::vector<float> RunSplitKv(int32_t num_splits) {
+  // num_splits) positions, not rounded to the kernel's tiles), merged in a cluster or by the merge
+  // kernel; in a batch with larger sequences flash prefill takes those (mixed_batch), as the
+  // backend does. Returns the output as floats.
+  std::vector<float> RunSplitKv(int32_t num_splits, bool in_cluster) {
     Backend& gpu = CudaBackendFor(Kernel::kAuto);
     DeviceBuffer qkv = gpu_testing::Upload(gpu, gpu_testing::ToBf16(qkv_));
     DeviceBuffer pool = gpu_testing::Upload(gpu, gpu_testing::ToBf16(pool_));
@@ -198,6 +198,7 @@ class AttentionCase {
     p.mixed_batch = !cuda::FlashDecodeSupports(p);
     p.num_splits = num_splits;
     p.kv_chunk_size = (max_kv_len_ + num_splits - 1) / num_splits;
+    p.merge_in_cluster = in_cluster;
     const size_t workspace_floats = cuda::FlashDecodeWorkspaceFloats(p);
     DeviceBuffer workspace = gpu_testing::Poisoned(gpu, std::max<size_t>(4, workspace_floats * 4));
     if (workspace_floats > 0) {
@@ -214,9 +215,10 @@ class AttentionCase {
   }
 
   // RunSplitKv checked against the reference; returns the relative error.
-  double CheckSplitKv(int32_t num_splits) {
-    const std::vector<float> out = RunSplitKv(num_splits);
-    const std::string what = SplitKvName(num_splits);
+  double CheckSplitKv(int32_t num_splits, bool in_cluster) {
+    const std::vector<float> out = RunSplitKv(num_splits, in_cluster);
+    const std::string what = "flash decode, " + std::to_string(num_splits) + " splits (" +
+                             (in_cluster ? "cluster" : "merge kernel") + ")";
     EXPECT_EQ(CountNonFinite(out), 0u) << what << ": unwritten or NaN outputs";
     const double error = RelativeError(out, reference_);
     EXPECT_LT(error, kTolerance) << what;
@@ -226,26 +228,22 @@ class AttentionCase {
     return error;
   }
 
-  // "flash decode, N splits (cluster | merge kernel)" for num_splits forced on this batch, or,
-  // with num_splits 0, for what ChooseDecodeSplits picks on this device.
-  std::string SplitKvName(int32_t num_splits) const {
+  // "N splits (cluster | merge kernel | none)": what ChooseDecodeSplits picks for this batch on
+  // this device.
+  std::string ChosenSplits() const {
     cuda::PagedAttentionParams p;
     p.num_seqs = static_cast<int32_t>(problem_.sequences.size());
     p.num_kv_heads = problem_.num_kv_heads;
     p.max_kv_len = max_kv_len_;
-    if (num_splits > 0) {
-      p.num_splits = num_splits;
-    } else {
-      int device = 0, num_sms = 1;
-      EXPECT_EQ(cudaGetDevice(&device), cudaSuccess);
-      EXPECT_EQ(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device),
-                cudaSuccess);
-      cuda::ChooseDecodeSplits(p, num_sms);
-    }
-    const char* merge = p.num_splits == 1                     ? "none"
-                        : cuda::FlashDecodeMergesInCluster(p) ? "cluster"
-                                                              : "merge kernel";
-    return "flash decode, " + std::to_string(p.num_splits) + " splits (" + merge + ")";
+    int device = 0, num_sms = 1;
+    EXPECT_EQ(cudaGetDevice(&device), cudaSuccess);
+    EXPECT_EQ(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device),
+              cudaSuccess);
+    cuda::ChooseDecodeSplits(p, num_sms);
+    const char* merge = p.num_splits == 1     ? "none"
+                        : p.merge_in_cluster ? "cluster"
+                                             : "merge kernel";
+    return std::to_string(p.num_splits) + " splits (" + merge + ")";
   }
 
   bool DecodeApplies() const {
@@ -413,21 +411,6 @@ INSTANTIATE_TEST_SUITE_P(HeadDimGroupBlock, AttentionGridTest,
                                   ImplementationSuffix(std::get<3>(info.param));
                          });
 
-// Forces the most splits that flash decode merges in a cluster (0: always the merge kernel) for
-// the test's duration.
-class ClusterSplitsScope {
- public:
-  explicit ClusterSplitsScope(int32_t max_splits) { cuda::SetFlashDecodeClusterSplits(max_splits); }
-  ~ClusterSplitsScope() { cuda::SetFlashDecodeClusterSplits(-1); }
-};
-
-bool ClusterMergeAvailable() {
-  int device = 0, major = 0;
-  return cudaGetDevice(&device) == cudaSuccess &&
-         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-         major >= 9;
-}
-
 // (head_dim, group): flash decode at forced split counts on both sides of the cluster sizes (8
 // portable, 16 non-portable), each merged in a cluster (where it fits) and by the merge kernel, on
 // fresh inputs every time: 1 or 4 sequences (one with several query tokens), chunks not rounded to
@@ -438,12 +421,13 @@ TEST_P(FlashDecodeSplitTest, ForcedSplitCountsMatchCpuReference) {
   SKIP_WITHOUT_GPU();
   const auto [head_dim, group] = GetParam();
   const int max_new = std::max(1, 16 / group);
-  std::vector<int32_t> cluster_limits = {0};
-  if (ClusterMergeAvailable()) cluster_limits = {16, 0};
   uint32_t seed = 500 + head_dim * 10 + group * 1000;
   for (int32_t num_splits : {2, 3, 5, 8, 11, 16, 17, 40}) {
     for (int32_t batch : {1, 4}) {
-      for (int32_t cluster_limit : cluster_limits) {
+      for (bool in_cluster : {true, false}) {
+        if (in_cluster && (num_splits > cuda::kFlashDecodeMaxClusterSplits ||
+                           !cuda::FlashDecodeClusterMergeAvailable()))
+          continue;
         Problem problem{head_dim, 2 * group, 2, batch == 1 ? 16 : 32, {}, ++seed};
         std::mt19937 generator(problem.seed);
         problem.sequences = RandomSequences(batch, 1300, 1, generator);
@@ -452,8 +436,7 @@ TEST_P(FlashDecodeSplitTest, ForcedSplitCountsMatchCpuReference) {
           problem.sequences[2].cached = static_cast<int32_t>(generator() % 20);
         }
         AttentionCase test_case(problem);
-        ClusterSplitsScope scope(cluster_limit);
-        test_case.CheckSplitKv(num_splits);
+        test_case.CheckSplitKv(num_splits, in_cluster);
       }
     }
   }
@@ -478,7 +461,7 @@ TEST(AttentionDecodeBatchTest, BatchSizesMatchCpuReference) {
       problem.sequences = RandomSequences(batch, batch >= 16 ? 1000 : 2500, 1, generator);
       if (batch == 1) problem.sequences[0] = {511, 1};
       AttentionCase test_case(problem);
-      std::printf("  B%d hd%d: %s\n", batch, head_dim, test_case.SplitKvName(0).c_str());
+      std::printf("  B%d hd%d: %s\n", batch, head_dim, test_case.ChosenSplits().c_str());
       test_case.Check(Kernel::kAuto);
       const std::vector<float> first = test_case.RunCuda(Kernel::kFlashDecode);
       EXPECT_EQ(first, test_case.RunCuda(Kernel::kFlashDecode)) << "flash decode: a race?";
@@ -578,12 +561,11 @@ TEST_P(AttentionPrefillLargeTest, MixedBatchLongDecodesAndPrefillChunks) {
 TEST_P(AttentionPrefillLargeTest, MixedBatchShortDecodesAtForcedSplits) {
   SKIP_WITHOUT_PREFILL_KERNEL(GetParam());
   PrefillKernelScope scope(GetParam());
-  std::vector<int32_t> cluster_limits = {0};
-  if (ClusterMergeAvailable()) cluster_limits = {16, 0};
   uint32_t seed = 80u + SeedOffset(GetParam());
   for (int32_t head_dim : {64, 128}) {
     for (int32_t num_splits : {3, 8, 13}) {
-      for (int32_t cluster_limit : cluster_limits) {
+      for (bool in_cluster : {true, false}) {
+        if (in_cluster && !cuda::FlashDecodeClusterMergeAvailable()) continue;
         Problem problem{head_dim, 8, 2, 16, {}, ++seed};
         std::mt19937 generator(problem.seed);
         const auto cached = [&](int32_t most) { return static_cast<int32_t>(generator() % most); };
@@ -591,8 +573,7 @@ TEST_P(AttentionPrefillLargeTest, MixedBatchShortDecodesAtForcedSplits) {
                              {0, 40},          {cached(50), 1},   {cached(1000), 1}};
         AttentionCase test_case(problem);
         ASSERT_FALSE(test_case.DecodeApplies());
-        ClusterSplitsScope limit(cluster_limit);
-        test_case.CheckSplitKv(num_splits);
+        test_case.CheckSplitKv(num_splits, in_cluster);
       }
     }
   }
