@@ -26,10 +26,12 @@ namespace {
 // of 1024, two per SM), so the busiest SM costs ceil(blocks / SMs) * chunk. Each wave of resident
 // blocks pays a fixed cost (Q load, pipeline fill, warp merge) worth ~kDecodeBlockOverhead
 // positions, and a split launch the merge of its partials, ~kDecodeMergeOverhead. Against forced
-// split counts on an H100 (docs/perf/2026-11-24-h100-session3/, sweep): best or within 1% at B1
-// C32k / C4k, B8 C4k, B32 and B64 C512 (head_dim 64); 3% behind the best (2 splits) at B16 C16k.
-// The model that let two blocks share an SM for free chose 2 splits at B32 C512 head_dim 64
-// (13% slower than 1) and 32 at B1 C4k (6% slower than 16).
+// split counts on an H100 (docs/perf/2026-11-24-h100-session3/, the sweeps of calls 1 and 2): the
+// best or within 1.5% of it at B1 C32k / C4k and B8 C4k (head_dim 128) and at B1 / B32 / B64 C512
+// (head_dim 64); at B16 C16k it now runs unsplit, 2-3.5% behind 2 or 8 splits. The previous model
+// (two blocks per SM for free, the merge folded into the block cost) chose 2 splits at B32 C512
+// head_dim 64 (13-15% slower than 1, the decode step's shape) and 32 at B1 C4k (5-6% slower than
+// 16).
 constexpr int64_t kDecodeBlockOverhead = 256;  // positions
 constexpr int64_t kDecodeMergeOverhead = 128;  // positions
 constexpr int64_t kDecodeResidentBlocksPerSm = 2;  // ~100 KB of shared memory per block
@@ -194,18 +196,6 @@ int32_t FlashDecodeClusterSplits() {
     return 8;
   }();
   return splits;
-}
-
-int FlashDecodeVariant() {
-  static const int variant = [] {
-    const char* value = std::getenv("LLM_CUDA_DECODE_VARIANT");
-    if (value == nullptr) return 0;
-    if (std::strcmp(value, "pull") == 0) return 1;
-    if (std::strcmp(value, "late") == 0) return 2;
-    if (std::strcmp(value, "pull_late") == 0) return 3;
-    return 0;
-  }();
-  return variant;
 }
 
 void ChooseDecodeSplits(PagedAttentionParams& params, int32_t num_sms) {

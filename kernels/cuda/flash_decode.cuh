@@ -12,15 +12,20 @@
 //   O = sum_c 2^(lse_c - lse_max) O_c / sum_c 2^(lse_c - lse_max),
 // and a chunk past a row's position (lse_c = -inf) has weight 0. Three ways to finish:
 //  * one chunk: the block writes bf16 output directly;
-//  * up to FlashDecodeClusterSplits() chunks (8, the portable cluster size; compute capability 9.0):
-//    the launch groups the chunks of one (sequence, kv head) into a thread-block cluster of
-//    num_splits blocks; each block leaves (O_c, lse_c) in its shared memory, and after a cluster
-//    barrier block r combines output elements r, r + num_splits, ... (4 columns each) reading every
-//    block's shared memory through distributed shared memory, and writes bf16 output: no fp32
-//    partials in device memory and no second kernel (the merge kernel cost 3.5 us per layer at B1);
-//  * more chunks (long contexts: 32 for one 32k sequence): fp32 O_c and lse_c per (token, head,
-//    chunk) go to partial_out / partial_lse and MergeSplitsKernel (flash_decode_merge.cu) combines
-//    them.
+//  * merge_in_cluster (ChooseDecodeSplits sets it for 2..8 chunks when every block has an SM to
+//    itself; compute capability 9.0): the chunks of one (sequence, kv head) form a thread-block
+//    cluster of num_splits blocks; each block leaves (O_c, lse_c) in its own shared memory (in the
+//    pipeline's bytes, so no occupancy is lost), and after a cluster barrier block r combines the
+//    output pieces r, r + num_splits, ... (4 columns each), reading every block's (O_c, lse_c)
+//    through distributed shared memory, and writes bf16 output; a second barrier keeps each block's
+//    shared memory alive until the others have read it. No fp32 partials, no second kernel;
+//  * otherwise (long contexts: 16 chunks for one 32k sequence; fuller grids, where clusters waited
+//    for room): fp32 O_c and lse_c per (token, head, chunk) go to partial_out / partial_lse and
+//    MergeSplitsKernel (flash_decode_merge.cu) combines them.
+// Measured on an H100 (docs/perf/2026-11-24-h100-session3/): at B1 on TinyLlama's shape (8
+// chunks of 64 positions) one cluster launch takes 7.7-7.9 us against 6.2 + 3.5 us for the two
+// kernels (Nsight Compute); pushing the pieces into the combining blocks' shared memory instead
+// (one barrier, a separate receive area) measured no faster (7.9 us) and was dropped.
 //
 // Reference: the CPU backend's PagedAttention; test: tests/kernels/gpu/attention_test.cc;
 // benchmark: bench/bench_kernels.cu (bandwidth vs a device copy and torch SDPA). Instantiated per
@@ -49,47 +54,42 @@ struct FlashDecodeTraits {
   static constexpr int kStageElements = 2 * kTileN * kHeadDim;  // K then V
   static constexpr int kPipelineBytes = kWarps * kStages * kStageElements * 2;
   static constexpr int kMergeBytes = kWarps * kRows * (kHeadDim + 2) * 4;
+  // The cluster merge's exchange area after the warp-merge area: the block's O_c [row][D] and
+  // lse_c [row]. Only this block writes it, after its own K/V loop, so it may share the pipeline's
+  // bytes; it fits there at both head dims and costs no occupancy.
+  static constexpr int kExchangeBytes = kRows * (kHeadDim + 1) * 4;
+  static constexpr int kTailBytes = kMergeBytes + kExchangeBytes;
   static constexpr int kSharedBytes =
-      kRows * kHeadDim * 2 + (kPipelineBytes > kMergeBytes ? kPipelineBytes : kMergeBytes);
-  // The cluster merge's receive area, after everything else: from every split of the cluster, the
-  // 16-byte pieces of O_c this block combines ([split][piece]) and lse_c of every row
-  // ([split][row]). Other blocks store into it while this one may still stream K/V, so it cannot
-  // share the pipeline's memory; the cluster kernel runs at most one block per SM anyway
-  // (ChooseDecodeSplits), so the extra bytes cost no occupancy there.
-  static constexpr int kPieces = kRows * kHeadDim / 4;
-  static constexpr int kExchangeBytes = (kPieces + kFlashDecodeMaxClusterSplits) * 16 +
-                                        kFlashDecodeMaxClusterSplits * kRows * 4;
-  static constexpr int kClusterSharedBytes = kSharedBytes + kExchangeBytes;
-  static_assert(kSharedBytes % 16 == 0, "the receive area holds 16-byte pieces");
+      kRows * kHeadDim * 2 + (kPipelineBytes > kTailBytes ? kPipelineBytes : kTailBytes);
+  static_assert(kMergeBytes % 16 == 0, "the exchange area is read with 16-byte loads");
 };
 
-// How the blocks' results leave the kernel. kDirect: bf16 output (one split) or fp32 partials for
-// MergeSplitsKernel. kClusterPush: the splits are one cluster; each block stores its O_c pieces
-// and lse_c into the shared memory of the blocks that combine them, one cluster barrier, then each
-// block combines its pieces from its own shared memory. kClusterPull (kept for comparison): each
-// block leaves O_c / lse_c in its own shared memory; after a barrier the combining blocks read them
-// remotely, and a second barrier keeps every block alive until the reads are done.
-enum class DecodeMerge { kDirect, kClusterPush, kClusterPull };
-
-// Combines, in block `rank` of a cluster of `num_splits`, the pieces e = rank, rank + num_splits,
-// ... of the output (piece e: row e / (D / 4), columns 4 (e % (D / 4)) + 0..3), given each split's
-// lse_c for the piece's row and a way to load that split's piece of O_c; writes bf16 output.
-template <typename Traits, typename LseFn, typename PieceFn>
-__device__ __forceinline__ void CombinePieces(const PagedAttentionParams& params, int rank,
-                                              int q_begin, int kv_head, int group, int num_rows,
-                                              LseFn&& lse_of, PieceFn&& piece_of) {
+// The cluster merge (see the header comment): called by every block of the cluster after it wrote
+// its rows' O_c to exchange_o [row][D] and lse_c to exchange_lse [row] of its own shared memory.
+template <typename Traits>
+__device__ __forceinline__ void MergeSplitsInCluster(const PagedAttentionParams& params,
+                                                     const float* exchange_o,
+                                                     const float* exchange_lse, int q_begin,
+                                                     int kv_head, int group, int num_rows) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   constexpr int D = Traits::kHeadDim;
-  const int num_splits = params.num_splits;
-  const int pieces = num_rows * (D / 4);
-  for (int piece = rank + num_splits * threadIdx.x; piece < pieces;
-       piece += num_splits * Traits::kThreads) {
-    const int row = piece / (D / 4);
-    const int column = piece % (D / 4) * 4;
+  constexpr int kVector = 4;  // columns per element: one 16-byte load per split
+  namespace cg = cooperative_groups;
+  const cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // every block's exchange area is written (release / acquire across the cluster)
+  const int num_splits = params.num_splits;  // == the cluster's size
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int elements = num_rows * (D / kVector);
+  // Element e goes to block e % num_splits, so each block takes an equal share even of one row.
+  for (int element = rank + num_splits * threadIdx.x; element < elements;
+       element += num_splits * Traits::kThreads) {
+    const int row = element / (D / kVector);
+    const int column = element % (D / kVector) * kVector;
     float lse[kFlashDecodeMaxClusterSplits];
     float lse_max = -INFINITY;
 #pragma unroll
     for (int c = 0; c < kFlashDecodeMaxClusterSplits; ++c) {
-      lse[c] = c < num_splits ? lse_of(c, row) : -INFINITY;
+      lse[c] = c < num_splits ? cluster.map_shared_rank(exchange_lse, c)[row] : -INFINITY;
       lse_max = fmaxf(lse_max, lse[c]);
     }
     float4 sum_o = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -97,9 +97,10 @@ __device__ __forceinline__ void CombinePieces(const PagedAttentionParams& params
     if (lse_max != -INFINITY) {
 #pragma unroll
       for (int c = 0; c < kFlashDecodeMaxClusterSplits; ++c) {
-        if (lse[c] == -INFINITY) continue;  // weight 0; an empty chunk sends no O_c
+        if (lse[c] == -INFINITY) continue;  // weight 0; an empty chunk never wrote its O_c
         const float weight = exp2f(lse[c] - lse_max);
-        const float4 o = piece_of(c, piece, row, column);
+        const float4 o = *reinterpret_cast<const float4*>(
+            cluster.map_shared_rank(exchange_o, c) + row * D + column);
         sum_weight += weight;
         sum_o.x += weight * o.x;
         sum_o.y += weight * o.y;
@@ -115,13 +116,15 @@ __device__ __forceinline__ void CombinePieces(const PagedAttentionParams& params
     out[2] = __float2bfloat16_rn(sum_o.z * inverse);
     out[3] = __float2bfloat16_rn(sum_o.w * inverse);
   }
+  cluster.sync();  // no block exits while another still reads its shared memory
+#else
+  __trap();  // merge_in_cluster is accepted only on compute capability >= 9.0
+#endif
 }
 
-// kEarlyLoads: the sequence's query range, its length and the block-table entries of each warp's
-// first tiles are loaded together at the start, and the chunk ends at kv_len (positions past the
-// last query are masked anyway), so K/V copies start one dependent round trip after the kernel
-// does instead of three (query_start -> positions -> block table -> K/V).
-template <typename Traits, DecodeMerge kMerge, bool kEarlyLoads>
+// kClusterMerge: launched in clusters of num_splits blocks along x; the splits merge in the
+// cluster (MergeSplitsInCluster) instead of through partial_out / partial_lse.
+template <typename Traits, bool kClusterMerge>
 __global__ void __launch_bounds__(Traits::kThreads)
     FlashDecodeKernel(const PagedAttentionParams params) {
   constexpr int D = Traits::kHeadDim;
@@ -129,54 +132,30 @@ __global__ void __launch_bounds__(Traits::kThreads)
   constexpr int kStages = Traits::kStages;
   constexpr int kChunks = Traits::kChunksPerRow;
   constexpr int kRows = Traits::kRows;
-  constexpr bool kCluster = kMerge != DecodeMerge::kDirect;
   extern __shared__ __align__(128) unsigned char shared_raw[];
   auto* smem_q = reinterpret_cast<__nv_bfloat16*>(shared_raw);
   __nv_bfloat16* smem_pipeline = smem_q + kRows * D;
+
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  namespace cg = cooperative_groups;
-  // Distributed shared memory may be written only once its block runs: every block arrives here
-  // and waits (long since complete by then) before its first remote store.
-  if constexpr (kMerge == DecodeMerge::kClusterPush) cg::this_cluster().barrier_arrive();
   // Lets the merge kernel (launched with programmatic stream serialization) start its blocks
   // early; it waits in griddepcontrol.wait until this grid has finished and flushed its writes.
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#else
-  if constexpr (kCluster) __trap();  // launched only on compute capability >= 9.0
 #endif
   const int split = blockIdx.x;
   const int kv_head = blockIdx.y;
   const int seq = blockIdx.z;
-  const int warp = threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
   const int group = params.num_q_heads / params.num_kv_heads;
-  const int* block_table =
-      params.block_tables + static_cast<int64_t>(seq) * params.block_table_stride;
-  const kvcache::KvLayout layout = params.layout;
-  const int chunk_begin = split * params.kv_chunk_size;
-  // The block-table entry of the warp's i-th tile (chunk tile warp + i * kWarps).
-  auto tile_block = [&](int i) {
-    const int tile_start = chunk_begin + (warp + i * Traits::kWarps) * kTileN;
-    return block_table[min(tile_start / layout.block_size, params.block_table_stride - 1)];
-  };
   const int q_begin = params.query_start[seq];
-  const int q_end = params.query_start[seq + 1];
-  const int kv_len = params.kv_lens[seq];
-  int prologue_blocks[kStages - 1] = {};
-  if constexpr (kEarlyLoads) {
-#pragma unroll
-    for (int i = 0; i < kStages - 1; ++i) prologue_blocks[i] = tile_block(i);
-  }
-  const int num_rows = (q_end - q_begin) * group;
+  const int num_rows = (params.query_start[seq + 1] - q_begin) * group;
   // Larger sequences belong to flash prefill. The same for every block of a cluster (one
   // sequence), so no block waits at a cluster barrier for one that left.
   if (num_rows == 0 || num_rows > kRows) return;
-  int kv_end = kv_len;
-  if constexpr (!kEarlyLoads) {
-    kv_end = min(kv_len, params.positions[q_begin + (num_rows - 1) / group] + 1);
-  }
+  const int kv_len = params.kv_lens[seq];
+  const int last_position = params.positions[q_begin + (num_rows - 1) / group];
+  const int kv_end = min(kv_len, last_position + 1);
+  const int chunk_begin = split * params.kv_chunk_size;
   const int chunk_end = min(kv_end, chunk_begin + params.kv_chunk_size);
-  const bool split_output = !kCluster && params.num_splits > 1;
+  const bool split_output = !kClusterMerge && params.num_splits > 1;
 
   // Where row r's partial result goes: [token][head][split].
   auto partial_index = [&](int row) {
@@ -187,76 +166,15 @@ __global__ void __launch_bounds__(Traits::kThreads)
   auto* merge_o = reinterpret_cast<float*>(smem_pipeline);  // [warp][row][D]
   float* merge_max = merge_o + Traits::kWarps * kRows * D;  // [warp][row]
   float* merge_sum = merge_max + Traits::kWarps * kRows;    // [warp][row]
-  // The cluster merge's area (pull: O_c [row][D] and lse_c [row] of this block; push: the pieces
-  // and lse_c received from every split).
-  auto* exchange = reinterpret_cast<float*>(shared_raw + Traits::kSharedBytes);
-  const int num_pieces = num_rows * (D / 4);
-  const int pieces_per_block = (num_pieces + params.num_splits - 1) / params.num_splits;
-  auto* received_o = reinterpret_cast<float4*>(exchange);  // push: [split][pieces_per_block]
-  float* received_lse =
-      exchange + (Traits::kPieces + kFlashDecodeMaxClusterSplits) * 4;  // push: [split][row]
-
-  // The cluster merge, once this block's result is in place (pull) or about to be sent (push).
-  // send(row, column, o) gives this block's O_c value; lse(row) its lse_c. An empty chunk sends only
-  // lse_c = -inf.
-  auto merge_in_cluster = [&](bool empty, auto&& lse_of_row, auto&& o4_of_piece) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    const cg::cluster_group cluster = cg::this_cluster();
-    const int rank = split;  // the cluster spans the splits along x
-    if constexpr (kMerge == DecodeMerge::kClusterPush) {
-      cluster.barrier_wait();  // every block of the cluster runs
-      for (int index = threadIdx.x; index < num_rows * params.num_splits;
-           index += Traits::kThreads) {
-        const int row = index % num_rows;
-        const int target = index / num_rows;
-        *cluster.map_shared_rank(received_lse + split * kRows + row, target) =
-            empty ? -INFINITY : lse_of_row(row);
-      }
-      if (!empty) {
-        for (int piece = threadIdx.x; piece < num_pieces; piece += Traits::kThreads) {
-          const int target = piece % params.num_splits;
-          *cluster.map_shared_rank(
-              received_o + split * pieces_per_block + piece / params.num_splits, target) =
-              o4_of_piece(piece);
-        }
-      }
-      cluster.sync();  // the pieces are in place (release / acquire across the cluster)
-      CombinePieces<Traits>(
-          params, rank, q_begin, kv_head, group, num_rows,
-          [&](int c, int row) { return received_lse[c * kRows + row]; },
-          [&](int c, int piece, int, int) {
-            return received_o[c * pieces_per_block + piece / params.num_splits];
-          });
-    } else {
-      float* exchange_o = exchange;                 // [row][D]
-      float* exchange_lse = exchange + kRows * D;   // [row]
-      if (empty) {
-        for (int row = threadIdx.x; row < num_rows; row += Traits::kThreads)
-          exchange_lse[row] = -INFINITY;
-      } else {
-        for (int piece = threadIdx.x; piece < num_pieces; piece += Traits::kThreads) {
-          *reinterpret_cast<float4*>(exchange_o + piece * 4) = o4_of_piece(piece);
-          if (piece % (D / 4) == 0) exchange_lse[piece / (D / 4)] = lse_of_row(piece / (D / 4));
-        }
-      }
-      cluster.sync();  // every block's O_c and lse_c are written
-      CombinePieces<Traits>(
-          params, rank, q_begin, kv_head, group, num_rows,
-          [&](int c, int row) { return cluster.map_shared_rank(exchange_lse, c)[row]; },
-          [&](int c, int, int row, int column) {
-            return *reinterpret_cast<const float4*>(cluster.map_shared_rank(exchange_o, c) +
-                                                    row * D + column);
-          });
-      cluster.sync();  // no block exits while another still reads its shared memory
-    }
-#endif
-  };
-
+  float* exchange_o = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(smem_pipeline) +
+                                               Traits::kMergeBytes);  // [row][D]
+  float* exchange_lse = exchange_o + kRows * D;                       // [row]
   if (chunk_begin >= chunk_end) {  // nothing to attend to in this chunk: weight 0 in the merge
-    if constexpr (kCluster) {
-      merge_in_cluster(
-          true, [](int) { return -INFINITY; },
-          [](int) { return make_float4(0.f, 0.f, 0.f, 0.f); });
+    if constexpr (kClusterMerge) {
+      for (int row = threadIdx.x; row < num_rows; row += Traits::kThreads)
+        exchange_lse[row] = -INFINITY;
+      MergeSplitsInCluster<Traits>(params, exchange_o, exchange_lse, q_begin, kv_head, group,
+                                   num_rows);
     } else if (split_output) {
       for (int index = threadIdx.x; index < num_rows * D; index += Traits::kThreads) {
         const int row = index / D;
@@ -280,22 +198,28 @@ __global__ void __launch_bounds__(Traits::kThreads)
   }
   CpAsyncCommit();  // Q is the oldest group: waited for after the K/V prologue is in flight
 
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int* block_table =
+      params.block_tables + static_cast<int64_t>(seq) * params.block_table_stride;
+  const kvcache::KvLayout layout = params.layout;
   __nv_bfloat16* warp_pipeline = smem_pipeline + warp * kStages * Traits::kStageElements;
+
   const int num_tiles = (chunk_end - chunk_begin + kTileN - 1) / kTileN;
   const int my_tiles =
       num_tiles > warp ? (num_tiles - warp + Traits::kWarps - 1) / Traits::kWarps : 0;
-  // The warp's i-th tile is chunk tile warp + i * kWarps, the block-table entry of its first
-  // position `first_block`; stage s holds K then V.
-  auto load_tile = [&](int i, int first_block) {
+  // The warp's i-th tile is chunk tile warp + i * kWarps; stage s holds K then V.
+  auto load_tile = [&](int i) {
     const int tile_start = chunk_begin + (warp + i * Traits::kWarps) * kTileN;
     __nv_bfloat16* stage_k = warp_pipeline + (i % kStages) * Traits::kStageElements;
     __nv_bfloat16* stage_v = stage_k + kTileN * D;
     // Usually the whole tile lies in one KV block: one block-table read (the same address for every
     // lane) instead of one division and one dependent read per 16-byte copy.
-    const int first_slot = tile_start % layout.block_size;
+    const int first_index = tile_start / layout.block_size;
+    const int first_slot = tile_start - first_index * layout.block_size;
     const bool one_block = first_slot + kTileN <= layout.block_size;
     const int64_t tile_base =
-        one_block ? layout.offset_in_layer(first_block, kv_head, first_slot, 0) : 0;
+        one_block ? layout.offset_in_layer(block_table[first_index], kv_head, first_slot, 0) : 0;
 #pragma unroll
     for (int index = lane; index < kTileN * kChunks; index += 32) {
       const int r = index / kChunks;
@@ -330,19 +254,13 @@ __global__ void __launch_bounds__(Traits::kThreads)
 
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
-    if (i < my_tiles) {
-      if constexpr (kEarlyLoads) {
-        load_tile(i, prologue_blocks[i]);
-      } else {
-        load_tile(i, tile_block(i));
-      }
-    }
+    if (i < my_tiles) load_tile(i);
     CpAsyncCommit();
   }
   CpAsyncWait<kStages - 1>();  // this thread's Q copies
   __syncthreads();             // everyone's Q copies
   for (int i = 0; i < my_tiles; ++i) {
-    if (i + kStages - 1 < my_tiles) load_tile(i + kStages - 1, tile_block(i + kStages - 1));
+    if (i + kStages - 1 < my_tiles) load_tile(i + kStages - 1);
     CpAsyncCommit();
     CpAsyncWait<kStages - 1>();
     __syncwarp();
@@ -377,120 +295,44 @@ __global__ void __launch_bounds__(Traits::kThreads)
   }
   __syncthreads();
 
-  // The block's result for row r: O_c = sum_w 2^(m_w - m) O_w / sum_w 2^(m_w - m) l_w with
-  // m = max_w m_w, and lse_c = m + log2(sum_w 2^(m_w - m) l_w) (-inf when no position was visible).
-  auto row_max = [&](int row) {
+  for (int index = threadIdx.x; index < num_rows * D; index += Traits::kThreads) {
+    const int row = index / D;
+    const int column = index % D;
     float max_all = -INFINITY;
 #pragma unroll
     for (int w = 0; w < Traits::kWarps; ++w) max_all = fmaxf(max_all, merge_max[w * kRows + row]);
-    return max_all;
-  };
-  auto row_sum = [&](int row, float max_all) {
     float sum = 0.f;
+    float value = 0.f;
     if (max_all != -INFINITY) {
 #pragma unroll
-      for (int w = 0; w < Traits::kWarps; ++w)
-        sum += exp2f(merge_max[w * kRows + row] - max_all) * merge_sum[w * kRows + row];
-    }
-    return sum;
-  };
-  if constexpr (kCluster) {
-    merge_in_cluster(
-        false,
-        [&](int row) {
-          const float max_all = row_max(row);
-          const float sum = row_sum(row, max_all);
-          return sum > 0.f ? max_all + log2f(sum) : -INFINITY;
-        },
-        [&](int piece) {
-          const int row = piece / (D / 4);
-          const int column = piece % (D / 4) * 4;
-          const float max_all = row_max(row);
-          float value[4] = {0.f, 0.f, 0.f, 0.f};
-          float sum = 0.f;
-          if (max_all != -INFINITY) {
-#pragma unroll
-            for (int w = 0; w < Traits::kWarps; ++w) {
-              const float weight = exp2f(merge_max[w * kRows + row] - max_all);
-              sum += weight * merge_sum[w * kRows + row];
-              const float4 o =
-                  *reinterpret_cast<const float4*>(merge_o + (w * kRows + row) * D + column);
-              value[0] += weight * o.x;
-              value[1] += weight * o.y;
-              value[2] += weight * o.z;
-              value[3] += weight * o.w;
-            }
-          }
-          const float inverse = sum > 0.f ? 1.f / sum : 0.f;
-          return make_float4(value[0] * inverse, value[1] * inverse, value[2] * inverse,
-                             value[3] * inverse);
-        });
-  } else {
-    for (int index = threadIdx.x; index < num_rows * D; index += Traits::kThreads) {
-      const int row = index / D;
-      const int column = index % D;
-      const float max_all = row_max(row);
-      float sum = 0.f;
-      float value = 0.f;
-      if (max_all != -INFINITY) {
-#pragma unroll
-        for (int w = 0; w < Traits::kWarps; ++w) {
-          const float weight = exp2f(merge_max[w * kRows + row] - max_all);
-          sum += weight * merge_sum[w * kRows + row];
-          value += weight * merge_o[(w * kRows + row) * D + column];
-        }
-      }
-      const float normalised = sum > 0.f ? value / sum : 0.f;
-      if (split_output) {
-        params.partial_out[partial_index(row) * D + column] = normalised;
-        if (column == 0) {
-          params.partial_lse[partial_index(row)] = sum > 0.f ? max_all + log2f(sum) : -INFINITY;
-        }
-      } else {
-        params.out[(q_begin + row / group) * params.out_row_stride +
-                   (kv_head * group + row % group) * D + column] = __float2bfloat16_rn(normalised);
+      for (int w = 0; w < Traits::kWarps; ++w) {
+        const float weight = exp2f(merge_max[w * kRows + row] - max_all);
+        sum += weight * merge_sum[w * kRows + row];
+        value += weight * merge_o[(w * kRows + row) * D + column];
       }
     }
+    const float normalised = sum > 0.f ? value / sum : 0.f;
+    if constexpr (kClusterMerge) {
+      exchange_o[row * D + column] = normalised;
+      if (column == 0) exchange_lse[row] = sum > 0.f ? max_all + log2f(sum) : -INFINITY;
+    } else if (split_output) {
+      params.partial_out[partial_index(row) * D + column] = normalised;
+      if (column == 0) {
+        params.partial_lse[partial_index(row)] = sum > 0.f ? max_all + log2f(sum) : -INFINITY;
+      }
+    } else {
+      params.out[(q_begin + row / group) * params.out_row_stride +
+                 (kv_head * group + row % group) * D + column] = __float2bfloat16_rn(normalised);
+    }
+  }
+  if constexpr (kClusterMerge) {
+    MergeSplitsInCluster<Traits>(params, exchange_o, exchange_lse, q_begin, kv_head, group,
+                                 num_rows);
   }
 }
 
-// $LLM_CUDA_DECODE_VARIANT (measurement only, read once): "pull" takes the pull cluster merge,
-// "late" the old load order, "pull_late" both.
-int FlashDecodeVariant();
-
-template <typename Traits, DecodeMerge kMerge, bool kEarlyLoads>
-absl::Status LaunchFlashDecodeKernel(const PagedAttentionParams& params, cudaStream_t stream) {
-  auto* kernel = FlashDecodeKernel<Traits, kMerge, kEarlyLoads>;
-  constexpr int kBytes =
-      kMerge == DecodeMerge::kDirect ? Traits::kSharedBytes : Traits::kClusterSharedBytes;
-  LLM_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes));
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(params.num_splits, params.num_kv_heads, params.num_seqs);
-  config.blockDim = dim3(Traits::kThreads);
-  config.dynamicSmemBytes = kBytes;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = static_cast<unsigned>(params.num_splits);
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
-  config.attrs = attribute;
-  config.numAttrs = 0;
-  if constexpr (kMerge != DecodeMerge::kDirect) {
-    if (params.num_splits > 8) {  // beyond the portable cluster size
-      LLM_CUDA_CHECK(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-    }
-    config.numAttrs = 1;
-  }
-  LLM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, params));
-  LLM_CUDA_CHECK_LAUNCH(FlashDecodeKernel);
-  return absl::OkStatus();
-}
-
-// Launches the decode blocks of `params` with the traits' tiling; with num_splits > 1 and
-// merge_in_cluster the splits merge in clusters, else the caller launches MergeSplits
+// Launches the decode blocks of `params` with the traits' tiling; with num_splits > 1 the merge
+// happens in clusters when params.merge_in_cluster, else the caller launches MergeSplits
 // (LaunchFlashDecode does).
 template <typename Traits>
 absl::Status LaunchFlashDecodeWithTraits(const PagedAttentionParams& params, cudaStream_t stream) {
@@ -498,20 +340,38 @@ absl::Status LaunchFlashDecodeWithTraits(const PagedAttentionParams& params, cud
   if (params.num_seqs > 65535 || params.num_kv_heads > 65535) {  // grid z / y limits
     return absl::InvalidArgumentError("flash decode: more than 65535 sequences or kv heads");
   }
-  const bool cluster = params.merge_in_cluster && params.num_splits > 1;
-  const int variant = FlashDecodeVariant();
-  const bool pull = (variant & 1) != 0;
-  const bool late = (variant & 2) != 0;
-  if (!cluster) {
-    return late ? LaunchFlashDecodeKernel<Traits, DecodeMerge::kDirect, false>(params, stream)
-                : LaunchFlashDecodeKernel<Traits, DecodeMerge::kDirect, true>(params, stream);
+  const dim3 grid(params.num_splits, params.num_kv_heads, params.num_seqs);
+  if (!params.merge_in_cluster || params.num_splits < 2) {
+    LLM_CUDA_CHECK(cudaFuncSetAttribute(FlashDecodeKernel<Traits, false>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        Traits::kSharedBytes));
+    FlashDecodeKernel<Traits, false>
+        <<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
+    LLM_CUDA_CHECK_LAUNCH(FlashDecodeKernel);
+    return absl::OkStatus();
   }
-  if (pull) {
-    return late ? LaunchFlashDecodeKernel<Traits, DecodeMerge::kClusterPull, false>(params, stream)
-                : LaunchFlashDecodeKernel<Traits, DecodeMerge::kClusterPull, true>(params, stream);
+  auto* kernel = FlashDecodeKernel<Traits, true>;
+  LLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      Traits::kSharedBytes));
+  if (params.num_splits > 8) {  // beyond the portable cluster size
+    LLM_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
   }
-  return late ? LaunchFlashDecodeKernel<Traits, DecodeMerge::kClusterPush, false>(params, stream)
-              : LaunchFlashDecodeKernel<Traits, DecodeMerge::kClusterPush, true>(params, stream);
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(Traits::kThreads);
+  config.dynamicSmemBytes = Traits::kSharedBytes;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = static_cast<unsigned>(params.num_splits);
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  LLM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, params));
+  LLM_CUDA_CHECK_LAUNCH(FlashDecodeKernel);
+  return absl::OkStatus();
 }
 
 absl::Status LaunchFlashDecodeHeadDim64(const PagedAttentionParams& params, cudaStream_t stream);

@@ -3,22 +3,23 @@
 // temperature / top-k / top-p or top log-probs are sampled on the host by the CPU backend's
 // SampleFromLogits (cuda_backend.cc), so the seeded draws match the CPU backend exactly.
 //
-// One thread-block cluster of kClusterBlocks blocks per row (compute capability 9.0): block r scans
-// the r-th contiguous slice of the row, each thread kUnroll loads in flight per round, keeping the
-// state (max, lowest index of the max, sum of exp(logit - max)). Warps combine their threads' states
-// by shuffles, the block its warps' through shared memory, and each block stores its state into
-// block 0's shared memory (distributed shared memory); after one cluster barrier block 0 combines
-// the kClusterBlocks states and writes the row's result. One block per row streamed a 32000-entry
-// row from one SM in 12 us (Nsight, decode step at B1); a cluster spreads it over 8 SMs with one
-// round of loads per thread. Devices before 9.0 run the same code with one block per row.
+// A row is cut into slices, one per block of a thread-block cluster (compute capability 9.0; up to
+// 8 blocks per row while all rows' blocks fit twice over on the SMs, fewer for many rows). Each
+// thread keeps the state (max, lowest index of the max, sum of exp(logit - max)) over 16 logits per
+// round, all loads in flight (16-byte loads when rows are 16-byte aligned); warps combine their
+// threads' states by shuffles, the block its warps' through shared memory, and each block stores
+// its state into block 0's shared memory (distributed shared memory); after one cluster barrier
+// block 0 combines them and writes the row's result. Devices before 9.0 run one block per row.
 // A row of only -inf gives token 0 (the CPU backend's answer) and logprob NaN (-inf - -inf).
+// On an H100 (docs/perf/2026-11-24-h100-session3/, Nsight Compute, one decode step): one
+// 32000-entry row 11.9 -> 5.8 us (one 512-thread block per row before); event-timed launches of
+// 1 / 8 / 64 / 256 rows 13.1 / 15.5 / 16.3 / 21.2 -> see README of that folder.
 // Test: tests/kernels/gpu/small_ops_test.cc (against the CPU backend's SampleFromLogits).
 #include <cooperative_groups.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/small_ops.h"
@@ -28,7 +29,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kMaxClusterBlocks = 8;  // the portable cluster size
-constexpr int kMaxClusterBlocksNonPortable = 16;
 constexpr int32_t kNoIndex = 0x7fffffff;
 
 struct ArgmaxState {
@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 
   __shared__ ArgmaxState warp_states[kThreads / 32];
-  __shared__ ArgmaxState block_states[kMaxClusterBlocksNonPortable];  // in the cluster's block 0
+  __shared__ ArgmaxState block_states[kMaxClusterBlocks];  // in the cluster's block 0
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   state = WarpCombine(state);
@@ -162,43 +162,35 @@ __global__ void __launch_bounds__(kThreads)
 
 struct DeviceShape {
   bool clusters = false;  // compute capability >= 9.0
-  int resident_blocks = 1;
+  int num_sms = 1;
 };
 
 // Read once per process (the current device at the first call).
 const DeviceShape& Device() {
   static const DeviceShape shape = [] {
     DeviceShape d;
-    int device = 0, major = 0, sms = 1, threads = kThreads;
+    int device = 0, major = 0, sms = 1;
     if (cudaGetDevice(&device) != cudaSuccess ||
         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&threads, cudaDevAttrMaxThreadsPerMultiProcessor, device) !=
-            cudaSuccess) {
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
       cudaGetLastError();  // leave no sticky error behind for the caller's next check
       return d;
     }
     d.clusters = major >= 9;
-    d.resident_blocks = sms * std::max(1, threads / kThreads);
+    d.num_sms = std::max(1, sms);
     return d;
   }();
   return shape;
 }
 
-// Blocks per row: 8 (a portable cluster) while all rows' blocks fit on the GPU at once, halved
-// until they do (256 rows of 8 blocks ran in two waves, slower than one block per row); 1 without
-// clusters. $LLM_CUDA_ARGMAX_BLOCKS (1, 2, 4, 8 or 16) forces it (measurement only).
+// Blocks per row: 8 (a portable cluster), halved while the rows would need more than two blocks
+// per SM; 1 without clusters. Measured on an H100, event-timed launches of 64 / 256 rows: 1 block
+// per row 13.1 / 18.0 us, 2: 11.6 / 19.7, 4: 11.3 / 22.9, 8: 12.3 / - (1 row: 9.9, 9.1, 8.1, 7.3).
 int ClusterBlocksPerRow(int32_t rows) {
   const DeviceShape& device = Device();
   if (!device.clusters) return 1;
-  static const int forced = [] {
-    const char* value = std::getenv("LLM_CUDA_ARGMAX_BLOCKS");
-    const int blocks = value != nullptr ? std::atoi(value) : 0;
-    return blocks == 1 || blocks == 2 || blocks == 4 || blocks == 8 || blocks == 16 ? blocks : 0;
-  }();
-  if (forced > 0) return forced;
   int blocks = kMaxClusterBlocks;
-  while (blocks > 1 && static_cast<int64_t>(rows) * blocks > device.resident_blocks) blocks /= 2;
+  while (blocks > 1 && static_cast<int64_t>(rows) * blocks > 2 * device.num_sms) blocks /= 2;
   return blocks;
 }
 
@@ -216,10 +208,6 @@ absl::Status LaunchArgmaxLogprob(const float* logits, int32_t rows, int32_t voca
   }
   const bool vectors = vocab % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0;
   auto* kernel = vectors ? ArgmaxLogprobKernel<4> : ArgmaxLogprobKernel<1>;
-  if (cluster_blocks > kMaxClusterBlocks) {
-    LLM_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-  }
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(static_cast<unsigned>(rows * cluster_blocks));
   config.blockDim = dim3(kThreads);

@@ -43,20 +43,19 @@ if wants bench; then
       > "$logs/$name.log" 2>&1
     echo "== $name: $(grep -E '^B(1|32|64) context 512 graphs' "$logs/$name.log" | awk '{print $1, $5}' | tr '\n' ' ')"
   }
-  default_runs="before1:before:decode,argmax,decode_step after1:after:decode,argmax,decode_step
-    pull:after:decode_step:LLM_CUDA_DECODE_VARIANT=pull
-    late:after:decode,decode_step:LLM_CUDA_DECODE_VARIANT=late
-    pull_late:after:decode_step:LLM_CUDA_DECODE_VARIANT=pull_late
-    nocluster:after:decode,decode_step:LLM_CUDA_DECODE_CLUSTER=0
-    nocluster_late:after:decode,decode_step:LLM_CUDA_DECODE_CLUSTER=0+LLM_CUDA_DECODE_VARIANT=late
-    argmax_b1:after:argmax:LLM_CUDA_ARGMAX_BLOCKS=1 argmax_b2:after:argmax:LLM_CUDA_ARGMAX_BLOCKS=2
-    argmax_b4:after:argmax:LLM_CUDA_ARGMAX_BLOCKS=4 argmax_b16:after:argmax:LLM_CUDA_ARGMAX_BLOCKS=16
-    before2:before:argmax,decode_step after2:after:argmax,decode_step"
+  default_runs="before1:before:decode,argmax,decode_step:LLM_BENCH_DECODE_MODES=eager,graphs
+    after1:after:decode,argmax,decode_step:LLM_BENCH_DECODE_MODES=eager,graphs
+    nocluster1:after:decode,decode_step:LLM_CUDA_DECODE_CLUSTER=0"
+  for r in 2 3 4 5; do
+    default_runs+=" before$r:before:decode_step after$r:after:decode_step"
+    default_runs+=" nocluster$r:after:decode_step:LLM_CUDA_DECODE_CLUSTER=0"
+  done
+  default_runs+=" before6:before:argmax after6:after:argmax"
   read -r -a bench_runs <<< "$(echo ${BENCH_RUNS:-$default_runs})"
   for spec in "${bench_runs[@]}"; do
     IFS=':' read -r name runner sections envs <<< "$spec"
     # shellcheck disable=SC2086
-    run_bench "$name" "$runner" "$sections" ${envs//+/ } LLM_BENCH_DECODE_MODES=${MODES:-graphs}
+    run_bench "$name" "$runner" "$sections" LLM_BENCH_DECODE_MODES=${MODES:-graphs} ${envs//+/ }
   done
   for f in "$logs"/*.log; do
     grep -qE "^B[0-9]+ C[0-9]+ Hq|^rows " "$f" || continue
@@ -92,12 +91,12 @@ if wants sanitize; then
     echo "== $1 ($3, rc $?): $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|tests ran|PASSED|FAILED  \]' "$logs/san_$1.log" | tr '\n' ' ')"
     pack
   }
-  sanitize memcheck_splits 100 memcheck '*FlashDecodeSplitTest*'
-  sanitize memcheck_argmax 40 memcheck '*GreedyArgmax*:*SampleMatches*'
-  sanitize memcheck_batches 90 memcheck '*BatchSizes*:*MixedBatchShortDecodes*/mma:*DecodeBatch*hd64_g8_bs16_mma*'
-  sanitize racecheck 90 racecheck '*FlashDecodeSplitTest*hd64_g8*:*FlashDecodeSplitTest*hd128_g1*:*GreedyArgmax*'
-  sanitize synccheck 45 synccheck '*FlashDecodeSplitTest*hd128_g8*:*GreedyArgmax*'
-  sanitize initcheck 45 initcheck '*FlashDecodeSplitTest*hd64_g1*:*GreedyArgmax*'
+  sanitize memcheck_splits 150 memcheck '*FlashDecodeSplitTest*'
+  sanitize memcheck_argmax 60 memcheck '*GreedyArgmax*:*SampleMatches*'
+  sanitize memcheck_batches 120 memcheck '*BatchSizes*:*MixedBatchShortDecodes*:*DecodeBatch*hd64_g8_bs16_mma*:*DecodeBatch*hd128_g4_bs32_wgmma*'
+  sanitize racecheck 120 racecheck '*FlashDecodeSplitTest*hd64_g8*:*FlashDecodeSplitTest*hd128_g1*:*GreedyArgmax*'
+  sanitize synccheck 60 synccheck '*FlashDecodeSplitTest*hd128_g8*:*GreedyArgmax*:*BatchSizes*'
+  sanitize initcheck 60 initcheck '*FlashDecodeSplitTest*hd64_g1*:*GreedyArgmax*'
   pack
 fi
 pack
