@@ -508,7 +508,8 @@ int main(int argc, char** argv) {
       quick = true;
     else {
       std::fprintf(stderr,
-                   "usage: %s [--json PATH] [--sections copy,prefill,decode,argmax,decode_step,variants] "
+                   "usage: %s [--json PATH] "
+                   "[--sections copy,prefill,decode,argmax,decode_step,variants] "
                    "[--quick]\n",
                    argv[0]);
       return 2;

@@ -23,7 +23,7 @@
 //    for room): fp32 O_c and lse_c per (token, head, chunk) go to partial_out / partial_lse and
 //    MergeSplitsKernel (flash_decode_merge.cu) combines them.
 // Measured on an H100 (docs/perf/2026-11-24-h100-session3/): at B1 on TinyLlama's shape (8
-// chunks of 64 positions) one cluster launch takes 7.7-7.9 us against 6.2 + 3.5 us for the two
+// chunks of 64 positions) one cluster launch takes 7.7 us against 6.2 + 3.5 us for the two
 // kernels (Nsight Compute); pushing the pieces into the combining blocks' shared memory instead
 // (one barrier, a separate receive area) measured no faster (7.9 us) and was dropped.
 //

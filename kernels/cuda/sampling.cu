@@ -3,17 +3,19 @@
 // temperature / top-k / top-p or top log-probs are sampled on the host by the CPU backend's
 // SampleFromLogits (cuda_backend.cc), so the seeded draws match the CPU backend exactly.
 //
-// A row is cut into slices, one per block of a thread-block cluster (compute capability 9.0; up to
-// 8 blocks per row while all rows' blocks fit twice over on the SMs, fewer for many rows). Each
-// thread keeps the state (max, lowest index of the max, sum of exp(logit - max)) over 16 logits per
-// round, all loads in flight (16-byte loads when rows are 16-byte aligned); warps combine their
-// threads' states by shuffles, the block its warps' through shared memory, and each block stores
-// its state into block 0's shared memory (distributed shared memory); after one cluster barrier
-// block 0 combines them and writes the row's result. Devices before 9.0 run one block per row.
+// A row is cut into slices, one per block of a thread-block cluster (compute capability 9.0; 8
+// blocks per row, halved while rows x blocks exceeds twice the SM count). Each thread keeps the
+// state (max, lowest index of the max, sum of exp(logit - max)) over 16 logits per round, all
+// loads in flight (16-byte loads when rows are 16-byte aligned); warps combine their threads'
+// states by shuffles, the block its warps' through shared memory, and each block stores its state
+// into block 0's shared memory (distributed shared memory); after one cluster barrier block 0
+// combines them and writes the row's result. Devices before 9.0 run one block per row.
 // A row of only -inf gives token 0 (the CPU backend's answer) and logprob NaN (-inf - -inf).
-// On an H100 (docs/perf/2026-11-24-h100-session3/, Nsight Compute, one decode step): one
-// 32000-entry row 11.9 -> 5.8 us (one 512-thread block per row before); event-timed launches of
-// 1 / 8 / 64 / 256 rows 13.1 / 15.5 / 16.3 / 21.2 -> see README of that folder.
+// On an H100 (docs/perf/2026-11-24-h100-session3/): one 32000-entry row 11.9 -> 6.0 us in Nsight
+// Compute (one 512-thread block per row before, a latency chain on one SM); event-timed launches
+// of 1 / 8 / 64 / 256 rows 13.1 / 15.5 / 16.3 / 21.1 -> 7.5 / 8.1 / 11.4 / 18.1 us. The ~3 us
+// aimed at for one row was not reached; 16 blocks per row (non-portable clusters) measured no
+// faster than 8, and the remaining time was not broken down further.
 // Test: tests/kernels/gpu/small_ops_test.cc (against the CPU backend's SampleFromLogits).
 #include <cooperative_groups.h>
 
@@ -77,7 +79,8 @@ __global__ void __launch_bounds__(kThreads)
   if (cluster_blocks > 1) cg::this_cluster().barrier_arrive();
 #endif
   // Block `rank` scans the slice [begin, end), whole vectors only.
-  const int slice = ((vocab + cluster_blocks - 1) / cluster_blocks + kVector - 1) / kVector * kVector;
+  const int slice =
+      ((vocab + cluster_blocks - 1) / cluster_blocks + kVector - 1) / kVector * kVector;
   const int begin = rank * slice;
   const int end = min(vocab, begin + slice);
 

@@ -203,8 +203,8 @@ class AttentionCase {
     DeviceBuffer workspace = gpu_testing::Poisoned(gpu, std::max<size_t>(4, workspace_floats * 4));
     if (workspace_floats > 0) {
       p.partial_out = workspace.as<float>();
-      p.partial_lse =
-          p.partial_out + static_cast<size_t>(num_tokens_) * p.num_q_heads * num_splits * p.head_dim;
+      p.partial_lse = p.partial_out +
+                      static_cast<size_t>(num_tokens_) * p.num_q_heads * num_splits * p.head_dim;
     }
     EXPECT_TRUE(gpu.Synchronize().ok());  // the uploads, before launches on the default stream
     absl::Status status = cuda::LaunchFlashDecode(p, nullptr);
@@ -222,9 +222,10 @@ class AttentionCase {
     EXPECT_EQ(CountNonFinite(out), 0u) << what << ": unwritten or NaN outputs";
     const double error = RelativeError(out, reference_);
     EXPECT_LT(error, kTolerance) << what;
-    std::printf("    %-34s relative error %.3e (tokens %d, seqs %zu, max kv %d, hd %d, Hq/Hkv %d/%d)\n",
-                what.c_str(), error, num_tokens_, problem_.sequences.size(), max_kv_len_,
-                problem_.head_dim, problem_.num_q_heads, problem_.num_kv_heads);
+    std::printf(
+        "    %-34s relative error %.3e (tokens %d, seqs %zu, max kv %d, hd %d, Hq/Hkv %d/%d)\n",
+        what.c_str(), error, num_tokens_, problem_.sequences.size(), max_kv_len_, problem_.head_dim,
+        problem_.num_q_heads, problem_.num_kv_heads);
     return error;
   }
 

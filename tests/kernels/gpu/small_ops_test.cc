@@ -437,8 +437,8 @@ TEST_F(SmallOpsTest, SampleMatchesCpuGreedyAndSeeded) {
 // The greedy kernel (a cluster of blocks per row, each block a slice) against the CPU backend's
 // SampleFromLogits on fresh random rows at vocab sizes around and between the slice and block
 // sizes, 1 to 257 rows, with the patterns it must not get wrong: ties (lowest id, also across the
-// blocks' slices), -inf entries, very negative values, a single finite entry, constant rows, rows of
-// only -inf (token 0 and logprob NaN, as the CPU backend gives).
+// blocks' slices), -inf entries, very negative values, a single finite entry, constant rows, rows
+// of only -inf (token 0 and logprob NaN, as the CPU backend gives).
 TEST_F(SmallOpsTest, GreedyArgmaxLogprobMatchesCpuAtManyShapes) {
   constexpr int kPatterns = 9;
   const std::vector<std::pair<int32_t, int32_t>> shapes = {
