@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/attention_params.h"
+#include "kernels/cuda/device_info.h"
 #include "kernels/cuda/flash_prefill_wgmma.h"
 
 namespace llm::cuda {
@@ -102,17 +103,8 @@ FlashPrefillImplementation DefaultFlashPrefillImplementation() {
 }  // namespace
 
 bool FlashPrefillWgmmaAvailable() {
-  static const bool available = [] {
-    int device = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
-      cudaGetLastError();  // leave no sticky error behind for the caller's next check
-      return false;
-    }
-    return major == 9 && minor == 0;
-  }();
-  return available;
+  const DeviceInfo& device = CurrentDeviceInfo();
+  return device.major == 9 && device.minor == 0;
 }
 
 void SetFlashPrefillImplementation(FlashPrefillImplementation implementation) {
@@ -174,18 +166,7 @@ bool FlashDecodeSupports(const PagedAttentionParams& params) {
              kFlashDecodeMaxRows;
 }
 
-bool FlashDecodeClusterMergeAvailable() {
-  static const bool available = [] {
-    int device = 0, major = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
-      cudaGetLastError();  // leave no sticky error behind for the caller's next check
-      return false;
-    }
-    return major >= 9;
-  }();
-  return available;
-}
+bool FlashDecodeClusterMergeAvailable() { return CurrentDeviceInfo().major >= 9; }
 
 int32_t FlashDecodeClusterSplits() {
   static const int32_t splits = [] {

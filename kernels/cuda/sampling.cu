@@ -24,6 +24,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device_info.h"
 #include "kernels/cuda/small_ops.h"
 
 namespace llm::cuda {
@@ -163,37 +164,15 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-struct DeviceShape {
-  bool clusters = false;  // compute capability >= 9.0
-  int num_sms = 1;
-};
-
-// Read once per process (the current device at the first call).
-const DeviceShape& Device() {
-  static const DeviceShape shape = [] {
-    DeviceShape d;
-    int device = 0, major = 0, sms = 1;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-      cudaGetLastError();  // leave no sticky error behind for the caller's next check
-      return d;
-    }
-    d.clusters = major >= 9;
-    d.num_sms = std::max(1, sms);
-    return d;
-  }();
-  return shape;
-}
-
 // Blocks per row: 8 (a portable cluster), halved while the rows would need more than two blocks
 // per SM; 1 without clusters. Measured on an H100, event-timed launches of 64 / 256 rows: 1 block
 // per row 13.1 / 18.0 us, 2: 11.6 / 19.7, 4: 11.3 / 22.9, 8: 12.3 / - (1 row: 9.9, 9.1, 8.1, 7.3).
 int ClusterBlocksPerRow(int32_t rows) {
-  const DeviceShape& device = Device();
-  if (!device.clusters) return 1;
+  const DeviceInfo& device = CurrentDeviceInfo();
+  if (device.major < 9) return 1;  // no clusters before compute capability 9.0
+  const int num_sms = std::max(1, device.num_sms);
   int blocks = kMaxClusterBlocks;
-  while (blocks > 1 && static_cast<int64_t>(rows) * blocks > 2 * device.num_sms) blocks /= 2;
+  while (blocks > 1 && static_cast<int64_t>(rows) * blocks > 2 * num_sms) blocks /= 2;
   return blocks;
 }
 
