@@ -136,25 +136,33 @@ class AttentionCase {
     EXPECT_TRUE(status.ok()) << status;
   }
 
+  // The problem's inputs in device memory.
+  struct DeviceInputs {
+    DeviceBuffer qkv, pool, positions, slots, query_start, kv_lens, tables;
+  };
+  DeviceInputs UploadInputs(Backend& gpu) {
+    return DeviceInputs{gpu_testing::Upload(gpu, gpu_testing::ToBf16(qkv_)),
+                        gpu_testing::Upload(gpu, gpu_testing::ToBf16(pool_)),
+                        gpu_testing::Upload(gpu, positions_),
+                        gpu_testing::Upload(gpu, slot_mapping_),
+                        gpu_testing::Upload(gpu, query_start_),
+                        gpu_testing::Upload(gpu, kv_lens_),
+                        gpu_testing::Upload(gpu, block_tables_)};
+  }
+
   // Runs `kernel` on the CUDA backend; returns the output as floats.
   std::vector<float> RunCuda(Kernel kernel) {
     Backend& gpu = CudaBackendFor(kernel);
-    DeviceBuffer qkv = gpu_testing::Upload(gpu, gpu_testing::ToBf16(qkv_));
-    DeviceBuffer pool = gpu_testing::Upload(gpu, gpu_testing::ToBf16(pool_));
-    DeviceBuffer positions = gpu_testing::Upload(gpu, positions_);
-    DeviceBuffer slots = gpu_testing::Upload(gpu, slot_mapping_);
-    DeviceBuffer query_start = gpu_testing::Upload(gpu, query_start_);
-    DeviceBuffer kv_lens = gpu_testing::Upload(gpu, kv_lens_);
-    DeviceBuffer tables = gpu_testing::Upload(gpu, block_tables_);
+    DeviceInputs in = UploadInputs(gpu);
     DeviceBuffer out = gpu_testing::Poisoned(gpu, reference_.size() * 2);
     AttentionBatch batch = HostBatch();
-    batch.positions = positions.as<int32_t>();
-    batch.slot_mapping = slots.as<int32_t>();
-    batch.query_start = query_start.as<int32_t>();
-    batch.kv_lens = kv_lens.as<int32_t>();
-    batch.block_tables = tables.as<int32_t>();
+    batch.positions = in.positions.as<int32_t>();
+    batch.slot_mapping = in.slots.as<int32_t>();
+    batch.query_start = in.query_start.as<int32_t>();
+    batch.kv_lens = in.kv_lens.as<int32_t>();
+    batch.block_tables = in.tables.as<int32_t>();
     const absl::Status status = gpu.PagedAttention(
-        qkv.data(), batch, shape_, KvCacheView{pool.data(), layout_}, kLayer, out.data());
+        in.qkv.data(), batch, shape_, KvCacheView{in.pool.data(), layout_}, kLayer, out.data());
     EXPECT_TRUE(status.ok()) << KernelName(kernel) << ": " << status;
     const absl::Status synced = gpu.Synchronize();
     EXPECT_TRUE(synced.ok()) << KernelName(kernel) << ": " << synced;
@@ -183,18 +191,13 @@ class AttentionCase {
   // backend does. Returns the output as floats.
   std::vector<float> RunSplitKv(int32_t num_splits, bool in_cluster) {
     Backend& gpu = CudaBackendFor(Kernel::kAuto);
-    DeviceBuffer qkv = gpu_testing::Upload(gpu, gpu_testing::ToBf16(qkv_));
-    DeviceBuffer pool = gpu_testing::Upload(gpu, gpu_testing::ToBf16(pool_));
-    DeviceBuffer positions = gpu_testing::Upload(gpu, positions_);
-    DeviceBuffer query_start = gpu_testing::Upload(gpu, query_start_);
-    DeviceBuffer kv_lens = gpu_testing::Upload(gpu, kv_lens_);
-    DeviceBuffer tables = gpu_testing::Upload(gpu, block_tables_);
+    DeviceInputs in = UploadInputs(gpu);
     DeviceBuffer out = gpu_testing::Poisoned(gpu, reference_.size() * 2);
-    cuda::PagedAttentionParams p = DeviceParams(qkv, pool, out);
-    p.positions = positions.as<int32_t>();
-    p.query_start = query_start.as<int32_t>();
-    p.kv_lens = kv_lens.as<int32_t>();
-    p.block_tables = tables.as<int32_t>();
+    cuda::PagedAttentionParams p = DeviceParams(in.qkv, in.pool, out);
+    p.positions = in.positions.as<int32_t>();
+    p.query_start = in.query_start.as<int32_t>();
+    p.kv_lens = in.kv_lens.as<int32_t>();
+    p.block_tables = in.tables.as<int32_t>();
     p.mixed_batch = !cuda::FlashDecodeSupports(p);
     p.num_splits = num_splits;
     p.kv_chunk_size = (max_kv_len_ + num_splits - 1) / num_splits;
