@@ -1,5 +1,5 @@
 // An in-memory Checkpoint with seeded random weights for a given config, so transformer tests run
-// without files. Weights are F32 and scaled like a freshly initialised model (std ~0.2) so logits
+// without files. Weights are F32 and scaled like a freshly initialised model (std ~0.2 by default) so logits
 // are spread out and differences show.
 #pragma once
 
@@ -18,8 +18,12 @@ namespace llm::testing {
 
 class FakeCheckpoint final : public Checkpoint {
  public:
-  FakeCheckpoint(const ModelConfig& config, uint32_t seed) : config_(config) {
+  // projection_std: of every matrix but the embedding (std 1); wider models want less to keep
+  // activations at the small models' scale.
+  FakeCheckpoint(const ModelConfig& config, uint32_t seed, float projection_std = 0.2f)
+      : config_(config) {
     std::mt19937 generator(seed);
+    const float w = projection_std;
     const int64_t hidden = config.hidden_size, inter = config.intermediate_size;
     const int64_t q_rows = static_cast<int64_t>(config.num_attention_heads) * config.head_dim;
     const int64_t kv_rows = static_cast<int64_t>(config.num_key_value_heads) * config.head_dim;
@@ -27,18 +31,18 @@ class FakeCheckpoint final : public Checkpoint {
     for (int32_t l = 0; l < config.num_hidden_layers; ++l) {
       const std::string prefix = absl::StrCat("model.layers.", l, ".");
       Add(prefix + "input_layernorm.weight", {hidden}, 0.2f, 1.0f, generator);
-      Add(prefix + "self_attn.q_proj.weight", {q_rows, hidden}, 0.2f, 0.0f, generator);
-      Add(prefix + "self_attn.k_proj.weight", {kv_rows, hidden}, 0.2f, 0.0f, generator);
-      Add(prefix + "self_attn.v_proj.weight", {kv_rows, hidden}, 0.2f, 0.0f, generator);
-      Add(prefix + "self_attn.o_proj.weight", {hidden, q_rows}, 0.2f, 0.0f, generator);
+      Add(prefix + "self_attn.q_proj.weight", {q_rows, hidden}, w, 0.0f, generator);
+      Add(prefix + "self_attn.k_proj.weight", {kv_rows, hidden}, w, 0.0f, generator);
+      Add(prefix + "self_attn.v_proj.weight", {kv_rows, hidden}, w, 0.0f, generator);
+      Add(prefix + "self_attn.o_proj.weight", {hidden, q_rows}, w, 0.0f, generator);
       Add(prefix + "post_attention_layernorm.weight", {hidden}, 0.2f, 1.0f, generator);
-      Add(prefix + "mlp.gate_proj.weight", {inter, hidden}, 0.2f, 0.0f, generator);
-      Add(prefix + "mlp.up_proj.weight", {inter, hidden}, 0.2f, 0.0f, generator);
-      Add(prefix + "mlp.down_proj.weight", {hidden, inter}, 0.2f, 0.0f, generator);
+      Add(prefix + "mlp.gate_proj.weight", {inter, hidden}, w, 0.0f, generator);
+      Add(prefix + "mlp.up_proj.weight", {inter, hidden}, w, 0.0f, generator);
+      Add(prefix + "mlp.down_proj.weight", {hidden, inter}, w, 0.0f, generator);
     }
     Add("model.norm.weight", {hidden}, 0.2f, 1.0f, generator);
     if (!config.tie_word_embeddings) {
-      Add("lm_head.weight", {config.vocab_size, hidden}, 0.2f, 0.0f, generator);
+      Add("lm_head.weight", {config.vocab_size, hidden}, w, 0.0f, generator);
     }
   }
 
