@@ -147,6 +147,18 @@ bool ReadyForTokenizer(engine::Engine* engine, const Tokenizer* tokenizer, Unary
   return true;
 }
 
+// The engine's answer to a Prefill or Decode step: the response's fields, or the step's error.
+template <typename Response>
+auto StepReply(UnaryCall* call, Response* response) {
+  return [call, response](absl::StatusOr<engine::StepOutput> output) {
+    if (!output.ok()) return call->Finish(ToGrpcStatus(output.status()));
+    response->set_sequence_id(output->sequence_id);
+    response->set_length(output->length);
+    ToProto(output->token, response->mutable_next());
+    call->Finish(grpc::Status::OK);
+  };
+}
+
 }  // namespace
 
 void LlmServiceImpl::AttachEngine(engine::Engine* engine, std::string model_path,
@@ -203,13 +215,7 @@ grpc::ServerUnaryReactor* LlmServiceImpl::Prefill(grpc::CallbackServerContext* c
   if (request->has_sequence_id()) work.sequence_id = request->sequence_id();
   work.sampling = FromProto(request->sampling(), request->num_top_logprobs());
   work.control = call->control();
-  work.done = [call, response](absl::StatusOr<engine::StepOutput> output) {
-    if (!output.ok()) return call->Finish(ToGrpcStatus(output.status()));
-    response->set_sequence_id(output->sequence_id);
-    response->set_length(output->length);
-    ToProto(output->token, response->mutable_next());
-    call->Finish(grpc::Status::OK);
-  };
+  work.done = StepReply(call, response);
   engine->SubmitPrefill(std::move(work));
   return call;
 }
@@ -231,13 +237,7 @@ grpc::ServerUnaryReactor* LlmServiceImpl::Decode(grpc::CallbackServerContext* co
     work.sampling = FromProto(request->sampling(), request->num_top_logprobs());
   }
   work.control = call->control();
-  work.done = [call, response](absl::StatusOr<engine::StepOutput> output) {
-    if (!output.ok()) return call->Finish(ToGrpcStatus(output.status()));
-    response->set_sequence_id(output->sequence_id);
-    response->set_length(output->length);
-    ToProto(output->token, response->mutable_next());
-    call->Finish(grpc::Status::OK);
-  };
+  work.done = StepReply(call, response);
   engine->SubmitDecode(std::move(work));
   return call;
 }
