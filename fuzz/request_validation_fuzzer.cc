@@ -1,14 +1,9 @@
-// libFuzzer target for the request validation that Engine::SubmitPrefill, SubmitDecode and
-// SubmitGenerate run on the caller's (gRPC handler's) thread.
-//
-// The validators are Engine members, so the target builds one Engine around the engine tests' fake
-// model and shuts it down before fuzzing: from then on every Submit* validates and completes at
-// once, with INVALID_ARGUMENT for a bad request and UNAVAILABLE ("shutting down") for one that
-// passed validation, and nothing is queued. Each input is decoded (FuzzedDataProvider) into one
-// work item, and the outcome is compared with an independent statement of the rules (the API
-// contract in proto/ and engine.cc); a disagreement, a callback that runs twice or not at all, or
-// another status code is a crash. A pure validator free function would remove the need for the
-// engine here (docs/RELIABILITY.md, "Request validation").
+// libFuzzer target for the request validation (server/engine/request_validation.h) that
+// Engine::SubmitPrefill, SubmitDecode and SubmitGenerate run on the caller's (gRPC handler's)
+// thread. Each input is decoded (FuzzedDataProvider) into one work item, validated against fixed
+// limits, and the outcome compared with an independent statement of the rules (the API contract in
+// proto/): a disagreement, or an error other than INVALID_ARGUMENT, is a crash. The validators are
+// pure functions, so no engine is involved.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <cmath>
@@ -20,18 +15,15 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/time/time.h"
-#include "server/engine/engine.h"
-#include "tests/engine/fake_transformer.h"
+#include "server/engine/request_validation.h"
 
 namespace {
 
 using llm::SamplingParams;
 using llm::engine::DecodeWork;
-using llm::engine::Engine;
-using llm::engine::EngineOptions;
 using llm::engine::GenerateWork;
 using llm::engine::PrefillWork;
+using llm::engine::RequestLimits;
 
 constexpr int32_t kVocabSize = 97;
 constexpr int32_t kMaxPositionEmbeddings = 64;
@@ -41,21 +33,9 @@ void Require(bool condition) {
   if (!condition) std::abort();
 }
 
-Engine& ShutDownEngine() {
-  static Engine* engine = [] {
-    llm::engine::testing::FakeModelShape shape;
-    shape.vocab_size = kVocabSize;
-    shape.max_position_embeddings = kMaxPositionEmbeddings;
-    EngineOptions options;
-    options.max_top_logprobs = kMaxTopLogprobs;
-    absl::StatusOr<std::unique_ptr<Engine>> created =
-        Engine::Create(std::make_unique<llm::engine::testing::FakeTransformer>(shape), options);
-    Require(created.ok());
-    (*created)->Shutdown(absl::ZeroDuration());
-    return created->release();  // lives for the process, like a server's engine
-  }();
-  return *engine;
-}
+constexpr RequestLimits kLimits{.vocab_size = kVocabSize,
+                                .max_position_embeddings = kMaxPositionEmbeddings,
+                                .max_top_logprobs = kMaxTopLogprobs};
 
 // Mostly values around the limits, sometimes anything at all.
 int32_t ConsumeTokenId(FuzzedDataProvider& input) {
@@ -111,23 +91,14 @@ bool SamplingValid(const SamplingParams& sampling) {
          TopLogprobsValid(sampling.num_top_logprobs);
 }
 
-// Runs `submit` with a done callback and checks it completed exactly once with the expected code.
-template <typename Result, typename Submit>
-void ExpectOutcome(bool valid, Submit submit) {
-  int calls = 0;
-  absl::StatusCode code = absl::StatusCode::kOk;
-  submit([&](const absl::StatusOr<Result>& result) {
-    ++calls;
-    code = result.status().code();
-  });
-  Require(calls == 1);
-  Require(code == (valid ? absl::StatusCode::kUnavailable : absl::StatusCode::kInvalidArgument));
+void ExpectOutcome(bool valid, const absl::Status& status) {
+  Require(status.ok() == valid);
+  Require(valid || status.code() == absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  Engine& engine = ShutDownEngine();
   FuzzedDataProvider input(data, size);
   switch (input.ConsumeIntegralInRange<int>(0, 2)) {
     case 0: {
@@ -139,10 +110,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const bool valid = TokensValid(work.tokens) && SamplingValid(work.sampling) &&
                          (work.sequence_id.has_value() ||
                           static_cast<int64_t>(work.tokens.size()) <= kMaxPositionEmbeddings);
-      ExpectOutcome<llm::engine::StepOutput>(valid, [&](auto done) {
-        work.done = done;
-        engine.SubmitPrefill(std::move(work));
-      });
+      ExpectOutcome(valid, llm::engine::ValidatePrefill(work, kLimits));
       break;
     }
     case 1: {
@@ -161,10 +129,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         effective.num_top_logprobs = work.num_top_logprobs.value_or(0);
         valid = valid && SamplingValid(effective);
       }
-      ExpectOutcome<llm::engine::StepOutput>(valid, [&](auto done) {
-        work.done = done;
-        engine.SubmitDecode(std::move(work));
-      });
+      ExpectOutcome(valid, llm::engine::ValidateDecode(work, kLimits));
       break;
     }
     default: {
@@ -180,10 +145,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const bool valid =
           TokensValid(work.tokens) && SamplingValid(work.sampling) && work.max_tokens >= 1 &&
           static_cast<int64_t>(work.tokens.size()) + work.max_tokens <= kMaxPositionEmbeddings;
-      ExpectOutcome<llm::engine::GenerateSummary>(valid, [&](auto done) {
-        work.done = done;
-        engine.SubmitGenerate(std::move(work));
-      });
+      ExpectOutcome(valid, llm::engine::ValidateGenerate(work, kLimits));
       break;
     }
   }

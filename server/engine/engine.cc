@@ -58,8 +58,6 @@ struct Engine::WaitingEntry {
 
 namespace {
 
-bool IsFinite(float value) { return std::isfinite(value); }
-
 // A callback bound to its argument, to run later.
 template <typename Callback, typename Value>
 absl::AnyInvocable<void()> Bind(Callback callback, Value value) {
@@ -96,6 +94,9 @@ Engine::Engine(std::unique_ptr<Transformer> model, std::unique_ptr<kvcache::KvCa
                const EngineOptions& options)
     : config_(model->config()),
       options_(options),
+      limits_{.vocab_size = model->config().vocab_size,
+              .max_position_embeddings = model->config().max_position_embeddings,
+              .max_top_logprobs = options.max_top_logprobs},
       kv_layout_(model->kv_layout()),
       backend_name_(model->backend().name()),
       compute_dtype_(model->backend().compute_dtype()),
@@ -194,42 +195,6 @@ void Engine::Wake() {
   wakeup_.notify_one();
 }
 
-absl::Status Engine::ValidateTokens(std::span<const int32_t> tokens, std::string_view field) const {
-  if (tokens.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s is empty; send at least one token id", field));
-  }
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] < 0 || tokens[i] >= config_.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s[%d] = %d is outside the vocabulary; token ids must be in [0, %d)",
-                          field, i, tokens[i], config_.vocab_size));
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status Engine::ValidateSampling(const SamplingParams& sampling) const {
-  if (!IsFinite(sampling.temperature) || sampling.temperature < 0.0f) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "sampling.temperature = %g; it must be >= 0 (0 = greedy)", sampling.temperature));
-  }
-  if (sampling.top_k < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("sampling.top_k = %d; it must be >= 0 (0 = no top-k cut)", sampling.top_k));
-  }
-  if (!IsFinite(sampling.top_p) || sampling.top_p <= 0.0f || sampling.top_p > 1.0f) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "sampling.top_p = %g; it must be in (0, 1] (leave it unset for 1)", sampling.top_p));
-  }
-  if (sampling.num_top_logprobs < 0 || sampling.num_top_logprobs > options_.max_top_logprobs) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("num_top_logprobs = %d; it must be in [0, %d]", sampling.num_top_logprobs,
-                        options_.max_top_logprobs));
-  }
-  return absl::OkStatus();
-}
-
 namespace {
 const absl::Status& ShuttingDown() {
   static const absl::Status* status = new absl::Status(
@@ -239,55 +204,21 @@ const absl::Status& ShuttingDown() {
 }  // namespace
 
 void Engine::SubmitPrefill(PrefillWork work) {
-  absl::Status status = ValidateTokens(work.tokens, "tokens");
-  if (status.ok()) status = ValidateSampling(work.sampling);
-  if (status.ok() && !work.sequence_id.has_value() &&
-      static_cast<int64_t>(work.tokens.size()) > config_.max_position_embeddings) {
-    status = absl::InvalidArgumentError(absl::StrFormat(
-        "prompt has %d tokens; the model's max_position_embeddings is %d, shorten the prompt",
-        work.tokens.size(), config_.max_position_embeddings));
-  }
-  if (!status.ok()) return work.done(status);
+  if (absl::Status status = ValidatePrefill(work, limits_); !status.ok()) return work.done(status);
   Command command(std::move(work));
   if (!Enqueue(command)) std::get<PrefillWork>(command).done(ShuttingDown());
 }
 
 void Engine::SubmitDecode(DecodeWork work) {
-  absl::Status status;
-  if (work.token.has_value()) {
-    status = ValidateTokens({&*work.token, 1}, "token_id");
-  }
-  if (status.ok() && work.sampling.has_value()) {
-    SamplingParams sampling = *work.sampling;
-    sampling.num_top_logprobs = work.num_top_logprobs.value_or(0);
-    status = ValidateSampling(sampling);
-  }
-  if (status.ok() && work.num_top_logprobs.has_value() &&
-      (*work.num_top_logprobs < 0 || *work.num_top_logprobs > options_.max_top_logprobs)) {
-    status = absl::InvalidArgumentError(
-        absl::StrFormat("num_top_logprobs = %d; it must be in [0, %d]", *work.num_top_logprobs,
-                        options_.max_top_logprobs));
-  }
-  if (!status.ok()) return work.done(status);
+  if (absl::Status status = ValidateDecode(work, limits_); !status.ok()) return work.done(status);
   Command command(std::move(work));
   if (!Enqueue(command)) std::get<DecodeWork>(command).done(ShuttingDown());
 }
 
 void Engine::SubmitGenerate(GenerateWork work) {
-  absl::Status status = ValidateTokens(work.tokens, "tokens");
-  if (status.ok()) status = ValidateSampling(work.sampling);
-  if (status.ok() && work.max_tokens < 1) {
-    status = absl::InvalidArgumentError(
-        absl::StrFormat("max_tokens = %d; it must be >= 1", work.max_tokens));
+  if (absl::Status status = ValidateGenerate(work, limits_); !status.ok()) {
+    return work.done(status);
   }
-  if (status.ok() && static_cast<int64_t>(work.tokens.size()) + work.max_tokens >
-                         config_.max_position_embeddings) {
-    status = absl::InvalidArgumentError(absl::StrFormat(
-        "prompt (%d tokens) + max_tokens (%d) exceeds the model's max_position_embeddings (%d); "
-        "shorten the prompt or lower max_tokens",
-        work.tokens.size(), work.max_tokens, config_.max_position_embeddings));
-  }
-  if (!status.ok()) return work.done(status);
   Command command(std::move(work));
   if (!Enqueue(command)) std::get<GenerateWork>(command).done(ShuttingDown());
 }

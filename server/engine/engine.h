@@ -29,6 +29,7 @@
 #include "kvcache/kv_cache_manager.h"
 #include "server/engine/engine_options.h"
 #include "server/engine/engine_stats.h"
+#include "server/engine/request_validation.h"
 #include "server/engine/requests.h"
 #include "server/engine/scheduler.h"
 #include "server/model/transformer.h"
@@ -81,9 +82,8 @@ class Engine {
   const std::string& backend_name() const { return backend_name_; }
   DType compute_dtype() const { return compute_dtype_; }
 
-  // Request validation shared by the Submit* functions and the RPC layer.
-  absl::Status ValidateTokens(std::span<const int32_t> tokens, std::string_view field) const;
-  absl::Status ValidateSampling(const SamplingParams& sampling) const;
+  // The limits Submit* validate requests against (request_validation.h).
+  const RequestLimits& request_limits() const { return limits_; }
 
  private:
   struct GenerateState;
@@ -139,6 +139,7 @@ class Engine {
 
   const ModelConfig config_;
   const EngineOptions options_;
+  const RequestLimits limits_;
   const kvcache::KvLayout kv_layout_;
   const std::string backend_name_;
   const DType compute_dtype_;
