@@ -182,6 +182,14 @@ absl::StatusOr<std::vector<int32_t>> LlmServiceImpl::TokenizePrompt(const std::s
   return ids;
 }
 
+absl::StatusOr<std::vector<int32_t>> LlmServiceImpl::TokenizeText(const std::string& text,
+                                                                  bool continuing) const {
+  if (!continuing) return TokenizePrompt(text);
+  // Continuing a sequence: no BOS in the middle of it.
+  if (tokenizer_ == nullptr) return absl::FailedPreconditionError(NoTokenizer().error_message());
+  return tokenizer_->Encode(text, /*add_bos=*/false);
+}
+
 grpc::ServerUnaryReactor* LlmServiceImpl::Prefill(grpc::CallbackServerContext* context,
                                                   const v1::PrefillRequest* request,
                                                   v1::PrefillResponse* response) {
@@ -191,32 +199,17 @@ grpc::ServerUnaryReactor* LlmServiceImpl::Prefill(grpc::CallbackServerContext* c
     call->Finish(Unavailable());
     return call;
   }
-  engine::PrefillWork work;
-  if (request->has_text()) {
-    absl::StatusOr<std::vector<int32_t>> ids;
-    if (request->has_sequence_id()) {
-      // Continuing a sequence: no BOS in the middle of it.
-      if (tokenizer_ == nullptr) {
-        call->Finish(NoTokenizer());
-        return call;
-      }
-      ids = tokenizer_->Encode(request->text(), /*add_bos=*/false);
-    } else {
-      ids = TokenizePrompt(request->text());
-    }
-    if (!ids.ok()) {
-      call->Finish(ToGrpcStatus(ids.status()));
-      return call;
-    }
-    work.tokens = *std::move(ids);
-  } else {
-    work.tokens.assign(request->tokens().ids().begin(), request->tokens().ids().end());
+  absl::StatusOr<engine::PrefillWork> work =
+      PrefillWorkFromProto(*request, [this](const std::string& text, bool continuing) {
+        return TokenizeText(text, continuing);
+      });
+  if (!work.ok()) {
+    call->Finish(ToGrpcStatus(work.status()));
+    return call;
   }
-  if (request->has_sequence_id()) work.sequence_id = request->sequence_id();
-  work.sampling = FromProto(request->sampling(), request->num_top_logprobs());
-  work.control = call->control();
-  work.done = StepReply(call, response);
-  engine->SubmitPrefill(std::move(work));
+  work->control = call->control();
+  work->done = StepReply(call, response);
+  engine->SubmitPrefill(*std::move(work));
   return call;
 }
 
@@ -229,13 +222,7 @@ grpc::ServerUnaryReactor* LlmServiceImpl::Decode(grpc::CallbackServerContext* co
     call->Finish(Unavailable());
     return call;
   }
-  engine::DecodeWork work;
-  work.sequence_id = request->sequence_id();
-  if (request->has_token_id()) work.token = request->token_id();
-  if (request->has_num_top_logprobs()) work.num_top_logprobs = request->num_top_logprobs();
-  if (request->has_sampling()) {
-    work.sampling = FromProto(request->sampling(), request->num_top_logprobs());
-  }
+  engine::DecodeWork work = DecodeWorkFromProto(*request);
   work.control = call->control();
   work.done = StepReply(call, response);
   engine->SubmitDecode(std::move(work));
@@ -250,28 +237,21 @@ grpc::ServerWriteReactor<v1::GenerateResponse>* LlmServiceImpl::Generate(
     call->Complete(Unavailable());
     return call;
   }
-  engine::GenerateWork work;
-  if (request->has_text()) {
-    absl::StatusOr<std::vector<int32_t>> ids = TokenizePrompt(request->text());
-    if (!ids.ok()) {
-      call->Complete(ToGrpcStatus(ids.status()));
-      return call;
-    }
-    work.tokens = *std::move(ids);
-  } else {
-    work.tokens.assign(request->tokens().ids().begin(), request->tokens().ids().end());
+  absl::StatusOr<engine::GenerateWork> converted = GenerateWorkFromProto(
+      *request,
+      [this](const std::string& text, bool continuing) { return TokenizeText(text, continuing); },
+      engine->options().default_max_tokens);
+  if (!converted.ok()) {
+    call->Complete(ToGrpcStatus(converted.status()));
+    return call;
   }
+  engine::GenerateWork work = *std::move(converted);
   std::vector<std::string> stop_strings(request->stop_strings().begin(),
                                         request->stop_strings().end());
   if (!stop_strings.empty() && tokenizer_ == nullptr) {
     call->Complete(NoTokenizer());
     return call;
   }
-  work.sampling = FromProto(request->sampling(), request->num_top_logprobs());
-  work.max_tokens =
-      request->max_tokens() != 0 ? request->max_tokens() : engine->options().default_max_tokens;
-  work.stop_token_ids.assign(request->stop_token_ids().begin(), request->stop_token_ids().end());
-  work.ignore_eos = request->ignore_eos();
   work.control = call->control();
 
   // Text state of the stream; touched only by the engine's completion thread (on_token, then done).

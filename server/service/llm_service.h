@@ -46,6 +46,8 @@ class LlmServiceImpl final : public v1::LlmService::CallbackService {
   // Token ids of a text prompt: BOS (when the model has one) then the tokenizer's ids. Errors when
   // the model has no tokenizer or the text is empty.
   absl::StatusOr<std::vector<int32_t>> TokenizePrompt(const std::string& text) const;
+  // A request's text: TokenizePrompt for a new sequence, the bare ids (no BOS) for one it extends.
+  absl::StatusOr<std::vector<int32_t>> TokenizeText(const std::string& text, bool continuing) const;
 
   std::atomic<engine::Engine*> engine_{nullptr};
   // Written once before the engine pointer is published.

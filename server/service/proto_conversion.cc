@@ -47,6 +47,50 @@ v1::FinishReason ToProto(engine::FinishReason reason) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
+absl::StatusOr<engine::PrefillWork> PrefillWorkFromProto(const v1::PrefillRequest& request,
+                                                         PromptTokenizer tokenize) {
+  engine::PrefillWork work;
+  if (request.has_text()) {
+    absl::StatusOr<std::vector<int32_t>> ids = tokenize(request.text(), request.has_sequence_id());
+    if (!ids.ok()) return ids.status();
+    work.tokens = *std::move(ids);
+  } else {
+    work.tokens.assign(request.tokens().ids().begin(), request.tokens().ids().end());
+  }
+  if (request.has_sequence_id()) work.sequence_id = request.sequence_id();
+  work.sampling = FromProto(request.sampling(), request.num_top_logprobs());
+  return work;
+}
+
+engine::DecodeWork DecodeWorkFromProto(const v1::DecodeRequest& request) {
+  engine::DecodeWork work;
+  work.sequence_id = request.sequence_id();
+  if (request.has_token_id()) work.token = request.token_id();
+  if (request.has_num_top_logprobs()) work.num_top_logprobs = request.num_top_logprobs();
+  if (request.has_sampling()) {
+    work.sampling = FromProto(request.sampling(), request.num_top_logprobs());
+  }
+  return work;
+}
+
+absl::StatusOr<engine::GenerateWork> GenerateWorkFromProto(const v1::GenerateRequest& request,
+                                                           PromptTokenizer tokenize,
+                                                           int32_t default_max_tokens) {
+  engine::GenerateWork work;
+  if (request.has_text()) {
+    absl::StatusOr<std::vector<int32_t>> ids = tokenize(request.text(), /*continuing=*/false);
+    if (!ids.ok()) return ids.status();
+    work.tokens = *std::move(ids);
+  } else {
+    work.tokens.assign(request.tokens().ids().begin(), request.tokens().ids().end());
+  }
+  work.sampling = FromProto(request.sampling(), request.num_top_logprobs());
+  work.max_tokens = request.max_tokens() != 0 ? request.max_tokens() : default_max_tokens;
+  work.stop_token_ids.assign(request.stop_token_ids().begin(), request.stop_token_ids().end());
+  work.ignore_eos = request.ignore_eos();
+  return work;
+}
+
 v1::ModelInfo BuildModelInfo(const engine::Engine& engine, const std::string& model_path) {
   const ModelConfig& config = engine.config();
   const Transformer& model = engine.model();
