@@ -2,7 +2,6 @@
 #include "server/engine/engine.h"
 
 #include <algorithm>
-#include <cmath>
 #include <utility>
 
 #include "absl/strings/str_format.h"
