@@ -221,8 +221,8 @@ void BenchPrefill(cudaStream_t stream, std::vector<Result>& results, bool quick)
       Result r{section, Shape("B%d S%d Hq%d Hkv%d D%d", c.b, c.s, c.hq, c.hkv, c.d),
                ms,      flops / (ms * 1e-3) / 1e12,
                0,       std::string("kernel=") + kernel};
-      std::printf("%-18s %-30s %10.3f %10.1f  %s\n", section.c_str(), r.shape.c_str(), ms,
-                  r.tflops, kernel);
+      std::printf("%-18s %-30s %10.3f %10.1f  %s\n", section.c_str(), r.shape.c_str(), ms, r.tflops,
+                  kernel);
       results.push_back(r);
     }
     cuda::SetFlashPrefillImplementation(FlashPrefillImplementation::kDefault);
@@ -253,7 +253,7 @@ void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results,
       p.block_tables = batch.block_tables[i % copies];
       BENCH_STATUS(cuda::LaunchFlashDecode(p, stream));
     });
-    const char* merge = batch.params.num_splits == 1     ? "none"
+    const char* merge = batch.params.num_splits == 1    ? "none"
                         : batch.params.merge_in_cluster ? "cluster"
                                                         : "kernel";
     Result r{"decode",
@@ -275,10 +275,9 @@ void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results,
   struct SweepShape {
     int b, c, hq, hkv, d;
   };
-  const SweepShape shapes[] = {{1, 32768, 32, 8, 128}, {8, 4096, 32, 8, 128},
-                               {1, 4096, 32, 8, 128},  {16, 16384, 32, 8, 128},
-                               {1, 512, 32, 4, 64},    {32, 512, 32, 4, 64},
-                               {64, 512, 32, 4, 64}};
+  const SweepShape shapes[] = {
+      {1, 32768, 32, 8, 128}, {8, 4096, 32, 8, 128}, {1, 4096, 32, 8, 128}, {16, 16384, 32, 8, 128},
+      {1, 512, 32, 4, 64},    {32, 512, 32, 4, 64},  {64, 512, 32, 4, 64}};
   std::printf("\n%-34s %10s %10s %8s  %s\n", "decode split sweep", "ms", "GB/s", "splits",
               "merge (chosen: *)");
   for (const SweepShape& shape : shapes) {
@@ -295,8 +294,8 @@ void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results,
       if (std::find(chunks.begin(), chunks.end(), chunk) == chunks.end()) chunks.push_back(chunk);
     }
     const size_t max_splits = 64;
-    batch.partial = DeviceAlloc<float>(static_cast<size_t>(b) * shape.hq * max_splits *
-                                       (shape.d + 1));
+    batch.partial =
+        DeviceAlloc<float>(static_cast<size_t>(b) * shape.hq * max_splits * (shape.d + 1));
     for (int chunk : chunks) {
       cuda::PagedAttentionParams base = batch.params;
       base.kv_chunk_size = chunk;
@@ -306,9 +305,9 @@ void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results,
       base.partial_lse =
           batch.partial + static_cast<size_t>(b) * shape.hq * base.num_splits * shape.d;
       for (const bool in_cluster : {false, true}) {
-        if (in_cluster && (base.num_splits == 1 ||
-                           base.num_splits > cuda::kFlashDecodeMaxClusterSplits ||
-                           !cuda::FlashDecodeClusterMergeAvailable()))
+        if (in_cluster &&
+            (base.num_splits == 1 || base.num_splits > cuda::kFlashDecodeMaxClusterSplits ||
+             !cuda::FlashDecodeClusterMergeAvailable()))
           continue;
         base.merge_in_cluster = in_cluster;
         const double ms = MedianMs(stream, 5, quick ? 20 : 100, [&](int i) {
@@ -347,8 +346,12 @@ void BenchArgmax(cudaStream_t stream, std::vector<Result>& results, bool quick) 
       BENCH_STATUS(cuda::LaunchArgmaxLogprob(logits + (i % copies) * floats, rows, vocab, tokens,
                                              logprobs, stream));
     });
-    Result r{"argmax", Shape("rows %d vocab %d", rows, vocab, 0, 0, 0), ms, 0,
-             floats * 4.0 / (ms * 1e-3) / 1e9, "one launch, event-timed"};
+    Result r{"argmax",
+             Shape("rows %d vocab %d", rows, vocab, 0, 0, 0),
+             ms,
+             0,
+             floats * 4.0 / (ms * 1e-3) / 1e9,
+             "one launch, event-timed"};
     std::printf("%-34s %10.2f %10.1f\n", r.shape.c_str(), ms * 1e3, r.gbytes_per_s);
     results.push_back(r);
     cudaFree(logits);
@@ -369,6 +372,13 @@ struct Variant {
 
 void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& results) {
   using cuda::FlashDecodeTraits;
+  // $LLM_BENCH_VARIANT_SETS: which lists to run ("prefill,decode,model"; default all).
+  const char* sets_env = std::getenv("LLM_BENCH_VARIANT_SETS");
+  const std::string sets =
+      sets_env != nullptr && *sets_env != '\0' ? sets_env : "prefill,decode,model";
+  auto runs = [&](const char* set) {
+    return ("," + sets + ",").find(std::string(",") + set + ",") != std::string::npos;
+  };
   using cuda::FlashPrefillTraits;
   // Names: warps, m-tiles per warp, K/V tile positions, L = lazy rescale, bN = at least N blocks
   // per SM (__launch_bounds__).
@@ -391,6 +401,7 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
 #undef PREFILL_VARIANT
   std::printf("\n%-22s %-30s %10s %10s\n", "variant", "shape", "ms", "TFLOP/s");
   for (const Variant& v : prefill_variants) {
+    if (!runs("prefill")) break;
     const int hkv = v.head_dim == 128 ? 8 : 4;
     for (auto [b, s] : {std::pair{8, 2048}, std::pair{1, 4096}, std::pair{2, 8192}}) {
       PagedBatch batch = MakeBatch(b, s, s, 32, hkv, v.head_dim, 16, 1, 300 + s);
@@ -430,6 +441,7 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
   };
   std::printf("\n%-22s %-30s %10s %10s\n", "variant", "shape", "ms", "GB/s");
   for (const DecodeVariant& v : decode_variants) {
+    if (!runs("decode")) break;
     for (auto [b, c] : {std::pair{1, 4096}, std::pair{1, 32768}, std::pair{8, 4096},
                         std::pair{32, 4096}, std::pair{64, 2048}, std::pair{16, 16384}}) {
       const double kv_bytes = 2.0 * b * c * 8 * 128 * 2;
@@ -463,6 +475,62 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
       std::printf("%-22s %-30s %10.4f %10.1f  splits %d\n", v.name,
                   r.shape.c_str() + std::strlen(v.name) + 1, ms, r.gbytes_per_s,
                   batch.params.num_splits);
+      results.push_back(r);
+      batch.Free();
+    }
+  }
+
+  // head_dim 64 at the 1.1B model's shape (Hq 32, Hkv 4), contexts of the decode-step benchmark;
+  // ChooseDecodeSplits as in the engine.
+  const DecodeVariant model_variants[] = {
+      {"hd64 w4 n16 s3", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<64, 4, 16, 3>>, 0},
+      {"hd64 w4 n16 s3 -tw",
+       cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<64, 4, 16, 3, false>>, 0},
+      {"hd64 w4 n16 s4", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<64, 4, 16, 4>>, 0},
+      {"hd64 w4 n16 s6", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<64, 4, 16, 6>>, 0},
+      {"hd64 w8 n16 s3", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<64, 8, 16, 3>>, 0},
+      {"hd64 w8 n16 s4", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<64, 8, 16, 4>>, 0},
+      {"hd64 w4 n32 s3", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<64, 4, 32, 3>>, 0},
+      {"hd64 w4 n16 s3 2sp", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<64, 4, 16, 3>>, 2},
+      {"hd64 w8 n16 s3 2sp", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<64, 8, 16, 3>>, 2},
+  };
+  for (const DecodeVariant& v : model_variants) {
+    if (!runs("model")) break;
+    for (auto [b, c] : {std::pair{1, 512}, std::pair{16, 512}, std::pair{32, 512},
+                        std::pair{64, 512}, std::pair{64, 1024}, std::pair{8, 4096}}) {
+      constexpr int kHq = 32, kHkv = 4, kD = 64;
+      const double kv_bytes = 2.0 * b * c * kHkv * kD * 2;
+      const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
+      PagedBatch batch = MakeBatch(b, c, 1, kHq, kHkv, kD, 16, copies, 500 + b);
+      cuda::ChooseDecodeSplits(batch.params, num_sms);
+      if (v.forced_splits > 0) {
+        batch.params.kv_chunk_size = (c + v.forced_splits - 1) / v.forced_splits;
+        batch.params.kv_chunk_size = (batch.params.kv_chunk_size + 63) / 64 * 64;
+        batch.params.num_splits = (c + batch.params.kv_chunk_size - 1) / batch.params.kv_chunk_size;
+        batch.params.merge_in_cluster = false;
+      }
+      if (batch.params.num_splits > 1 && !batch.params.merge_in_cluster) {
+        batch.partial = DeviceAlloc<float>(cuda::FlashDecodeWorkspaceFloats(batch.params));
+        batch.params.partial_out = batch.partial;
+        batch.params.partial_lse =
+            batch.partial + static_cast<size_t>(b) * kHq * batch.params.num_splits * kD;
+      }
+      const double ms = MedianMs(stream, 5, 50, [&](int i) {
+        cuda::PagedAttentionParams p = batch.params;
+        p.block_tables = batch.block_tables[i % copies];
+        BENCH_STATUS(v.launch(p, stream));
+        if (p.num_splits > 1 && !p.merge_in_cluster)
+          BENCH_STATUS(cuda::LaunchMergeSplits(p, stream));
+      });
+      Result r{"variant",
+               std::string(v.name) + " " + Shape("B%d C%d Hq%d Hkv%d D%d", b, c, kHq, kHkv, kD),
+               ms,
+               0,
+               kv_bytes / (ms * 1e-3) / 1e9,
+               "splits=" + std::to_string(batch.params.num_splits)};
+      std::printf("%-22s %-30s %10.4f %10.1f  splits %d%s\n", v.name,
+                  r.shape.c_str() + std::strlen(v.name) + 1, ms, r.gbytes_per_s,
+                  batch.params.num_splits, batch.params.merge_in_cluster ? " (cluster)" : "");
       results.push_back(r);
       batch.Free();
     }

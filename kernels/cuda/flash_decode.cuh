@@ -42,12 +42,16 @@
 
 namespace llm::cuda {
 
-template <int kHeadDim_, int kWarps_, int kTileN_, int kStages_>
+template <int kHeadDim_, int kWarps_, int kTileN_, int kStages_, bool kTableWindow_ = true>
 struct FlashDecodeTraits {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kWarps = kWarps_;
   static constexpr int kTileN = kTileN_;
   static constexpr int kStages = kStages_;
+  // Each lane holds the block-table entry of one of the warp's next 32 tiles (one load per 32
+  // tiles, handed out by shuffle), instead of a dependent block-table read before every tile's
+  // copies.
+  static constexpr bool kTableWindow = kTableWindow_;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kRows = 16;
   static constexpr int kChunksPerRow = kHeadDim / 8;
@@ -99,8 +103,8 @@ __device__ __forceinline__ void MergeSplitsInCluster(const PagedAttentionParams&
       for (int c = 0; c < kFlashDecodeMaxClusterSplits; ++c) {
         if (lse[c] == -INFINITY) continue;  // weight 0; an empty chunk never wrote its O_c
         const float weight = exp2f(lse[c] - lse_max);
-        const float4 o = *reinterpret_cast<const float4*>(
-            cluster.map_shared_rank(exchange_o, c) + row * D + column);
+        const float4 o = *reinterpret_cast<const float4*>(cluster.map_shared_rank(exchange_o, c) +
+                                                          row * D + column);
         sum_weight += weight;
         sum_o.x += weight * o.x;
         sum_o.y += weight * o.y;
@@ -209,6 +213,17 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int my_tiles =
       num_tiles > warp ? (num_tiles - warp + Traits::kWarps - 1) / Traits::kWarps : 0;
   // The warp's i-th tile is chunk tile warp + i * kWarps; stage s holds K then V.
+  int table_window = -1;  // the warp's tiles [32 * table_window, + 32) have their entries in lanes
+  int table_entry = 0;
+  auto table_entry_of_tile = [&](int i) {
+    if (i / 32 != table_window) {
+      table_window = i / 32;
+      const int tile = table_window * 32 + lane;
+      const int start = chunk_begin + (warp + tile * Traits::kWarps) * kTileN;
+      table_entry = tile < my_tiles ? block_table[start / layout.block_size] : 0;
+    }
+    return __shfl_sync(0xffffffffu, table_entry, i % 32);
+  };
   auto load_tile = [&](int i) {
     const int tile_start = chunk_begin + (warp + i * Traits::kWarps) * kTileN;
     __nv_bfloat16* stage_k = warp_pipeline + (i % kStages) * Traits::kStageElements;
@@ -218,8 +233,14 @@ __global__ void __launch_bounds__(Traits::kThreads)
     const int first_index = tile_start / layout.block_size;
     const int first_slot = tile_start - first_index * layout.block_size;
     const bool one_block = first_slot + kTileN <= layout.block_size;
+    int first_block = 0;
+    if constexpr (Traits::kTableWindow) {
+      first_block = table_entry_of_tile(i);  // every lane: the shuffle needs the whole warp
+    } else if (one_block) {
+      first_block = block_table[first_index];
+    }
     const int64_t tile_base =
-        one_block ? layout.offset_in_layer(block_table[first_index], kv_head, first_slot, 0) : 0;
+        one_block ? layout.offset_in_layer(first_block, kv_head, first_slot, 0) : 0;
 #pragma unroll
     for (int index = lane; index < kTileN * kChunks; index += 32) {
       const int r = index / kChunks;
@@ -354,8 +375,7 @@ absl::Status LaunchFlashDecodeWithTraits(const PagedAttentionParams& params, cud
   LLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       Traits::kSharedBytes));
   if (params.num_splits > 8) {  // beyond the portable cluster size
-    LLM_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+    LLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
   }
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
