@@ -6,6 +6,8 @@
 // (sampling copies tokens back), median of `iterations` after warm-up. Run twice: decode graphs off
 // (the plain eager path) and on (TransformerOptions::DecodeGraphs::kAuto: padded buckets, replayed
 // CUDA graphs; the warm-up records them).
+#include <cuda_profiler_api.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -13,9 +15,8 @@
 #include <random>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
-
-#include <cuda_profiler_api.h>
 
 #include "bench/bench_common.h"
 
@@ -96,12 +97,12 @@ class RandomCheckpoint final : public Checkpoint {
 constexpr int kPrefillTokens = 2048;
 
 static Result PrefillStep(Transformer& model, int first_block, int block_size,
-                          std::mt19937& generator,
-                          std::uniform_int_distribution<int32_t>& token) {
+                          std::mt19937& generator, std::uniform_int_distribution<int32_t>& token) {
   const ModelConfig& c = model.config();
   SequenceChunk chunk;
   for (int t = 0; t < kPrefillTokens; ++t) chunk.tokens.push_back(token(generator));
-  for (int b = 0; b < kPrefillTokens / block_size; ++b) chunk.block_table.push_back(first_block + b);
+  for (int b = 0; b < kPrefillTokens / block_size; ++b)
+    chunk.block_table.push_back(first_block + b);
   std::vector<double> ms;
   for (int i = 0; i < 8; ++i) {
     const auto start = std::chrono::steady_clock::now();
@@ -120,16 +121,16 @@ static Result PrefillStep(Transformer& model, int first_block, int block_size,
   const double layer_weights = double(c.hidden_size) * (q_width + kv_width) +
                                q_width * c.hidden_size + 3.0 * c.hidden_size * c.intermediate_size;
   const double s = kPrefillTokens;
-  const double flops = c.num_hidden_layers * (2.0 * s * layer_weights +
-                                              4.0 * q_width * s * (s + 1) / 2);
+  const double flops =
+      c.num_hidden_layers * (2.0 * s * layer_weights + 4.0 * q_width * s * (s + 1) / 2);
   const double tflops = flops / (median * 1e-3) / 1e12;
   char shape[64];
   std::snprintf(shape, sizeof(shape), "one prompt of %d tokens", kPrefillTokens);
   char note[96];
-  std::snprintf(note, sizeof(note), "%.0f tokens/s, MFU %.1f%% of 989 TFLOP/s",
-                s / (median * 1e-3), 100.0 * tflops / 989.0);
-  std::printf("%-34s %10.3f %12.0f  %.1f TFLOP/s, %s\n", shape, median, s / (median * 1e-3),
-              tflops, note);
+  std::snprintf(note, sizeof(note), "%.0f tokens/s, MFU %.1f%% of 989 TFLOP/s", s / (median * 1e-3),
+                100.0 * tflops / 989.0);
+  std::printf("%-34s %10.3f %12.0f  %.1f TFLOP/s, %s\n", shape, median, s / (median * 1e-3), tflops,
+              note);
   return Result{"model_prefill", shape, median, tflops, 0, note};
 }
 
@@ -172,6 +173,12 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
     options.max_batch_tokens = 2048;
     options.max_batch_sequences = std::max(64, max_batch);
     options.decode_graphs = mode;
+    // $LLM_BENCH_NORM_GAINS=separate: the RMSNorm kernels instead of gains folded into the weights
+    // (TransformerOptions::norm_gains), to compare the two in one run.
+    if (const char* gains = std::getenv("LLM_BENCH_NORM_GAINS");
+        gains != nullptr && std::string_view(gains) == "separate") {
+      options.norm_gains = TransformerOptions::NormGains::kSeparate;
+    }
     auto model = Transformer::Create(checkpoint, **backend, options);
     if (!model.ok()) {
       std::fprintf(stderr, "decode_step: %s\n", model.status().ToString().c_str());

@@ -15,7 +15,8 @@ namespace {
 
 // Mirrors the plugin's extern "C" entry points (kernels/cuda/cuda_backend.h), which this file
 // must not include: that header belongs to a library built only where CUDA is.
-constexpr int kExpectedAbiVersion = 3;  // 2: Backend graph-capture ops, 3: FusedMatmul
+// 2: Backend graph-capture ops, 3: FusedMatmul, 4: MatmulAdd, RowRmsScale, FoldsNormGains
+constexpr int kExpectedAbiVersion = 4;
 using AbiVersionFn = int (*)();
 using CreateFn = Backend* (*)(int device, char* error, size_t error_bytes);
 

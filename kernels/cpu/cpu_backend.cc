@@ -143,8 +143,23 @@ class CpuBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  absl::Status SiluMul(const void* gate_up, int32_t rows, int32_t inter, void* out) override {
-    cpu::SiluMul(pool_, static_cast<const float*>(gate_up), rows, inter, static_cast<float*>(out));
+  absl::Status MatmulAdd(const void* x, const void* w, int32_t m, int32_t n, int32_t k,
+                         void* out) override {
+    std::vector<float> product(static_cast<size_t>(m) * n);
+    cpu::Matmul(static_cast<const float*>(x), static_cast<const float*>(w), m, n, k,
+                product.data());
+    float* residual = static_cast<float*>(out);
+    for (size_t i = 0; i < product.size(); ++i) residual[i] += product[i];
+    return absl::OkStatus();
+  }
+
+  absl::Status SiluMul(const void* gate_up, int32_t rows, int32_t inter,
+                       const RowRmsScale& row_scale, void* out) override {
+    if (row_scale.x != nullptr && row_scale.hidden <= 0) {
+      return absl::InvalidArgumentError("SiluMul: row_scale.hidden must be positive");
+    }
+    cpu::SiluMul(pool_, static_cast<const float*>(gate_up), rows, inter, row_scale,
+                 static_cast<float*>(out));
     return absl::OkStatus();
   }
 
@@ -157,6 +172,9 @@ class CpuBackend final : public Backend {
       return absl::InvalidArgumentError(
           "RopeAppendKv: rope.inv_freq is null; upload the model's "
           "inverse frequencies first");
+    }
+    if (rope.row_scale.x != nullptr && rope.row_scale.hidden <= 0) {
+      return absl::InvalidArgumentError("RopeAppendKv: rope.row_scale.hidden must be positive");
     }
     cpu::RopeAppendKv(pool_, static_cast<float*>(qkv), batch, shape, rope, cache, layer);
     return absl::OkStatus();

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "kernels/backend.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace llm::cpu {
@@ -19,5 +20,10 @@ void RmsNorm(ThreadPool& pool, const float* x, const float* weight, int32_t rows
 // residual += x; out = RmsNorm(residual). out may not alias residual.
 void AddRmsNorm(ThreadPool& pool, float* residual, const float* x, const float* weight,
                 int32_t rows, int32_t hidden, float eps, float* out);
+
+// 1 / sqrt(mean(x[0, hidden)^2) + eps), the sum of squares in double.
+float InverseRms(const float* x, int32_t hidden, float eps);
+// InverseRms of row `row` of scale.x (host F32), or 1 when scale.x is null.
+float RowScale(const RowRmsScale& scale, int64_t row);
 
 }  // namespace llm::cpu

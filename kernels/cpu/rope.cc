@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/cpu/rms_norm.h"
 #include "kvcache/kv_layout.h"
 
 namespace llm::cpu {
@@ -38,6 +39,10 @@ void RopeAppendKv(ThreadPool& pool, float* qkv, const AttentionBatch& batch,
   pool.ParallelFor(batch.num_tokens, 4, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       float* row = qkv + t * row_stride;
+      if (rope.row_scale.x != nullptr) {
+        const float scale = RowScale(rope.row_scale, t);
+        for (int64_t i = 0; i < row_stride; ++i) row[i] *= scale;
+      }
       const int32_t position = batch.positions[t];
       // q heads then k heads are adjacent in the row, so one loop rotates both.
       for (int32_t h = 0; h < shape.num_q_heads + shape.num_kv_heads; ++h) {

@@ -9,6 +9,7 @@
 //                 x'[i]       = x[i] * c - x[i + D/2] * s
 //                 x'[i + D/2] = x[i + D/2] * c + x[i] * s
 // Query heads and key heads are rotated in place inside the fused qkv row; value heads are not.
+// With rope.row_scale set, the whole row (q, k and v) is first multiplied by the token's RowScale.
 // The rotated K and the V of token t are then written to flat slot slot_mapping[t] of `layer`, at
 // the addresses kvcache/kv_layout.h gives.
 #pragma once

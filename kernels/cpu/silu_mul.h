@@ -3,12 +3,14 @@
 
 #include <cstdint>
 
+#include "kernels/backend.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace llm::cpu {
 
 // gate_up [rows, 2 * inter] holds [gate | up] per row (the fused gate/up projection); out [rows,
-// inter].
-void SiluMul(ThreadPool& pool, const float* gate_up, int32_t rows, int32_t inter, float* out);
+// inter]. With row_scale.x set, gate and up are first multiplied by their row's RowScale.
+void SiluMul(ThreadPool& pool, const float* gate_up, int32_t rows, int32_t inter,
+             const RowRmsScale& row_scale, float* out);
 
 }  // namespace llm::cpu

@@ -240,6 +240,27 @@ class CudaBackend final : public Backend {
     return matmul_->Run(x, w, m, n, k, out, out_f32, stream_);
   }
 
+  absl::Status MatmulAdd(const void* x, const void* w, int32_t m, int32_t n, int32_t k,
+                         void* out) override {
+    if (m == 0 || n == 0) return absl::OkStatus();
+    if (SupportsFusedMatmul(m, k) && cuda::GemvSupports(x, w, m, k)) {
+      cuda::FusedGemvParams p;
+      p.x = Bf16(x);
+      p.w = Bf16(w);
+      p.m = m;
+      p.n = n;
+      p.k = k;
+      p.out = out;
+      p.add_to_out = true;
+      return cuda::LaunchFusedGemv(p, stream_);
+    }
+    return matmul_->Run(x, w, m, n, k, out, /*out_f32=*/false, stream_, /*accumulate=*/true);
+  }
+
+  // cuBLASLt takes no norm prologue above the GEMV's rows: folding the gains into the weights
+  // saves the two RMSNorm launches a layer there (and in prefill).
+  bool FoldsNormGains() const override { return true; }
+
   bool SupportsFusedMatmul(int32_t m, int32_t k) const override {
     // Alignment is checked per call; the decode step's buffers and weights are 256-byte aligned.
     return matmul_->gemv_enabled() && m >= 1 && m <= cuda::kGemvMaxRows && k > 0 && k % 8 == 0 &&
@@ -249,8 +270,16 @@ class CudaBackend final : public Backend {
   absl::Status FusedMatmul(const FusedMatmulArgs& args) override {
     cuda::FusedGemvParams p;
     p.x = Bf16(args.x);
-    p.prologue = args.prologue == MatmulPrologue::kRmsNorm ? cuda::GemvPrologue::kRmsNorm
-                                                           : cuda::GemvPrologue::kNone;
+    switch (args.prologue) {
+      case MatmulPrologue::kRmsNorm:
+        p.prologue = cuda::GemvPrologue::kRmsNorm;
+        break;
+      case MatmulPrologue::kRmsScale:
+        p.prologue = cuda::GemvPrologue::kRmsScale;
+        break;
+      default:
+        p.prologue = cuda::GemvPrologue::kNone;
+    }
     p.norm_weight = Bf16(args.norm_weight);
     p.eps = args.eps;
     p.w = Bf16(args.w);
@@ -267,8 +296,12 @@ class CudaBackend final : public Backend {
         return absl::InvalidArgumentError(
             "FusedMatmul: the RoPE epilogue needs batch (of m tokens), shape, rope and cache");
       }
-      auto rope = RopeAppendParamsFor(args.out, *args.batch, *args.shape, *args.rope,
-                                      *args.cache, args.layer);
+      if (args.rope->row_scale.x != nullptr) {
+        return absl::InvalidArgumentError(
+            "FusedMatmul: the RoPE epilogue takes no row_scale; use the kRmsNorm prologue");
+      }
+      auto rope = RopeAppendParamsFor(args.out, *args.batch, *args.shape, *args.rope, *args.cache,
+                                      args.layer);
       if (!rope.ok()) return rope.status();
       p.rope_append = true;
       p.rope = *rope;
@@ -277,8 +310,17 @@ class CudaBackend final : public Backend {
     return cuda::LaunchFusedGemv(p, stream_);
   }
 
-  absl::Status SiluMul(const void* gate_up, int32_t rows, int32_t inter, void* out) override {
-    return cuda::LaunchSiluMul(Bf16(gate_up), rows, inter, Bf16(out), stream_);
+  absl::Status SiluMul(const void* gate_up, int32_t rows, int32_t inter,
+                       const RowRmsScale& row_scale, void* out) override {
+    cuda::SiluMulParams p;
+    p.gate_up = Bf16(gate_up);
+    p.rows = rows;
+    p.inter = inter;
+    p.out = Bf16(out);
+    p.scale_rows_by = Bf16(row_scale.x);
+    p.scale_hidden = row_scale.hidden;
+    p.scale_eps = row_scale.eps;
+    return cuda::LaunchSiluMul(p, stream_);
   }
 
   absl::Status RopeAppendKv(void* qkv, const AttentionBatch& batch, const AttentionShape& shape,
@@ -310,6 +352,9 @@ class CudaBackend final : public Backend {
     p.k_cache = pool + cache.layout.layer_offset(layer, kvcache::KvKind::kKey);
     p.v_cache = pool + cache.layout.layer_offset(layer, kvcache::KvKind::kValue);
     p.layout = cache.layout;
+    p.scale_rows_by = Bf16(rope.row_scale.x);
+    p.scale_hidden = rope.row_scale.hidden;
+    p.scale_eps = rope.row_scale.eps;
     return p;
   }
 

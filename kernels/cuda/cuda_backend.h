@@ -34,7 +34,8 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOpti
 // through Backend's virtual destructor) or null with a message written to `error` (NUL-terminated,
 // at most error_bytes). ABI version: both sides must be built from the same kernels/backend.h.
 extern "C" {
-inline constexpr int kLlmCudaPluginAbiVersion = 3;  // 2: graph capture ops, 3: FusedMatmul
+inline constexpr int kLlmCudaPluginAbiVersion = 4;  // 2: graph capture ops, 3: FusedMatmul,
+                                                    // 4: MatmulAdd, RowRmsScale, FoldsNormGains
 int LlmCudaPluginAbiVersion();
 llm::Backend* LlmCreateCudaBackend(int device, char* error, size_t error_bytes);
 }

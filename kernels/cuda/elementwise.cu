@@ -1,12 +1,15 @@
-// Element-wise and data-movement kernels: residual Add, SiluMul (SwiGLU's gate), row gather (Embed
-// and GatherRows) and the weight conversion to bf16. Grid-stride loops; math in fp32, one rounding
-// to bf16 per output. Gathers copy 16 bytes per thread when the row size allows. Reference: the CPU
-// backend's ops of the same names; test: tests/kernels/gpu/small_ops_test.cc.
+// Element-wise and data-movement kernels: residual Add, SiluMul (SwiGLU's gate, optionally with a
+// folded norm's row scale), row gather (Embed and GatherRows) and the weight conversion to bf16.
+// Grid-stride loops; math in fp32, one rounding to bf16 per output. Gathers copy 16 bytes per
+// thread when the row size allows. Reference: the CPU backend's ops of the same names; test:
+// tests/kernels/gpu/small_ops_test.cc.
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/row_rms.cuh"
 #include "kernels/cuda/small_ops.h"
 
 namespace llm::cuda {
@@ -26,13 +29,34 @@ __global__ void AddKernel(__nv_bfloat16* residual, const __nv_bfloat16* x, int64
   }
 }
 
+// SwiGLU with the row's folded-norm scale (1 when there is none): silu(s g) * (s u), one rounding.
+__device__ __forceinline__ float ScaledSwiGlu(float gate, float up, float scale) {
+  const float g = gate * scale;
+  return g / (1.f + expf(-g)) * (up * scale);
+}
+
 // 8 values per thread (inter % 8 == 0, aligned): a 2048-token prefill of the TinyLlama-1.1B shape
-// 11.9 -> 11.1 ms against the scalar kernel below (H100).
-__global__ void SiluMulVectorKernel(const uint4* gate_up, int32_t rows, int32_t inter_chunks,
-                                    uint4* out) {
-  const int64_t count = static_cast<int64_t>(rows) * inter_chunks;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+// 11.9 -> 11.1 ms against the scalar kernel below (H100). Unscaled: a grid-stride loop over all
+// chunks; scaled: blocks (row, slice), each first taking its row's scale (BlockInverseRms).
+template <bool kScaled>
+__global__ void SiluMulVectorKernel(const SiluMulParams p) {
+  const auto* gate_up = reinterpret_cast<const uint4*>(p.gate_up);
+  auto* out = reinterpret_cast<uint4*>(p.out);
+  const int32_t inter_chunks = p.inter / 8;
+  int64_t first, end, step;
+  float scale = 1.f;
+  if constexpr (kScaled) {
+    const int64_t row = blockIdx.x;
+    scale = BlockInverseRms(p.scale_rows_by + row * p.scale_hidden, p.scale_hidden, p.scale_eps);
+    first = row * inter_chunks + blockIdx.y * blockDim.x + threadIdx.x;
+    end = (row + 1) * inter_chunks;
+    step = static_cast<int64_t>(gridDim.y) * blockDim.x;
+  } else {
+    first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    end = static_cast<int64_t>(p.rows) * inter_chunks;
+    step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  }
+  for (int64_t i = first; i < end; i += step) {
     const int64_t row = i / inter_chunks;
     const int64_t chunk = i % inter_chunks;
     const uint4 gate = gate_up[row * 2 * inter_chunks + chunk];
@@ -45,22 +69,23 @@ __global__ void SiluMulVectorKernel(const uint4* gate_up, int32_t rows, int32_t 
     for (int j = 0; j < 4; ++j) {
       const float2 g = __bfloat1622float2(g2[j]);
       const float2 u = __bfloat1622float2(u2[j]);
-      r2[j] = __floats2bfloat162_rn(g.x / (1.f + expf(-g.x)) * u.x, g.y / (1.f + expf(-g.y)) * u.y);
+      r2[j] = __floats2bfloat162_rn(ScaledSwiGlu(g.x, u.x, scale), ScaledSwiGlu(g.y, u.y, scale));
     }
     out[i] = result;
   }
 }
 
-__global__ void SiluMulKernel(const __nv_bfloat16* gate_up, int32_t rows, int32_t inter,
-                              __nv_bfloat16* out) {
-  const int64_t count = static_cast<int64_t>(rows) * inter;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t row = i / inter;
-    const int64_t column = i % inter;
-    const float gate = __bfloat162float(gate_up[row * 2 * inter + column]);
-    const float up = __bfloat162float(gate_up[row * 2 * inter + inter + column]);
-    out[i] = __float2bfloat16_rn(gate / (1.f + expf(-gate)) * up);
+// Any inter: blocks (row, slice) stride over the row's elements.
+__global__ void SiluMulKernel(const SiluMulParams p) {
+  const int64_t row = blockIdx.x;
+  const float scale =
+      p.scale_rows_by == nullptr
+          ? 1.f
+          : BlockInverseRms(p.scale_rows_by + row * p.scale_hidden, p.scale_hidden, p.scale_eps);
+  const __nv_bfloat16* gate = p.gate_up + row * 2 * p.inter;
+  for (int i = blockIdx.y * blockDim.x + threadIdx.x; i < p.inter; i += gridDim.y * blockDim.x) {
+    p.out[row * p.inter + i] = __float2bfloat16_rn(
+        ScaledSwiGlu(__bfloat162float(gate[i]), __bfloat162float(gate[p.inter + i]), scale));
   }
 }
 
@@ -95,21 +120,30 @@ absl::Status LaunchAdd(__nv_bfloat16* residual, const __nv_bfloat16* x, int64_t 
   return absl::OkStatus();
 }
 
-absl::Status LaunchSiluMul(const __nv_bfloat16* gate_up, int32_t rows, int32_t inter,
-                           __nv_bfloat16* out, cudaStream_t stream) {
-  if (rows == 0) return absl::OkStatus();
-  if (gate_up == nullptr || out == nullptr || rows < 0 || inter <= 0) {
+absl::Status LaunchSiluMul(const SiluMulParams& p, cudaStream_t stream) {
+  if (p.rows == 0) return absl::OkStatus();
+  if (p.gate_up == nullptr || p.out == nullptr || p.rows < 0 || p.inter <= 0 ||
+      (p.scale_rows_by != nullptr && p.scale_hidden <= 0)) {
     return absl::InvalidArgumentError("SiluMul: bad arguments");
   }
-  if (inter % 8 == 0 && reinterpret_cast<uintptr_t>(gate_up) % 16 == 0 &&
-      reinterpret_cast<uintptr_t>(out) % 16 == 0) {
-    SiluMulVectorKernel<<<GridFor(static_cast<int64_t>(rows) * inter / 8), kThreads, 0, stream>>>(
-        reinterpret_cast<const uint4*>(gate_up), rows, inter / 8, reinterpret_cast<uint4*>(out));
+  const bool scaled = p.scale_rows_by != nullptr;
+  // Scaled launches: a block per row and slice; 65535 slices at most (grid y).
+  const auto slices = [&](int64_t items) {
+    return static_cast<unsigned>(std::min<int64_t>(65535, (items + kThreads - 1) / kThreads));
+  };
+  if (p.inter % 8 == 0 && reinterpret_cast<uintptr_t>(p.gate_up) % 16 == 0 &&
+      reinterpret_cast<uintptr_t>(p.out) % 16 == 0) {
+    if (scaled) {
+      SiluMulVectorKernel<true>
+          <<<dim3(static_cast<unsigned>(p.rows), slices(p.inter / 8)), kThreads, 0, stream>>>(p);
+    } else {
+      SiluMulVectorKernel<false>
+          <<<GridFor(static_cast<int64_t>(p.rows) * p.inter / 8), kThreads, 0, stream>>>(p);
+    }
     LLM_CUDA_CHECK_LAUNCH(SiluMulVectorKernel);
     return absl::OkStatus();
   }
-  SiluMulKernel<<<GridFor(static_cast<int64_t>(rows) * inter), kThreads, 0, stream>>>(gate_up, rows,
-                                                                                      inter, out);
+  SiluMulKernel<<<dim3(static_cast<unsigned>(p.rows), slices(p.inter)), kThreads, 0, stream>>>(p);
   LLM_CUDA_CHECK_LAUNCH(SiluMulKernel);
   return absl::OkStatus();
 }

@@ -1,6 +1,7 @@
 // Matmul for a few rows (decode at batch <= kGemvMaxRows): out[m, n] = sum_k x'[m, k] * w[n, k],
 // with the ops around the decode step's products folded in. x' is x itself or its RMSNorm (before
-// qkv, gate_up and the LM head). The epilogue
+// qkv, gate_up and the LM head), or x with the product scaled by x's inverse RMS afterwards (a
+// norm whose gain is folded into w: kRmsScale). The epilogue
 //   kStore / kAdd: stores the product, or adds it into out (the residual after o_proj and down);
 //   kSiluPairs:    pairs output column j with row n + j of w and stores SwiGLU's silu(gate) * up;
 //   kRopePairs:    pairs column i of each head with column i + D/2 (the qkv product), applies RoPE
@@ -20,8 +21,9 @@
 // while the previous kernel finishes, then griddepcontrol.wait) made the decode step slower.
 //
 // Numerics match the unfused ops: the normed activations are rounded to bf16 as RmsNorm stores
-// them; products are rounded to bf16 before the residual add (as Add sees them), before SwiGLU (as
-// SiluMul reads gate_up) and before RoPE (as RopeAppendKv reads qkv), whose formulas are repeated.
+// them; products are rounded to bf16 before SwiGLU (as SiluMul reads gate_up) and before RoPE (as
+// RopeAppendKv reads qkv), whose formulas (and row scales) are repeated, and before the residual
+// add (as Add sees them, and as cuBLASLt's beta = 1 rounds: MatmulAdd).
 // Reference: the CPU backend's RmsNorm / Matmul / Add / SiluMul / RopeAppendKv; test:
 // tests/kernels/gpu/small_ops_test.cc (Matmul and FusedMatmul cases).
 #include <cuda_bf16.h>
@@ -30,6 +32,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/matmul.h"
+#include "kernels/cuda/row_rms.cuh"
 
 namespace llm::cuda {
 namespace {
@@ -67,7 +70,8 @@ __device__ __forceinline__ float SumSquares8(const uint4& a) {
   return sum;
 }
 
-// The 8 values of `x` times `scale` times the 8 of `weight`, each rounded to bf16 (RmsNorm's store).
+// The 8 values of `x` times `scale` times the 8 of `weight`, each rounded to bf16 (RmsNorm's
+// store).
 __device__ __forceinline__ uint4 Normalise8(const uint4& x, const uint4& weight, float scale) {
   uint4 result;
   const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&x);
@@ -86,22 +90,32 @@ __device__ __forceinline__ float RoundToBf16(float value) {
   return __bfloat162float(__float2bfloat16_rn(value));
 }
 
-// Builds x' [M][chunks] (16-byte chunks) in shared memory from p.x.
+// Builds x' [M][chunks] (16-byte chunks) in shared memory from p.x; for kRmsScale also each row's
+// scale (row_scale[m]; BlockInverseRms's sum order).
 template <int M, GemvPrologue kPrologue>
-__device__ void BuildActivations(const FusedGemvParams& p, uint4* x_shared) {
+__device__ void BuildActivations(const FusedGemvParams& p, uint4* x_shared, float* row_scale) {
   const int chunks = p.k / 8;
   const auto* x = reinterpret_cast<const uint4*>(p.x);
   if constexpr (kPrologue == GemvPrologue::kNone) {
     for (int i = threadIdx.x; i < M * chunks; i += kThreads) x_shared[i] = x[i];
+  } else if constexpr (kPrologue == GemvPrologue::kRmsScale) {
+    for (int i = threadIdx.x; i < M * chunks; i += kThreads) x_shared[i] = x[i];
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const float scale = BlockInverseRms(p.x + static_cast<int64_t>(m) * p.k, p.k, p.eps);
+      if (threadIdx.x == 0) row_scale[m] = scale;
+    }
   } else {  // kRmsNorm
     __shared__ float partial[kWarps][M];
     float sums[M];
 #pragma unroll
     for (int m = 0; m < M; ++m) {
       sums[m] = 0.f;
-      for (int c = threadIdx.x; c < chunks; c += kThreads) sums[m] += SumSquares8(x[m * chunks + c]);
+      for (int c = threadIdx.x; c < chunks; c += kThreads)
+        sums[m] += SumSquares8(x[m * chunks + c]);
 #pragma unroll
-      for (int mask = 16; mask > 0; mask /= 2) sums[m] += __shfl_xor_sync(0xffffffffu, sums[m], mask);
+      for (int mask = 16; mask > 0; mask /= 2)
+        sums[m] += __shfl_xor_sync(0xffffffffu, sums[m], mask);
     }
     if (threadIdx.x % 32 == 0) {
 #pragma unroll
@@ -123,15 +137,17 @@ __device__ void BuildActivations(const FusedGemvParams& p, uint4* x_shared) {
 }
 
 // RoPE + KV append of one (head, i) pair of token m's qkv row: (a, b) = columns (i, i + D/2) of
-// `head`, the products rounded to bf16 (RopeAppendKv's arithmetic from there on).
-__device__ void RopePairEpilogue(const FusedGemvParams& p, int m, int pair, float a, float b) {
+// `head`, the products rounded to bf16 and multiplied by the row's scale (1 without kRmsScale):
+// RopeAppendKv's arithmetic from there on.
+__device__ void RopePairEpilogue(const FusedGemvParams& p, int m, int pair, float a, float b,
+                                 float scale) {
   const RopeAppendParams& r = p.rope;
   const int half_dim = r.head_dim / 2;
   const int head = pair / half_dim;
   const int i = pair - head * half_dim;
   const int rotated_heads = r.num_q_heads + r.num_kv_heads;
-  const float x0 = RoundToBf16(a);
-  const float x1 = RoundToBf16(b);
+  const float x0 = RoundToBf16(a) * scale;
+  const float x1 = RoundToBf16(b) * scale;
   __nv_bfloat16 y0 = __float2bfloat16_rn(x0);
   __nv_bfloat16 y1 = __float2bfloat16_rn(x1);
   if (head < rotated_heads) {
@@ -188,7 +204,7 @@ __global__ void __launch_bounds__(kThreads) FusedGemvKernel(const FusedGemvParam
       rows[r] = reinterpret_cast<const uint4*>(p.w) + (active ? row_index[r] : 0) * chunks;
     }
   }
-  auto load = [&](int base, uint4 (&into)[kRows][kUnroll]) {
+  auto load = [&](int base, uint4(&into)[kRows][kUnroll]) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
 #pragma unroll
@@ -201,7 +217,8 @@ __global__ void __launch_bounds__(kThreads) FusedGemvKernel(const FusedGemvParam
   uint4 weights[kRows][kUnroll];
   load(lane, weights);  // in flight during the prologue
 
-  BuildActivations<M, kPrologue>(p, x_shared);
+  __shared__ float row_scale[M];
+  BuildActivations<M, kPrologue>(p, x_shared, row_scale);
   __syncthreads();
   if (!active) return;
 
@@ -244,23 +261,27 @@ __global__ void __launch_bounds__(kThreads) FusedGemvKernel(const FusedGemvParam
   if (lane != 0) return;
 #pragma unroll
   for (int m = 0; m < M; ++m) {
+    const float scale = kPrologue == GemvPrologue::kRmsScale ? row_scale[m] : 1.f;
     if constexpr (kEpilogue == Epilogue::kRopePairs) {
-      RopePairEpilogue(p, m, item, acc[0][m], acc[kRows - 1][m]);
+      RopePairEpilogue(p, m, item, acc[0][m], acc[kRows - 1][m], scale);
     } else if constexpr (kEpilogue == Epilogue::kSiluPairs) {
-      const float gate = RoundToBf16(acc[0][m]);
-      const float up = RoundToBf16(acc[kRows - 1][m]);
+      const float gate = RoundToBf16(acc[0][m]) * scale;
+      const float up = RoundToBf16(acc[kRows - 1][m]) * scale;
       static_cast<__nv_bfloat16*>(p.out)[static_cast<int64_t>(m) * p.n + item] =
           __float2bfloat16_rn(gate / (1.f + expf(-gate)) * up);
     } else {
       const int64_t index = static_cast<int64_t>(m) * p.n + item;
       if (p.out_f32) {
-        static_cast<float*>(p.out)[index] = acc[0][m];
+        static_cast<float*>(p.out)[index] =
+            kPrologue == GemvPrologue::kRmsScale ? RoundToBf16(acc[0][m]) * scale : acc[0][m];
       } else {
         auto* out = static_cast<__nv_bfloat16*>(p.out);
-        const __nv_bfloat16 product = __float2bfloat16_rn(acc[0][m]);
-        out[index] = p.add_to_out ? __float2bfloat16_rn(__bfloat162float(out[index]) +
-                                                        __bfloat162float(product))
-                                  : product;
+        const float product =
+            kPrologue == GemvPrologue::kRmsScale ? RoundToBf16(acc[0][m]) * scale : acc[0][m];
+        // The add rounds the product first, as Add after Matmul and cuBLASLt's beta = 1 do.
+        out[index] = p.add_to_out
+                         ? __float2bfloat16_rn(__bfloat162float(out[index]) + RoundToBf16(product))
+                         : __float2bfloat16_rn(product);
       }
     }
   }
@@ -296,9 +317,14 @@ absl::Status LaunchForRows(const FusedGemvParams& p, cudaStream_t stream) {
 
 template <Epilogue kEpilogue>
 absl::Status LaunchWithPrologue(const FusedGemvParams& p, cudaStream_t stream) {
-  return p.prologue == GemvPrologue::kRmsNorm
-             ? LaunchForRows<GemvPrologue::kRmsNorm, kEpilogue>(p, stream)
-             : LaunchForRows<GemvPrologue::kNone, kEpilogue>(p, stream);
+  switch (p.prologue) {
+    case GemvPrologue::kRmsNorm:
+      return LaunchForRows<GemvPrologue::kRmsNorm, kEpilogue>(p, stream);
+    case GemvPrologue::kRmsScale:
+      return LaunchForRows<GemvPrologue::kRmsScale, kEpilogue>(p, stream);
+    default:
+      return LaunchForRows<GemvPrologue::kNone, kEpilogue>(p, stream);
+  }
 }
 
 }  // namespace

@@ -70,18 +70,19 @@ absl::StatusOr<const CublasLtMatmul::Plan*> CublasLtMatmul::PlanFor(int32_t m, i
 }
 
 absl::Status CublasLtMatmul::Run(const void* x, const void* w, int32_t m, int32_t n, int32_t k,
-                                 void* out, bool out_f32, cudaStream_t stream) {
+                                 void* out, bool out_f32, cudaStream_t stream, bool accumulate) {
   if (m == 0 || n == 0) return absl::OkStatus();
-  if (x == nullptr || w == nullptr || out == nullptr || m < 0 || n < 0 || k <= 0) {
+  if (x == nullptr || w == nullptr || out == nullptr || m < 0 || n < 0 || k <= 0 ||
+      (accumulate && out_f32)) {
     return absl::InvalidArgumentError("Matmul: null operand or bad shape");
   }
-  if (gemv_enabled_ && GemvSupports(x, w, m, k)) {
+  if (!accumulate && gemv_enabled_ && GemvSupports(x, w, m, k)) {
     return LaunchGemv(x, w, m, n, k, out, out_f32, stream);
   }
   auto plan = PlanFor(m, n, k, out_f32);
   if (!plan.ok()) return plan.status();
   const float alpha = 1.f;
-  const float beta = 0.f;
+  const float beta = accumulate ? 1.f : 0.f;
   LLM_CUBLAS_CHECK(cublasLtMatmul(handle_, (*plan)->operation, &alpha, w, (*plan)->a_layout, x,
                                   (*plan)->b_layout, &beta, out, (*plan)->c_layout, out,
                                   (*plan)->c_layout, &(*plan)->algorithm, workspace_,

@@ -25,7 +25,11 @@ namespace llm::cuda {
 // unless $LLM_CUDA_GEMV=0. LaunchFusedGemv also folds in the RMSNorm of x before the product and,
 // after it, the residual add (add_to_out), SwiGLU (silu_pairs) or RoPE + KV append (rope_append).
 inline constexpr int32_t kGemvMaxRows = 4;
-enum class GemvPrologue { kNone, kRmsNorm };
+// kRmsNorm: x' = RmsNorm(x, norm_weight) before the product. kRmsScale (a norm whose gain is folded
+// into w): x' = x, and row m's product, rounded to bf16, is multiplied by 1 / sqrt(mean(x[m]^2) +
+// eps) before the epilogue, as RopeAppendKv / SiluMul apply a RowRmsScale (the same sum order, so
+// the same scale to the bit).
+enum class GemvPrologue { kNone, kRmsNorm, kRmsScale };
 struct FusedGemvParams {
   const __nv_bfloat16* x = nullptr;  // [m, k]
   GemvPrologue prologue = GemvPrologue::kNone;
@@ -37,7 +41,7 @@ struct FusedGemvParams {
   int32_t k = 0;
   void* out = nullptr;  // [m, n]: bf16, or F32 with out_f32
   bool out_f32 = false;
-  bool add_to_out = false;  // bf16 out += product (rounded to bf16 first)
+  bool add_to_out = false;  // bf16 out += product (rounded to bf16 first, as cuBLASLt's beta = 1)
   bool silu_pairs = false;  // bf16 out[:, j] = silu(gate_j) * up_j (each rounded to bf16 first)
   // out is the qkv row [m, (Hq + 2 Hkv) D]: RoPE on q and k, k and v appended to the cache, as
   // LaunchRopeAppendKv does with `rope` (rope.qkv unused; rope.num_tokens == m).
@@ -56,8 +60,10 @@ class CublasLtMatmul {
   CublasLtMatmul(const CublasLtMatmul&) = delete;
   CublasLtMatmul& operator=(const CublasLtMatmul&) = delete;
 
+  // out = x w^T, or out += x w^T with accumulate (bf16 out; cuBLASLt's beta = 1, which on the H100
+  // rounds the product to bf16 before the add: tests/kernels/gpu/small_ops_test.cc).
   absl::Status Run(const void* x, const void* w, int32_t m, int32_t n, int32_t k, void* out,
-                   bool out_f32, cudaStream_t stream);
+                   bool out_f32, cudaStream_t stream, bool accumulate = false);
   size_t workspace_bytes() const { return workspace_bytes_; }
   bool gemv_enabled() const { return gemv_enabled_; }
 

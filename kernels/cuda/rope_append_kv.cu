@@ -4,12 +4,14 @@
 // for every q and k head of the token's qkv row (in place), then the rotated k and the v heads go
 // to the paged pool: slot = slot_mapping[t], block = slot / block_size, kvcache::KvLayout places
 // them. Blocks (token, slice): the threads of a token's slices stride over (head, i) pairs, then
-// over v elements (one element per thread for the usual shapes). The angle is rounded to fp32
-// before cos/sin (full-range sincosf), as the CPU reference does. Reference: the CPU backend's
-// RopeAppendKv; test: tests/kernels/gpu/small_ops_test.cc.
+// over v elements (one element per thread for the usual shapes). With scale_rows_by (a folded
+// norm's RowRmsScale) each block first takes its token's scale and multiplies q, k and v by it. The
+// angle is rounded to fp32 before cos/sin (full-range sincosf), as the CPU reference does.
+// Reference: the CPU backend's RopeAppendKv; test: tests/kernels/gpu/small_ops_test.cc.
 #include <algorithm>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/row_rms.cuh"
 #include "kernels/cuda/small_ops.h"
 
 namespace llm::cuda {
@@ -27,6 +29,11 @@ __global__ void RopeAppendKvKernel(const RopeAppendParams p) {
   const int slot_in_block = append ? slot % p.layout.block_size : 0;
 
   const int rotated_heads = p.num_q_heads + p.num_kv_heads;
+  const bool scaled = p.scale_rows_by != nullptr;
+  const float scale =
+      scaled ? BlockInverseRms(p.scale_rows_by + static_cast<int64_t>(token) * p.scale_hidden,
+                               p.scale_hidden, p.scale_eps)
+             : 1.f;
   // blockIdx.y slices the token's elements: one element per thread for the usual shapes, so no
   // load waits behind an earlier (possibly aliasing) store of the same thread.
   const int first = blockIdx.y * blockDim.x + threadIdx.x;
@@ -40,8 +47,8 @@ __global__ void RopeAppendKvKernel(const RopeAppendParams p) {
     cosine *= p.attention_scaling;
     sine *= p.attention_scaling;
     __nv_bfloat16* x = row + head * p.head_dim;
-    const float x0 = __bfloat162float(x[i]);
-    const float x1 = __bfloat162float(x[i + half_dim]);
+    const float x0 = __bfloat162float(x[i]) * scale;
+    const float x1 = __bfloat162float(x[i + half_dim]) * scale;
     const __nv_bfloat16 y0 = __float2bfloat16_rn(x0 * cosine - x1 * sine);
     const __nv_bfloat16 y1 = __float2bfloat16_rn(x1 * cosine + x0 * sine);
     x[i] = y0;
@@ -53,12 +60,17 @@ __global__ void RopeAppendKvKernel(const RopeAppendParams p) {
       p.k_cache[offset + half_dim] = y1;
     }
   }
-  if (!append) return;
-  const __nv_bfloat16* v = row + static_cast<int64_t>(rotated_heads) * p.head_dim;
+  if (!append && !scaled) return;
+  __nv_bfloat16* v = row + static_cast<int64_t>(rotated_heads) * p.head_dim;
   for (int index = first; index < p.num_kv_heads * p.head_dim; index += step) {
     const int kv_head = index / p.head_dim;
     const int dim = index % p.head_dim;
-    p.v_cache[p.layout.offset_in_layer(block, kv_head, slot_in_block, dim)] = v[index];
+    __nv_bfloat16 value = v[index];
+    if (scaled) {
+      value = __float2bfloat16_rn(__bfloat162float(value) * scale);
+      v[index] = value;
+    }
+    if (append) p.v_cache[p.layout.offset_in_layer(block, kv_head, slot_in_block, dim)] = value;
   }
 }
 
@@ -69,6 +81,9 @@ absl::Status LaunchRopeAppendKv(const RopeAppendParams& p, cudaStream_t stream) 
   if (p.qkv == nullptr || p.positions == nullptr || p.slot_mapping == nullptr ||
       p.inv_freq == nullptr || p.k_cache == nullptr || p.v_cache == nullptr) {
     return absl::InvalidArgumentError("RopeAppendKv: a required device array is null");
+  }
+  if (p.scale_rows_by != nullptr && p.scale_hidden <= 0) {
+    return absl::InvalidArgumentError("RopeAppendKv: scale_hidden must be positive");
   }
   if (p.head_dim <= 0 || p.head_dim % 2 != 0 || p.num_q_heads <= 0 || p.num_kv_heads <= 0 ||
       p.layout.head_dim != p.head_dim || p.layout.num_kv_heads != p.num_kv_heads ||

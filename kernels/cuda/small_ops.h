@@ -14,7 +14,9 @@
 namespace llm::cuda {
 
 // RoPE (Hugging Face rotate-half) on q and k in place at each token's absolute position, then k and
-// v written to the paged pool at slot_mapping[t] (negative slots are skipped).
+// v written to the paged pool at slot_mapping[t] (negative slots are skipped). With scale_rows_by
+// set, each token's whole row is first multiplied by 1 / sqrt(mean(scale_rows_by[t]^2) + eps)
+// (RowRmsScale, kernels/backend.h).
 struct RopeAppendParams {
   __nv_bfloat16* qkv = nullptr;  // [num_tokens, (Hq + 2 Hkv) * D]
   int32_t num_tokens = 0;
@@ -28,6 +30,9 @@ struct RopeAppendParams {
   __nv_bfloat16* k_cache = nullptr;  // the layer's K base in the pool
   __nv_bfloat16* v_cache = nullptr;
   kvcache::KvLayout layout;
+  const __nv_bfloat16* scale_rows_by = nullptr;  // [num_tokens, scale_hidden]
+  int32_t scale_hidden = 0;
+  float scale_eps = 0.f;
 };
 absl::Status LaunchRopeAppendKv(const RopeAppendParams& params, cudaStream_t stream);
 
@@ -47,9 +52,18 @@ absl::Status LaunchRmsNorm(const RmsNormParams& params, cudaStream_t stream);
 // residual[i] += x[i]
 absl::Status LaunchAdd(__nv_bfloat16* residual, const __nv_bfloat16* x, int64_t count,
                        cudaStream_t stream);
-// out[r, i] = silu(gate_up[r, i]) * gate_up[r, inter + i]
-absl::Status LaunchSiluMul(const __nv_bfloat16* gate_up, int32_t rows, int32_t inter,
-                           __nv_bfloat16* out, cudaStream_t stream);
+// out[r, i] = silu(s_r * gate_up[r, i]) * s_r * gate_up[r, inter + i], with s_r = 1 when
+// scale_rows_by is null, else 1 / sqrt(mean(scale_rows_by[r]^2) + eps) (RowRmsScale).
+struct SiluMulParams {
+  const __nv_bfloat16* gate_up = nullptr;  // [rows, 2 * inter]
+  int32_t rows = 0;
+  int32_t inter = 0;
+  __nv_bfloat16* out = nullptr;                  // [rows, inter]
+  const __nv_bfloat16* scale_rows_by = nullptr;  // [rows, scale_hidden]
+  int32_t scale_hidden = 0;
+  float scale_eps = 0.f;
+};
+absl::Status LaunchSiluMul(const SiluMulParams& params, cudaStream_t stream);
 // out[i, :] = x[rows[i], :] (row gather of `row_bytes`-byte rows; Embed is a gather of the table).
 absl::Status LaunchGatherRows(const void* x, const int32_t* rows, int32_t num_rows,
                               int64_t row_bytes, void* out, cudaStream_t stream);

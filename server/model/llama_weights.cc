@@ -1,8 +1,10 @@
 // UploadLlamaWeights: fused projections are concatenated along the output-feature rows on the host
 // (a byte concatenation when the parts share a dtype), then converted by the backend on upload.
+// Folding a norm's gain into the product after it multiplies in F32 and rounds once on upload.
 #include "server/model/llama_weights.h"
 
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -25,17 +27,20 @@ absl::StatusOr<HostTensor> ShapedTensor(const Checkpoint& checkpoint, const std:
   return tensor;
 }
 
-// Stacks 2-D tensors with equal column counts along rows and uploads the result.
+// Stacks 2-D tensors with equal column counts along rows and uploads the result; with
+// column_gain ([columns]), every row is first multiplied by it element-wise in F32 (W diag(gain):
+// a norm's gain folded into the product that follows it).
 absl::StatusOr<DeviceBuffer> UploadStackedRows(Backend& backend,
-                                               const std::vector<HostTensor>& parts) {
+                                               const std::vector<HostTensor>& parts,
+                                               const HostTensor* column_gain = nullptr) {
   const int64_t columns = parts.front().shape[1];
   int64_t rows = 0;
-  bool same_dtype = true;
+  bool same_dtype = column_gain == nullptr;
   for (const HostTensor& part : parts) {
     rows += part.shape[0];
     same_dtype &= part.dtype == parts.front().dtype;
   }
-  // Mixed dtypes are widened to F32 first so the stacked tensor has one dtype.
+  // Mixed dtypes (or a gain to apply) are widened to F32 first so the stacked tensor has one dtype.
   const DType dtype = same_dtype ? parts.front().dtype : DType::kF32;
   const size_t element_size = DTypeSize(dtype);
   std::vector<unsigned char> stacked(static_cast<size_t>(rows * columns) * element_size);
@@ -49,6 +54,14 @@ absl::StatusOr<DeviceBuffer> UploadStackedRows(Backend& backend,
                      reinterpret_cast<float*>(stacked.data() + offset));
     }
     offset += count * element_size;
+  }
+  if (column_gain != nullptr) {
+    std::vector<float> gain(static_cast<size_t>(columns));
+    ConvertToFloat(column_gain->dtype, column_gain->data, gain.size(), gain.data());
+    auto* values = reinterpret_cast<float*>(stacked.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < columns; ++c) values[r * columns + c] *= gain[c];
+    }
   }
   return backend.UploadWeight(HostTensor{dtype, {rows, columns}, stacked.data()});
 }
@@ -65,15 +78,24 @@ class WeightUploader {
     return Keep(backend_.UploadWeight(*tensor), name, destination);
   }
 
+  // With gain_name (a [columns] norm weight), the stacked rows are multiplied by that gain.
   absl::Status UploadStacked(const std::vector<std::pair<std::string, std::vector<int64_t>>>& parts,
-                             DeviceBuffer& destination) {
+                             DeviceBuffer& destination, const std::string& gain_name = "") {
     std::vector<HostTensor> tensors;
     for (const auto& [name, shape] : parts) {
       absl::StatusOr<HostTensor> tensor = ShapedTensor(checkpoint_, name, shape);
       if (!tensor.ok()) return tensor.status();
       tensors.push_back(*tensor);
     }
-    return Keep(UploadStackedRows(backend_, tensors), parts.front().first, destination);
+    std::optional<HostTensor> gain;
+    if (!gain_name.empty()) {
+      absl::StatusOr<HostTensor> tensor =
+          ShapedTensor(checkpoint_, gain_name, {tensors.front().shape[1]});
+      if (!tensor.ok()) return tensor.status();
+      gain = *tensor;
+    }
+    return Keep(UploadStackedRows(backend_, tensors, gain ? &*gain : nullptr), parts.front().first,
+                destination);
   }
 
  private:
@@ -95,7 +117,8 @@ class WeightUploader {
 
 }  // namespace
 
-absl::StatusOr<LlamaWeights> UploadLlamaWeights(const Checkpoint& checkpoint, Backend& backend) {
+absl::StatusOr<LlamaWeights> UploadLlamaWeights(const Checkpoint& checkpoint, Backend& backend,
+                                                bool fold_norm_gains) {
   const ModelConfig& config = checkpoint.config();
   const int64_t hidden = config.hidden_size, inter = config.intermediate_size;
   const int64_t q_rows = static_cast<int64_t>(config.num_attention_heads) * config.head_dim;
@@ -112,6 +135,7 @@ absl::StatusOr<LlamaWeights> UploadLlamaWeights(const Checkpoint& checkpoint, Ba
   }
 
   LlamaWeights weights;
+  weights.norm_gains_folded = fold_norm_gains;
   WeightUploader uploader(checkpoint, backend, weights);
   if (absl::Status s =
           uploader.Upload("model.embed_tokens.weight", {vocab, hidden}, weights.embed_tokens);
@@ -127,7 +151,8 @@ absl::StatusOr<LlamaWeights> UploadLlamaWeights(const Checkpoint& checkpoint, Ba
       status = uploader.UploadStacked({{prefix + "self_attn.q_proj.weight", {q_rows, hidden}},
                                        {prefix + "self_attn.k_proj.weight", {kv_rows, hidden}},
                                        {prefix + "self_attn.v_proj.weight", {kv_rows, hidden}}},
-                                      layer.qkv_proj);
+                                      layer.qkv_proj,
+                                      fold_norm_gains ? prefix + "input_layernorm.weight" : "");
     }
     if (status.ok())
       status = uploader.Upload(prefix + "self_attn.o_proj.weight", {hidden, q_rows}, layer.o_proj);
@@ -136,9 +161,10 @@ absl::StatusOr<LlamaWeights> UploadLlamaWeights(const Checkpoint& checkpoint, Ba
                                layer.post_attention_norm);
     }
     if (status.ok()) {
-      status = uploader.UploadStacked({{prefix + "mlp.gate_proj.weight", {inter, hidden}},
-                                       {prefix + "mlp.up_proj.weight", {inter, hidden}}},
-                                      layer.gate_up_proj);
+      status = uploader.UploadStacked(
+          {{prefix + "mlp.gate_proj.weight", {inter, hidden}},
+           {prefix + "mlp.up_proj.weight", {inter, hidden}}},
+          layer.gate_up_proj, fold_norm_gains ? prefix + "post_attention_layernorm.weight" : "");
     }
     if (status.ok())
       status = uploader.Upload(prefix + "mlp.down_proj.weight", {hidden, inter}, layer.down_proj);

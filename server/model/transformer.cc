@@ -312,9 +312,9 @@ class LlamaTransformer final : public Transformer {
     StepBuffers& b = buffers_;
     LLM_RETURN_IF_ERROR(RunLayers(batch, token_ids));
     if (UseFusedMatmul(batch.num_tokens)) {
-      FusedMatmulArgs head = NormedProduct(b.residual.data(), weights_.final_norm.data(),
-                                           weights_.lm_head_data(), batch.num_tokens,
-                                           config_.vocab_size, b.logits.data());
+      FusedMatmulArgs head =
+          NormedProduct(b.residual.data(), weights_.final_norm.data(), weights_.lm_head_data(),
+                        batch.num_tokens, config_.vocab_size, b.logits.data());
       head.out_f32 = true;
       return backend_.FusedMatmul(head);
     }
@@ -395,8 +395,9 @@ class LlamaTransformer final : public Transformer {
         backend_.Embed(token_ids, tokens, weights_.embed_tokens.data(), hidden, b.residual.data()));
     for (int32_t l = 0; l < config_.num_hidden_layers; ++l) {
       const LlamaLayerWeights& layer = weights_.layers[l];
-      FusedMatmulArgs qkv = NormedProduct(b.residual.data(), layer.input_norm.data(),
-                                          layer.qkv_proj.data(), tokens, qkv_width, b.qkv.data());
+      FusedMatmulArgs qkv =
+          LayerNormedProduct(b.residual.data(), layer.input_norm, layer.qkv_proj.data(), tokens,
+                             qkv_width, b.qkv.data());
       qkv.epilogue = MatmulEpilogue::kRopeAppendKv;
       qkv.batch = &batch;
       qkv.shape = &attention_shape_;
@@ -409,8 +410,8 @@ class LlamaTransformer final : public Transformer {
       LLM_RETURN_IF_ERROR(backend_.FusedMatmul(
           ResidualProduct(b.attention_out.data(), layer.o_proj.data(), tokens, q_width)));
       FusedMatmulArgs gate_up =
-          NormedProduct(b.residual.data(), layer.post_attention_norm.data(),
-                        layer.gate_up_proj.data(), tokens, inter, b.mlp_hidden.data());
+          LayerNormedProduct(b.residual.data(), layer.post_attention_norm,
+                             layer.gate_up_proj.data(), tokens, inter, b.mlp_hidden.data());
       gate_up.epilogue = MatmulEpilogue::kSiluMul;
       LLM_RETURN_IF_ERROR(backend_.FusedMatmul(gate_up));
       LLM_RETURN_IF_ERROR(backend_.FusedMatmul(
@@ -419,8 +420,58 @@ class LlamaTransformer final : public Transformer {
     return absl::OkStatus();
   }
 
+  // A layer's normed product (qkv, gate_up): the norm as the GEMV's prologue, or, where the gains
+  // are folded into the weights, the row scale after the product (kRmsScale), as RunFoldedLayers'
+  // RopeAppendKv / SiluMul apply it.
+  FusedMatmulArgs LayerNormedProduct(const void* x, const DeviceBuffer& norm_weight, const void* w,
+                                     int32_t tokens, int32_t n, void* out) const {
+    FusedMatmulArgs args = NormedProduct(x, norm_weight.data(), w, tokens, n, out);
+    if (weights_.norm_gains_folded) {
+      args.prologue = MatmulPrologue::kRmsScale;
+      args.norm_weight = nullptr;
+    }
+    return args;
+  }
+
+  // The plain path with the norm gains folded into qkv_proj and gate_up_proj: per layer qkv,
+  // RoPE + append (scaled by the input norm's row scale), attention, o (+= residual), gate_up,
+  // SwiGLU (scaled by the post-attention norm's row scale), down (+= residual). The row scales are
+  // taken from the residual as it stands when the product reads it.
+  absl::Status RunFoldedLayers(const AttentionBatch& batch, const int32_t* token_ids) {
+    const int32_t tokens = batch.num_tokens;
+    const int32_t hidden = config_.hidden_size, inter = config_.intermediate_size;
+    const int32_t q_width = config_.num_attention_heads * config_.head_dim;
+    const int32_t qkv_width = q_width + 2 * config_.num_key_value_heads * config_.head_dim;
+    const KvCacheView cache{kv_pool_.data(), kernel_layout_};
+    StepBuffers& b = buffers_;
+    const RowRmsScale row_scale{b.residual.data(), hidden, config_.rms_norm_eps};
+    const RopeParams rope{inv_freq_.as<float>(), 1.0f, row_scale};
+
+    LLM_RETURN_IF_ERROR(
+        backend_.Embed(token_ids, tokens, weights_.embed_tokens.data(), hidden, b.residual.data()));
+    for (int32_t l = 0; l < config_.num_hidden_layers; ++l) {
+      const LlamaLayerWeights& layer = weights_.layers[l];
+      LLM_RETURN_IF_ERROR(backend_.Matmul(b.residual.data(), layer.qkv_proj.data(), tokens,
+                                          qkv_width, hidden, b.qkv.data()));
+      LLM_RETURN_IF_ERROR(
+          backend_.RopeAppendKv(b.qkv.data(), batch, attention_shape_, rope, cache, l));
+      LLM_RETURN_IF_ERROR(backend_.PagedAttention(b.qkv.data(), batch, attention_shape_, cache, l,
+                                                  b.attention_out.data()));
+      LLM_RETURN_IF_ERROR(backend_.MatmulAdd(b.attention_out.data(), layer.o_proj.data(), tokens,
+                                             hidden, q_width, b.residual.data()));
+      LLM_RETURN_IF_ERROR(backend_.Matmul(b.residual.data(), layer.gate_up_proj.data(), tokens,
+                                          2 * inter, hidden, b.gate_up.data()));
+      LLM_RETURN_IF_ERROR(
+          backend_.SiluMul(b.gate_up.data(), tokens, inter, row_scale, b.mlp_hidden.data()));
+      LLM_RETURN_IF_ERROR(backend_.MatmulAdd(b.mlp_hidden.data(), layer.down_proj.data(), tokens,
+                                             hidden, inter, b.residual.data()));
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status RunLayers(const AttentionBatch& batch, const int32_t* token_ids) {
     if (UseFusedMatmul(batch.num_tokens)) return RunFusedLayers(batch, token_ids);
+    if (weights_.norm_gains_folded) return RunFoldedLayers(batch, token_ids);
     const int32_t tokens = batch.num_tokens;
     const int32_t hidden = config_.hidden_size, inter = config_.intermediate_size;
     const int32_t q_width = config_.num_attention_heads * config_.head_dim;
@@ -452,7 +503,8 @@ class LlamaTransformer final : public Transformer {
       // MLP half.
       LLM_RETURN_IF_ERROR(backend_.Matmul(b.normed.data(), layer.gate_up_proj.data(), tokens,
                                           2 * inter, hidden, b.gate_up.data()));
-      LLM_RETURN_IF_ERROR(backend_.SiluMul(b.gate_up.data(), tokens, inter, b.mlp_hidden.data()));
+      LLM_RETURN_IF_ERROR(
+          backend_.SiluMul(b.gate_up.data(), tokens, inter, RowRmsScale{}, b.mlp_hidden.data()));
       LLM_RETURN_IF_ERROR(backend_.Matmul(b.mlp_hidden.data(), layer.down_proj.data(), tokens,
                                           hidden, inter, b.projection.data()));
       if (l + 1 < config_.num_hidden_layers) {
@@ -569,7 +621,10 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Create(
     const Checkpoint& checkpoint, Backend& backend, const TransformerOptions& options) {
   const ModelConfig& config = checkpoint.config();
   LLM_RETURN_IF_ERROR(ValidateOptions(config, options));
-  absl::StatusOr<LlamaWeights> weights = UploadLlamaWeights(checkpoint, backend);
+  using NormGains = TransformerOptions::NormGains;
+  const bool fold_norm_gains = options.norm_gains == NormGains::kFolded ||
+                               (options.norm_gains == NormGains::kAuto && backend.FoldsNormGains());
+  absl::StatusOr<LlamaWeights> weights = UploadLlamaWeights(checkpoint, backend, fold_norm_gains);
   if (!weights.ok()) return weights.status();
   auto transformer =
       std::make_unique<LlamaTransformer>(config, backend, options, std::move(*weights));

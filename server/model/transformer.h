@@ -2,8 +2,9 @@
 //
 // One Forward() call runs one engine step: a batch that mixes prefill chunks and decode tokens of
 // different sequences. Each chunk appends its tokens at absolute positions
-// [start_position, start_position + tokens.size()) of its sequence; the KV blocks for those positions
-// must already be in the chunk's block table (the engine allocates them through kvcache/).
+// [start_position, start_position + tokens.size()) of its sequence; the KV blocks for those
+// positions must already be in the chunk's block table (the engine allocates them through
+// kvcache/).
 #pragma once
 
 #include <cstdint>
@@ -42,20 +43,29 @@ struct TransformerOptions {
   // layer instead of 10).
   // false: the plain ops (tests compare the two).
   bool fused_matmul = true;
+  // The RMSNorm gains before qkv and gate_up folded into those weights (W diag(gain), rounded once
+  // on upload), the norm's row scale applied by the op after the product (RopeAppendKv, SiluMul;
+  // RowRmsScale in kernels/backend.h) and the residual adds done by the products (MatmulAdd): a
+  // layer of the plain path runs no norm kernel. The GEMV path keeps its norm prologue, with unit
+  // gains. Same result up to rounding (tests compare the two).
+  //   kAuto: folded where the backend asks for it (Backend::FoldsNormGains: CUDA), else separate.
+  enum class NormGains : int32_t { kAuto = 0, kSeparate, kFolded };
+  NormGains norm_gains = NormGains::kAuto;
 };
 
 struct SequenceChunk {
-  std::vector<int32_t> tokens;       // new tokens, appended at start_position onwards
-  int32_t start_position = 0;        // tokens already cached for this sequence
-  std::vector<int32_t> block_table;  // physical blocks covering positions [0, start_position + tokens.size())
-  bool sample = true;                // sample the token that follows the chunk's last token
+  std::vector<int32_t> tokens;  // new tokens, appended at start_position onwards
+  int32_t start_position = 0;   // tokens already cached for this sequence
+  std::vector<int32_t>
+      block_table;     // physical blocks covering positions [0, start_position + tokens.size())
+  bool sample = true;  // sample the token that follows the chunk's last token
   SamplingParams sampling;
-  bool return_logits = false;        // return F32 logits of every token of the chunk (tests, scoring)
+  bool return_logits = false;  // return F32 logits of every token of the chunk (tests, scoring)
 };
 
 struct ChunkResult {
-  SampledToken sampled;        // valid when the chunk asked to sample
-  std::vector<float> logits;   // [tokens.size(), vocab] when the chunk asked for them
+  SampledToken sampled;       // valid when the chunk asked to sample
+  std::vector<float> logits;  // [tokens.size(), vocab] when the chunk asked for them
 };
 
 class Transformer {
@@ -66,7 +76,8 @@ class Transformer {
                                                              Backend& backend,
                                                              const TransformerOptions& options);
 
-  virtual absl::StatusOr<std::vector<ChunkResult>> Forward(std::span<const SequenceChunk> chunks) = 0;
+  virtual absl::StatusOr<std::vector<ChunkResult>> Forward(
+      std::span<const SequenceChunk> chunks) = 0;
 
   virtual const ModelConfig& config() const = 0;
   virtual const kvcache::KvLayout& kv_layout() const = 0;

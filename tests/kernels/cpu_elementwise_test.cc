@@ -75,12 +75,34 @@ TEST(SiluMulTest, MatchesSiluOfGateTimesUp) {
   const int32_t rows = 11, inter = 37;
   const std::vector<float> gate_up = testing::RandomFloats(rows * 2 * inter, 4, -8.0f, 8.0f);
   std::vector<float> out(rows * inter);
-  SiluMul(pool, gate_up.data(), rows, inter, out.data());
+  SiluMul(pool, gate_up.data(), rows, inter, RowRmsScale{}, out.data());
   for (int32_t r = 0; r < rows; ++r) {
     for (int32_t i = 0; i < inter; ++i) {
       const double gate = gate_up[r * 2 * inter + i], up = gate_up[r * 2 * inter + inter + i];
       const double expected = gate / (1.0 + std::exp(-gate)) * up;
       ASSERT_NEAR(out[r * inter + i], expected, 1e-6 * (1.0 + std::abs(expected))) << r << "," << i;
+    }
+  }
+}
+
+// With a row scale (a folded norm): gate and up of row r are multiplied by r's inverse RMS first.
+TEST(SiluMulTest, ScalesGateAndUpByTheRowsInverseRms) {
+  ThreadPool pool(2);
+  const int32_t rows = 7, inter = 29, hidden = 40;
+  const std::vector<float> gate_up = testing::RandomFloats(rows * 2 * inter, 6, -40.0f, 40.0f);
+  const std::vector<float> x = testing::RandomFloats(rows * hidden, 7, -9.0f, 9.0f);
+  const float eps = 1e-5f;
+  std::vector<float> out(rows * inter);
+  SiluMul(pool, gate_up.data(), rows, inter, RowRmsScale{x.data(), hidden, eps}, out.data());
+  for (int32_t r = 0; r < rows; ++r) {
+    double squares = 0.0;
+    for (int32_t i = 0; i < hidden; ++i) squares += double{x[r * hidden + i]} * x[r * hidden + i];
+    const double scale = 1.0 / std::sqrt(squares / hidden + eps);
+    for (int32_t i = 0; i < inter; ++i) {
+      const double gate = gate_up[r * 2 * inter + i] * scale;
+      const double up = gate_up[r * 2 * inter + inter + i] * scale;
+      const double expected = gate / (1.0 + std::exp(-gate)) * up;
+      ASSERT_NEAR(out[r * inter + i], expected, 1e-5 * (1.0 + std::abs(expected))) << r << "," << i;
     }
   }
 }

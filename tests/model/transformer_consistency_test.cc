@@ -258,6 +258,54 @@ TEST_F(TransformerConsistencyTest, ReportsKvCacheBytesFromItsLayout) {
   EXPECT_GT(transformer_->workspace_bytes(), 0u);
 }
 
+// The RMSNorm gains folded into qkv_proj / gate_up_proj (the CUDA backend's default) give the
+// separate norms' logits up to fp32 rounding: prefill in pieces (the plain path) and decode steps
+// of a batch of two, where the fake checkpoint's gains (0.2 spread around 1) make a wrong fold
+// show.
+TEST_F(TransformerConsistencyTest, FoldedNormGainsMatchSeparateNorms) {
+  TransformerOptions options;
+  options.kv_num_blocks = kNumBlocks;
+  options.kv_block_size = kBlockSize;
+  options.max_batch_tokens = 64;
+  options.max_batch_sequences = 8;
+  options.norm_gains = TransformerOptions::NormGains::kSeparate;
+  auto separate = Transformer::Create(*checkpoint_, *backend_, options);
+  ASSERT_TRUE(separate.ok()) << separate.status();
+  options.norm_gains = TransformerOptions::NormGains::kFolded;
+  auto folded = Transformer::Create(*checkpoint_, *backend_, options);
+  ASSERT_TRUE(folded.ok()) << folded.status();
+
+  BlockSource blocks(11);
+  const std::vector<int32_t> first = Prompt(33, 21), second = Prompt(12, 22);
+  const std::vector<int32_t> first_table = blocks.Take(33), second_table = blocks.Take(12);
+  const std::vector<float> separate_logits =
+      PrefillInPieces(**separate, std::vector<int32_t>(first.begin(), first.begin() + 30),
+                      {13, 1, 16}, first_table);
+  const std::vector<float> folded_logits = PrefillInPieces(
+      **folded, std::vector<int32_t>(first.begin(), first.begin() + 30), {13, 1, 16}, first_table);
+  double largest = 0.0;
+  for (float v : separate_logits) largest = std::max(largest, double{std::abs(v)});
+  ASSERT_GT(largest, 0.1);
+  EXPECT_LT(MaxAbsDiff(folded_logits, separate_logits), 1e-4 * largest);
+
+  // The second prompt's prefill, then three steps decoding both sequences together.
+  for (Transformer* model : {separate->get(), folded->get()}) {
+    const SequenceChunk chunk = Chunk(second, 0, 9, second_table);
+    ASSERT_TRUE(model->Forward(std::span(&chunk, 1)).ok());
+  }
+  for (int32_t step = 0; step < 3; ++step) {
+    const std::vector<SequenceChunk> chunks = {Chunk(first, 30 + step, 31 + step, first_table),
+                                               Chunk(second, 9 + step, 10 + step, second_table)};
+    auto a = (*separate)->Forward(chunks);
+    auto b = (*folded)->Forward(chunks);
+    ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+    for (size_t s = 0; s < chunks.size(); ++s) {
+      EXPECT_LT(MaxAbsDiff((*b)[s].logits, (*a)[s].logits), 1e-4 * largest)
+          << "step " << step << " sequence " << s;
+    }
+  }
+}
+
 // The padded decode plan (what the CUDA backend records as graphs), run eagerly on the CPU: a
 // decode batch of 3 (padded to 4, dummy rows in the scratch block) and each sequence alone give the
 // plain path's logits and tokens, also past a KV-length bucket boundary (64).
