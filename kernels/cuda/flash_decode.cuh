@@ -149,16 +149,36 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int kv_head = blockIdx.y;
   const int seq = blockIdx.z;
   const int group = params.num_q_heads / params.num_kv_heads;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int* block_table =
+      params.block_tables + static_cast<int64_t>(seq) * params.block_table_stride;
+  const kvcache::KvLayout layout = params.layout;
+  const int chunk_begin = split * params.kv_chunk_size;
+  // Issued together, none waiting on another: the sequence's query range and KV length, and the
+  // block-table entries of the warp's first 32 tiles (lane t: tile t; the index needs only the
+  // chunk's start, the row's stride keeps it in bounds). The K/V copies then wait on one round
+  // trip, not three (query_start -> positions -> block table).
   const int q_begin = params.query_start[seq];
-  const int num_rows = (params.query_start[seq + 1] - q_begin) * group;
+  const int q_end = params.query_start[seq + 1];
+  const int kv_len = params.kv_lens[seq];
+  int table_entry = 0;
+  if constexpr (Traits::kTableWindow) {
+    const int start = chunk_begin + (warp + lane * Traits::kWarps) * kTileN;
+    const int index = start / layout.block_size;
+    if (start < chunk_begin + params.kv_chunk_size && index < params.block_table_stride) {
+      table_entry = block_table[index];
+    }
+  }
+  const int num_rows = (q_end - q_begin) * group;
   // Larger sequences belong to flash prefill. The same for every block of a cluster (one
   // sequence), so no block waits at a cluster barrier for one that left.
   if (num_rows == 0 || num_rows > kRows) return;
-  const int kv_len = params.kv_lens[seq];
   const int last_position = params.positions[q_begin + (num_rows - 1) / group];
-  const int kv_end = min(kv_len, last_position + 1);
-  const int chunk_begin = split * params.kv_chunk_size;
-  const int chunk_end = min(kv_end, chunk_begin + params.kv_chunk_size);
+  // Copies cover [chunk_begin, load_end) (kv_len known); the causal end, chunk_end, needs the last
+  // query position and only masks (the same unless kv_len > last position + 1).
+  const int load_end = min(kv_len, chunk_begin + params.kv_chunk_size);
+  const int chunk_end = min(min(kv_len, last_position + 1), chunk_begin + params.kv_chunk_size);
   const bool split_output = !kClusterMerge && params.num_splits > 1;
 
   // Where row r's partial result goes: [token][head][split].
@@ -173,7 +193,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   float* exchange_o = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(smem_pipeline) +
                                                Traits::kMergeBytes);  // [row][D]
   float* exchange_lse = exchange_o + kRows * D;                       // [row]
-  if (chunk_begin >= chunk_end) {  // nothing to attend to in this chunk: weight 0 in the merge
+  auto empty_chunk = [&] {  // nothing to attend to in this chunk: weight 0 in the merge
     if constexpr (kClusterMerge) {
       for (int row = threadIdx.x; row < num_rows; row += Traits::kThreads)
         exchange_lse[row] = -INFINITY;
@@ -186,6 +206,9 @@ __global__ void __launch_bounds__(Traits::kThreads)
         if (index % D == 0) params.partial_lse[partial_index(row)] = -INFINITY;
       }
     }
+  };
+  if (chunk_begin >= load_end) {
+    empty_chunk();
     return;
   }
 
@@ -202,19 +225,13 @@ __global__ void __launch_bounds__(Traits::kThreads)
   }
   CpAsyncCommit();  // Q is the oldest group: waited for after the K/V prologue is in flight
 
-  const int warp = threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  const int* block_table =
-      params.block_tables + static_cast<int64_t>(seq) * params.block_table_stride;
-  const kvcache::KvLayout layout = params.layout;
   __nv_bfloat16* warp_pipeline = smem_pipeline + warp * kStages * Traits::kStageElements;
 
-  const int num_tiles = (chunk_end - chunk_begin + kTileN - 1) / kTileN;
+  const int num_tiles = (load_end - chunk_begin + kTileN - 1) / kTileN;
   const int my_tiles =
       num_tiles > warp ? (num_tiles - warp + Traits::kWarps - 1) / Traits::kWarps : 0;
   // The warp's i-th tile is chunk tile warp + i * kWarps; stage s holds K then V.
-  int table_window = -1;  // the warp's tiles [32 * table_window, + 32) have their entries in lanes
-  int table_entry = 0;
+  int table_window = 0;  // the warp's tiles [32 * table_window, + 32) have their entries in lanes
   auto table_entry_of_tile = [&](int i) {
     if (i / 32 != table_window) {
       table_window = i / 32;
@@ -246,7 +263,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
       const int r = index / kChunks;
       const int chunk = index % kChunks;
       const int position = tile_start + r;
-      const bool valid = position < chunk_end;
+      const bool valid = position < load_end;
       int64_t offset = 0;
       if (valid) {
         if (one_block) {
@@ -277,6 +294,12 @@ __global__ void __launch_bounds__(Traits::kThreads)
   for (int i = 0; i < kStages - 1; ++i) {
     if (i < my_tiles) load_tile(i);
     CpAsyncCommit();
+  }
+  if (chunk_begin >= chunk_end) {  // all of the chunk lies past the last query position
+    CpAsyncWait<0>();              // the copies land in the area the empty chunk's merge writes
+    __syncthreads();
+    empty_chunk();
+    return;
   }
   CpAsyncWait<kStages - 1>();  // this thread's Q copies
   __syncthreads();             // everyone's Q copies
