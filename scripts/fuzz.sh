@@ -33,7 +33,7 @@ seconds=${LLM_FUZZ_SECONDS:-60}
 jobs=${LLM_JOBS:-2}
 build_dir=build-fuzz
 artifacts=${LLM_FUZZ_ARTIFACTS:-$build_dir/fuzz/artifacts}
-all_targets=(safetensors_header_fuzzer model_config_fuzzer request_validation_fuzzer)
+all_targets=(safetensors_header_fuzzer model_config_fuzzer request_validation_fuzzer wire_request_fuzzer)
 targets=("$@")
 if ((${#targets[@]} == 0)); then targets=("${all_targets[@]}"); fi
 
