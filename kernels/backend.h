@@ -223,6 +223,15 @@ class Backend {
   virtual absl::Status PagedAttention(const void* qkv, const AttentionBatch& batch,
                                       const AttentionShape& shape, const KvCacheView& cache,
                                       int32_t layer, void* out) = 0;
+  // RopeAppendKv, then PagedAttention: the default. A backend may do both in one launch (CUDA's
+  // flash decode for steps of one token per sequence); qkv's rows are scratch afterwards (rotated
+  // or not).
+  virtual absl::Status RopeAppendAttention(void* qkv, const AttentionBatch& batch,
+                                           const AttentionShape& shape, const RopeParams& rope,
+                                           const KvCacheView& cache, int32_t layer, void* out) {
+    if (absl::Status s = RopeAppendKv(qkv, batch, shape, rope, cache, layer); !s.ok()) return s;
+    return PagedAttention(qkv, batch, shape, cache, layer, out);
+  }
   // out[i, :] = x[rows[i], :]; rows are int32 in backend memory.
   virtual absl::Status GatherRows(const void* x, const int32_t* rows, int32_t num_rows,
                                   int32_t cols, void* out) = 0;

@@ -15,8 +15,9 @@ namespace {
 
 // Mirrors the plugin's extern "C" entry points (kernels/cuda/cuda_backend.h), which this file
 // must not include: that header belongs to a library built only where CUDA is.
-// 2: Backend graph-capture ops, 3: FusedMatmul, 4: MatmulAdd, RowRmsScale, FoldsNormGains
-constexpr int kExpectedAbiVersion = 4;
+// 2: Backend graph-capture ops, 3: FusedMatmul, 4: MatmulAdd, RowRmsScale, FoldsNormGains,
+// 5: RopeAppendAttention
+constexpr int kExpectedAbiVersion = 5;
 using AbiVersionFn = int (*)();
 using CreateFn = Backend* (*)(int device, char* error, size_t error_bytes);
 

@@ -33,8 +33,8 @@ namespace {
 // (two blocks per SM for free, the merge folded into the block cost) chose 2 splits at B32 C512
 // head_dim 64 (13-15% slower than 1, the decode step's shape) and 32 at B1 C4k (5-6% slower than
 // 16).
-constexpr int64_t kDecodeBlockOverhead = 256;  // positions
-constexpr int64_t kDecodeMergeOverhead = 128;  // positions
+constexpr int64_t kDecodeBlockOverhead = 256;      // positions
+constexpr int64_t kDecodeMergeOverhead = 128;      // positions
 constexpr int64_t kDecodeResidentBlocksPerSm = 2;  // ~100 KB of shared memory per block
 constexpr int64_t kDecodeMaxSplits = 256;
 constexpr int64_t kDecodeChunkAlign = 64;  // 4 warps x 16-position tiles
@@ -228,12 +228,19 @@ absl::Status LaunchFlashDecode(const PagedAttentionParams& params, cudaStream_t 
     return absl::InvalidArgumentError(
         "flash decode: num_splits * kv_chunk_size must cover max_kv_len");
   }
-  if (params.merge_in_cluster &&
-      (!FlashDecodeClusterMergeAvailable() || params.num_splits < 2 ||
-       params.num_splits > kFlashDecodeMaxClusterSplits)) {
+  if (params.merge_in_cluster && (!FlashDecodeClusterMergeAvailable() || params.num_splits < 2 ||
+                                  params.num_splits > kFlashDecodeMaxClusterSplits)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "flash decode: merge_in_cluster needs 2 to ", kFlashDecodeMaxClusterSplits,
         " splits and a compute capability 9.0 device; got ", params.num_splits, " splits"));
+  }
+  if (params.rope_inv_freq != nullptr &&
+      (params.mixed_batch || params.max_query_len != 1 || params.slot_mapping == nullptr ||
+       params.head_dim % 64 != 0 ||
+       (params.rope_scale_rows_by != nullptr && params.rope_scale_hidden <= 0))) {
+    return absl::InvalidArgumentError(
+        "flash decode: folded RoPE needs one query token per sequence, slot_mapping, head_dim 64 "
+        "or 128 and a positive rope_scale_hidden");
   }
   const bool merge_kernel = params.num_splits > 1 && !params.merge_in_cluster;
   if (merge_kernel && (params.partial_out == nullptr || params.partial_lse == nullptr)) {

@@ -53,6 +53,18 @@ struct PagedAttentionParams {
   // kernels on the same params: flash decode takes the sequences of at most kFlashDecodeMaxRows
   // query rows (it always skips larger ones), flash prefill skips those when this is set.
   bool mixed_batch = false;
+  // RoPE + KV append folded into flash decode (RopeAppendAttention; one query token per sequence):
+  // q and the token's k and v are read unrotated from its qkv row (k heads at column Hq * D, v
+  // heads at (Hq + Hkv) * D of q's row), multiplied by the token's RMS scale when
+  // rope_scale_rows_by is set (RowRmsScale), q and k rotated at the token's position; the block
+  // whose chunk holds that position writes k and v to slot_mapping[t] (skipped when negative) and
+  // uses them in place of the bytes it copied from there. Set: rope_inv_freq != nullptr.
+  const float* rope_inv_freq = nullptr;  // [head_dim / 2]
+  float rope_attention_scaling = 1.0f;
+  const __nv_bfloat16* rope_scale_rows_by = nullptr;  // [num_tokens, rope_scale_hidden]
+  int32_t rope_scale_hidden = 0;
+  float rope_scale_eps = 0.0f;
+  const int32_t* slot_mapping = nullptr;
 
   int32_t group_size() const { return num_q_heads / num_kv_heads; }
 };

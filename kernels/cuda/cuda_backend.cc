@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <unordered_map>
 #include <vector>
@@ -362,6 +363,36 @@ class CudaBackend final : public Backend {
                               const AttentionShape& shape, const KvCacheView& cache, int32_t layer,
                               void* out) override {
     if (batch.num_tokens == 0) return absl::OkStatus();
+    auto p = AttentionParamsFor(qkv, batch, shape, cache, layer, out);
+    if (!p.ok()) return p.status();
+    return LaunchAttention(*p, AttentionKernelFor(*p));
+  }
+
+  absl::Status RopeAppendAttention(void* qkv, const AttentionBatch& batch,
+                                   const AttentionShape& shape, const RopeParams& rope,
+                                   const KvCacheView& cache, int32_t layer, void* out) override {
+    if (batch.num_tokens == 0) return absl::OkStatus();
+    auto p = AttentionParamsFor(qkv, batch, shape, cache, layer, out);
+    if (!p.ok()) return p.status();
+    const bool fold =
+        fold_rope_into_decode_ && AttentionKernelFor(*p) == cuda::AttentionKernel::kFlashDecode &&
+        p->max_query_len == 1 && p->head_dim % 64 == 0 && batch.slot_mapping != nullptr &&
+        rope.inv_freq != nullptr && (rope.row_scale.x == nullptr || rope.row_scale.hidden > 0);
+    if (!fold) return Backend::RopeAppendAttention(qkv, batch, shape, rope, cache, layer, out);
+    p->rope_inv_freq = rope.inv_freq;
+    p->rope_attention_scaling = rope.attention_scaling;
+    p->rope_scale_rows_by = Bf16(rope.row_scale.x);
+    p->rope_scale_hidden = rope.row_scale.hidden;
+    p->rope_scale_eps = rope.row_scale.eps;
+    p->slot_mapping = batch.slot_mapping;
+    return LaunchAttention(*p, cuda::AttentionKernel::kFlashDecode);
+  }
+
+  static absl::StatusOr<PagedAttentionParams> AttentionParamsFor(const void* qkv,
+                                                                 const AttentionBatch& batch,
+                                                                 const AttentionShape& shape,
+                                                                 const KvCacheView& cache,
+                                                                 int32_t layer, void* out) {
     if (cache.pool == nullptr || layer < 0 || layer >= cache.layout.num_layers) {
       return absl::InvalidArgumentError(
           absl::StrCat("PagedAttention: layer ", layer, " outside the KV pool or pool missing"));
@@ -390,7 +421,11 @@ class CudaBackend final : public Backend {
     p.head_dim = shape.head_dim;
     p.softmax_scale = shape.softmax_scale;
     if (auto status = cuda::ValidateAttentionParams(p); !status.ok()) return status;
+    return p;
+  }
 
+  // The kernel for these params: ChooseAttentionKernel's, or the one the options force.
+  cuda::AttentionKernel AttentionKernelFor(const PagedAttentionParams& p) const {
     cuda::AttentionKernel kernel = cuda::ChooseAttentionKernel(p);
     switch (options_.attention) {
       case CudaBackendOptions::Attention::kAuto:
@@ -405,6 +440,10 @@ class CudaBackend final : public Backend {
         kernel = cuda::AttentionKernel::kGeneric;
         break;
     }
+    return kernel;
+  }
+
+  absl::Status LaunchAttention(PagedAttentionParams p, cuda::AttentionKernel kernel) {
     switch (kernel) {
       case cuda::AttentionKernel::kFlashDecode:
       case cuda::AttentionKernel::kMixed: {
@@ -489,7 +528,11 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  explicit CudaBackend(const CudaBackendOptions& options) : options_(options) {}
+  explicit CudaBackend(const CudaBackendOptions& options) : options_(options) {
+    const char* fold = std::getenv("LLM_CUDA_FOLD_ROPE");
+    fold_rope_into_decode_ =
+        options.fold_rope_into_decode && (fold == nullptr || std::strcmp(fold, "0") != 0);
+  }
 
   // Scratch device memory for one op at a time (split-KV partials, sampling results); grows only.
   absl::StatusOr<void*> Workspace(size_t bytes) {
@@ -527,6 +570,7 @@ class CudaBackend final : public Backend {
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   bool logged_generic_fallback_ = false;
+  bool fold_rope_into_decode_ = true;
   std::shared_ptr<std::atomic<size_t>> allocated_bytes_ = std::make_shared<std::atomic<size_t>>(0);
 };
 

@@ -23,6 +23,9 @@ struct CudaBackendOptions {
   // kernel (tests and benchmarks; a forced flash kernel that cannot take the batch is an error).
   enum class Attention : int32_t { kAuto = 0, kFlashDecode, kFlashPrefill, kGeneric };
   Attention attention = Attention::kAuto;
+  // RopeAppendAttention of a decode step (one token per sequence) as one flash-decode launch with
+  // RoPE + KV append folded in; false (or $LLM_CUDA_FOLD_ROPE=0): RopeAppendKv, then attention.
+  bool fold_rope_into_decode = true;
 };
 
 // Fails with FailedPrecondition when no CUDA device is present or `device` is out of range.
@@ -34,8 +37,9 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateCudaBackend(const CudaBackendOpti
 // through Backend's virtual destructor) or null with a message written to `error` (NUL-terminated,
 // at most error_bytes). ABI version: both sides must be built from the same kernels/backend.h.
 extern "C" {
-inline constexpr int kLlmCudaPluginAbiVersion = 4;  // 2: graph capture ops, 3: FusedMatmul,
-                                                    // 4: MatmulAdd, RowRmsScale, FoldsNormGains
+inline constexpr int kLlmCudaPluginAbiVersion = 5;  // 2: graph capture ops, 3: FusedMatmul,
+                                                    // 4: MatmulAdd, RowRmsScale, FoldsNormGains,
+                                                    // 5: RopeAppendAttention
 int LlmCudaPluginAbiVersion();
 llm::Backend* LlmCreateCudaBackend(int device, char* error, size_t error_bytes);
 }

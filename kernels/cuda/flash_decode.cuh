@@ -27,6 +27,14 @@
 // kernels (Nsight Compute); pushing the pieces into the combining blocks' shared memory instead
 // (one barrier, a separate receive area) measured no faster (7.9 us) and was dropped.
 //
+// Folded RoPE (params.rope_inv_freq; decode steps of one token per sequence, Backend::
+// RopeAppendAttention): the kernel takes q, k and v of the step's token straight from the qkv
+// product. Every block takes the token's RMS scale (a folded norm; BlockInverseRms, the same bits
+// as RopeAppendKv's) and rotates its group's q rows in shared memory; the warp whose tile holds the
+// token's position loads that row's k and v pairs early, and after the tile's copies land it writes
+// the rotated k and scaled v over the stale row (and to the cache for later steps). The numbers are
+// RopeAppendKv's (rope_pair.cuh), so the result is the unfused pair's; one launch fewer per layer.
+//
 // Reference: the CPU backend's PagedAttention; test: tests/kernels/gpu/attention_test.cc;
 // benchmark: bench/bench_kernels.cu (bandwidth vs a device copy and torch SDPA). Instantiated per
 // head_dim in flash_decode_hd64.cu and flash_decode_hd128.cu.
@@ -39,6 +47,8 @@
 #include "kernels/cuda/attention_tile.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/mma.cuh"
+#include "kernels/cuda/rope_pair.cuh"
+#include "kernels/cuda/row_rms.cuh"
 
 namespace llm::cuda {
 
@@ -128,7 +138,9 @@ __device__ __forceinline__ void MergeSplitsInCluster(const PagedAttentionParams&
 
 // kClusterMerge: launched in clusters of num_splits blocks along x; the splits merge in the
 // cluster (MergeSplitsInCluster) instead of through partial_out / partial_lse.
-template <typename Traits, bool kClusterMerge>
+// kRope: RoPE + KV append folded in (params.rope_inv_freq; one query token per sequence): see
+// "Folded RoPE" in the header comment.
+template <typename Traits, bool kClusterMerge, bool kRope>
 __global__ void __launch_bounds__(Traits::kThreads)
     FlashDecodeKernel(const PagedAttentionParams params) {
   constexpr int D = Traits::kHeadDim;
@@ -295,6 +307,38 @@ __global__ void __launch_bounds__(Traits::kThreads)
     if (i < my_tiles) load_tile(i);
     CpAsyncCommit();
   }
+
+  // Folded RoPE: the token's scale (every thread), and, in the warp whose tile holds the token's
+  // position, that row's unrotated k and v pairs (i, i + D/2), i = lane + 32 j.
+  constexpr int kPairsPerLane = kRope ? D / 64 : 1;
+  float scale = 1.f;
+  int new_iteration = -1, new_row = 0, new_slot = -1;
+  float new_k[kPairsPerLane][2], new_v[kPairsPerLane][2];
+  if constexpr (kRope) {
+    if (params.rope_scale_rows_by != nullptr) {
+      scale = BlockInverseRms(
+          params.rope_scale_rows_by + static_cast<int64_t>(q_begin) * params.rope_scale_hidden,
+          params.rope_scale_hidden, params.rope_scale_eps);
+    }
+    const int offset = last_position - chunk_begin;
+    if (offset >= 0 && last_position < load_end && (offset / kTileN) % Traits::kWarps == warp) {
+      new_slot = params.slot_mapping[q_begin];
+      new_iteration = offset / kTileN / Traits::kWarps;
+      new_row = offset % kTileN;
+      const __nv_bfloat16* k_row = params.q + static_cast<int64_t>(q_begin) * params.q_row_stride +
+                                   (params.num_q_heads + kv_head) * D;
+      const __nv_bfloat16* v_row = k_row + params.num_kv_heads * D;
+#pragma unroll
+      for (int j = 0; j < kPairsPerLane; ++j) {
+        const int i = lane + 32 * j;
+        new_k[j][0] = __bfloat162float(k_row[i]);
+        new_k[j][1] = __bfloat162float(k_row[i + D / 2]);
+        new_v[j][0] = __bfloat162float(v_row[i]);
+        new_v[j][1] = __bfloat162float(v_row[i + D / 2]);
+      }
+    }
+  }
+
   if (chunk_begin >= chunk_end) {  // all of the chunk lies past the last query position
     CpAsyncWait<0>();              // the copies land in the area the empty chunk's merge writes
     __syncthreads();
@@ -303,6 +347,17 @@ __global__ void __launch_bounds__(Traits::kThreads)
   }
   CpAsyncWait<kStages - 1>();  // this thread's Q copies
   __syncthreads();             // everyone's Q copies
+  if constexpr (kRope) {  // scale and rotate the group's q rows in place (one token: its position)
+    for (int index = threadIdx.x; index < num_rows * (D / 2); index += Traits::kThreads) {
+      const int row = index / (D / 2);
+      const int i = index % (D / 2);
+      __nv_bfloat16* x0 = smem_q + SwizzledOffset<D>(row, i);
+      __nv_bfloat16* x1 = smem_q + SwizzledOffset<D>(row, i + D / 2);
+      RotatePair(__bfloat162float(*x0) * scale, __bfloat162float(*x1) * scale, last_position,
+                 params.rope_inv_freq[i], params.rope_attention_scaling, *x0, *x1);
+    }
+    __syncthreads();
+  }
   for (int i = 0; i < my_tiles; ++i) {
     if (i + kStages - 1 < my_tiles) load_tile(i + kStages - 1);
     CpAsyncCommit();
@@ -310,6 +365,38 @@ __global__ void __launch_bounds__(Traits::kThreads)
     __syncwarp();
     const int tile_start = chunk_begin + (warp + i * Traits::kWarps) * kTileN;
     const __nv_bfloat16* stage_k = warp_pipeline + (i % kStages) * Traits::kStageElements;
+    if constexpr (kRope) {
+      // The token's own row: its k and v as RopeAppendKv would have stored them, into the cache
+      // (kept for later steps) and over the stale bytes this tile copied from there.
+      if (i == new_iteration && new_slot >= 0) {
+        auto* tile_k = warp_pipeline + (i % kStages) * Traits::kStageElements;
+        auto* tile_v = tile_k + kTileN * D;
+        const int block = new_slot / layout.block_size;
+        const int64_t base =
+            layout.offset_in_layer(block, kv_head, new_slot - block * layout.block_size, 0);
+        // The pool is writable; only this append writes it from an attention kernel.
+        auto* k_cache = const_cast<__nv_bfloat16*>(params.k_cache);
+        auto* v_cache = const_cast<__nv_bfloat16*>(params.v_cache);
+#pragma unroll
+        for (int j = 0; j < kPairsPerLane; ++j) {
+          const int c = lane + 32 * j;
+          __nv_bfloat16 k0, k1;
+          RotatePair(new_k[j][0] * scale, new_k[j][1] * scale, last_position,
+                     params.rope_inv_freq[c], params.rope_attention_scaling, k0, k1);
+          const __nv_bfloat16 v0 = __float2bfloat16_rn(new_v[j][0] * scale);
+          const __nv_bfloat16 v1 = __float2bfloat16_rn(new_v[j][1] * scale);
+          tile_k[SwizzledOffset<D>(new_row, c)] = k0;
+          tile_k[SwizzledOffset<D>(new_row, c + D / 2)] = k1;
+          tile_v[SwizzledOffset<D>(new_row, c)] = v0;
+          tile_v[SwizzledOffset<D>(new_row, c + D / 2)] = v1;
+          k_cache[base + c] = k0;
+          k_cache[base + c + D / 2] = k1;
+          v_cache[base + c] = v0;
+          v_cache[base + c + D / 2] = v1;
+        }
+        __syncwarp();
+      }
+    }
     state.template Step<true>(smem_q, 0, stage_k, stage_k + kTileN * D, 0, scale_log2,
                               [&](int, int half, int column) {
                                 const int position = tile_start + column;
@@ -378,23 +465,22 @@ __global__ void __launch_bounds__(Traits::kThreads)
 // Launches the decode blocks of `params` with the traits' tiling; with num_splits > 1 the merge
 // happens in clusters when params.merge_in_cluster, else the caller launches MergeSplits
 // (LaunchFlashDecode does).
-template <typename Traits>
-absl::Status LaunchFlashDecodeWithTraits(const PagedAttentionParams& params, cudaStream_t stream) {
+template <typename Traits, bool kRope>
+absl::Status LaunchFlashDecodeKernel(const PagedAttentionParams& params, cudaStream_t stream) {
   if (params.num_seqs == 0) return absl::OkStatus();
   if (params.num_seqs > 65535 || params.num_kv_heads > 65535) {  // grid z / y limits
     return absl::InvalidArgumentError("flash decode: more than 65535 sequences or kv heads");
   }
   const dim3 grid(params.num_splits, params.num_kv_heads, params.num_seqs);
   if (!params.merge_in_cluster || params.num_splits < 2) {
-    LLM_CUDA_CHECK(cudaFuncSetAttribute(FlashDecodeKernel<Traits, false>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+    auto* kernel = FlashDecodeKernel<Traits, false, kRope>;
+    LLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         Traits::kSharedBytes));
-    FlashDecodeKernel<Traits, false>
-        <<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
+    kernel<<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
     LLM_CUDA_CHECK_LAUNCH(FlashDecodeKernel);
     return absl::OkStatus();
   }
-  auto* kernel = FlashDecodeKernel<Traits, true>;
+  auto* kernel = FlashDecodeKernel<Traits, true, kRope>;
   LLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       Traits::kSharedBytes));
   if (params.num_splits > 8) {  // beyond the portable cluster size
@@ -415,6 +501,12 @@ absl::Status LaunchFlashDecodeWithTraits(const PagedAttentionParams& params, cud
   LLM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, params));
   LLM_CUDA_CHECK_LAUNCH(FlashDecodeKernel);
   return absl::OkStatus();
+}
+
+template <typename Traits>
+absl::Status LaunchFlashDecodeWithTraits(const PagedAttentionParams& params, cudaStream_t stream) {
+  return params.rope_inv_freq != nullptr ? LaunchFlashDecodeKernel<Traits, true>(params, stream)
+                                         : LaunchFlashDecodeKernel<Traits, false>(params, stream);
 }
 
 absl::Status LaunchFlashDecodeHeadDim64(const PagedAttentionParams& params, cudaStream_t stream);

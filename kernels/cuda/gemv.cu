@@ -32,6 +32,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/matmul.h"
+#include "kernels/cuda/rope_pair.cuh"
 #include "kernels/cuda/row_rms.cuh"
 
 namespace llm::cuda {
@@ -151,13 +152,7 @@ __device__ void RopePairEpilogue(const FusedGemvParams& p, int m, int pair, floa
   __nv_bfloat16 y0 = __float2bfloat16_rn(x0);
   __nv_bfloat16 y1 = __float2bfloat16_rn(x1);
   if (head < rotated_heads) {
-    const float angle = static_cast<float>(r.positions[m]) * r.inv_freq[i];
-    float sine, cosine;
-    sincosf(angle, &sine, &cosine);
-    cosine *= r.attention_scaling;
-    sine *= r.attention_scaling;
-    y0 = __float2bfloat16_rn(x0 * cosine - x1 * sine);
-    y1 = __float2bfloat16_rn(x1 * cosine + x0 * sine);
+    RotatePair(x0, x1, r.positions[m], r.inv_freq[i], r.attention_scaling, y0, y1);
   }
   auto* row = static_cast<__nv_bfloat16*>(p.out) + static_cast<int64_t>(m) * p.n;
   row[head * r.head_dim + i] = y0;

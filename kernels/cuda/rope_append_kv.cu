@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/rope_pair.cuh"
 #include "kernels/cuda/row_rms.cuh"
 #include "kernels/cuda/small_ops.h"
 
@@ -41,16 +42,11 @@ __global__ void RopeAppendKvKernel(const RopeAppendParams p) {
   for (int index = first; index < rotated_heads * half_dim; index += step) {
     const int head = index / half_dim;
     const int i = index % half_dim;
-    const float angle = static_cast<float>(position) * p.inv_freq[i];
-    float sine, cosine;
-    sincosf(angle, &sine, &cosine);
-    cosine *= p.attention_scaling;
-    sine *= p.attention_scaling;
     __nv_bfloat16* x = row + head * p.head_dim;
     const float x0 = __bfloat162float(x[i]) * scale;
     const float x1 = __bfloat162float(x[i + half_dim]) * scale;
-    const __nv_bfloat16 y0 = __float2bfloat16_rn(x0 * cosine - x1 * sine);
-    const __nv_bfloat16 y1 = __float2bfloat16_rn(x1 * cosine + x0 * sine);
+    __nv_bfloat16 y0, y1;
+    RotatePair(x0, x1, position, p.inv_freq[i], p.attention_scaling, y0, y1);
     x[i] = y0;
     x[i + half_dim] = y1;
     if (append && head >= p.num_q_heads) {

@@ -434,7 +434,8 @@ class LlamaTransformer final : public Transformer {
   }
 
   // The plain path with the norm gains folded into qkv_proj and gate_up_proj: per layer qkv,
-  // RoPE + append (scaled by the input norm's row scale), attention, o (+= residual), gate_up,
+  // RoPE + append (scaled by the input norm's row scale) and attention (one launch for decode steps
+  // on CUDA: Backend::RopeAppendAttention), o (+= residual), gate_up,
   // SwiGLU (scaled by the post-attention norm's row scale), down (+= residual). The row scales are
   // taken from the residual as it stands when the product reads it.
   absl::Status RunFoldedLayers(const AttentionBatch& batch, const int32_t* token_ids) {
@@ -453,10 +454,8 @@ class LlamaTransformer final : public Transformer {
       const LlamaLayerWeights& layer = weights_.layers[l];
       LLM_RETURN_IF_ERROR(backend_.Matmul(b.residual.data(), layer.qkv_proj.data(), tokens,
                                           qkv_width, hidden, b.qkv.data()));
-      LLM_RETURN_IF_ERROR(
-          backend_.RopeAppendKv(b.qkv.data(), batch, attention_shape_, rope, cache, l));
-      LLM_RETURN_IF_ERROR(backend_.PagedAttention(b.qkv.data(), batch, attention_shape_, cache, l,
-                                                  b.attention_out.data()));
+      LLM_RETURN_IF_ERROR(backend_.RopeAppendAttention(b.qkv.data(), batch, attention_shape_, rope,
+                                                       cache, l, b.attention_out.data()));
       LLM_RETURN_IF_ERROR(backend_.MatmulAdd(b.attention_out.data(), layer.o_proj.data(), tokens,
                                              hidden, q_width, b.residual.data()));
       LLM_RETURN_IF_ERROR(backend_.Matmul(b.residual.data(), layer.gate_up_proj.data(), tokens,
@@ -491,10 +490,8 @@ class LlamaTransformer final : public Transformer {
       // Attention half: b.normed holds input_layernorm(residual).
       LLM_RETURN_IF_ERROR(backend_.Matmul(b.normed.data(), layer.qkv_proj.data(), tokens, qkv_width,
                                           hidden, b.qkv.data()));
-      LLM_RETURN_IF_ERROR(
-          backend_.RopeAppendKv(b.qkv.data(), batch, attention_shape_, rope, cache, l));
-      LLM_RETURN_IF_ERROR(backend_.PagedAttention(b.qkv.data(), batch, attention_shape_, cache, l,
-                                                  b.attention_out.data()));
+      LLM_RETURN_IF_ERROR(backend_.RopeAppendAttention(b.qkv.data(), batch, attention_shape_, rope,
+                                                       cache, l, b.attention_out.data()));
       LLM_RETURN_IF_ERROR(backend_.Matmul(b.attention_out.data(), layer.o_proj.data(), tokens,
                                           hidden, q_width, b.projection.data()));
       LLM_RETURN_IF_ERROR(backend_.AddRmsNorm(b.residual.data(), b.projection.data(),

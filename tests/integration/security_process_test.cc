@@ -3,6 +3,7 @@
 // startup with a clear message and exit code, a corrupt model directory, and SIGTERM while streams
 // are running.
 #include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <filesystem>
@@ -26,7 +27,10 @@ constexpr char kKey[] = "integration-key-0123456789";
 const std::regex kServingPort("SERVING llm\\.v1\\.LlmService on [0-9.]+:([0-9]+)");
 
 std::filesystem::path TempDir(const std::string& name) {
-  std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / name;
+  // One directory per process: ctest runs each test in its own process, two at a time, and a
+  // shared name let one test's set-up delete the certificates another was reading.
+  std::filesystem::path dir =
+      std::filesystem::path(::testing::TempDir()) / (name + "_" + std::to_string(getpid()));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;

@@ -1,6 +1,8 @@
 // Security of the gRPC surface: API keys (missing, wrong, right, either header; constant-time
 // matching; loading), sequence ownership between keys, per-client and per-request limits, message
 // size, TLS and mutual TLS with a throwaway PKI made by the openssl CLI.
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -33,7 +35,10 @@ constexpr char kKeyA[] = "key-a-0123456789abcdef";
 constexpr char kKeyB[] = "key-b-fedcba9876543210";
 
 std::filesystem::path TempDir(const std::string& name) {
-  std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / name;
+  // One directory per process: ctest runs each test in its own process, two at a time, and a
+  // shared name let one test's set-up delete the certificates another was reading.
+  std::filesystem::path dir =
+      std::filesystem::path(::testing::TempDir()) / (name + "_" + std::to_string(getpid()));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;

@@ -9,6 +9,7 @@
 // (up to FlashDecodeClusterSplits() splits) and through the merge kernel; the split-count tests
 // force each at the same split counts.
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -244,10 +245,92 @@ class AttentionCase {
     EXPECT_EQ(cudaDeviceGetAttribute(&num_sms, cudaDevAttrMultiProcessorCount, device),
               cudaSuccess);
     cuda::ChooseDecodeSplits(p, num_sms);
-    const char* merge = p.num_splits == 1     ? "none"
+    const char* merge = p.num_splits == 1    ? "none"
                         : p.merge_in_cluster ? "cluster"
                                              : "merge kernel";
     return std::to_string(p.num_splits) + " splits (" + merge + ")";
+  }
+
+  // RopeAppendAttention (RoPE + KV append, then attention) on the case's unrotated qkv rows, with
+  // the rows scaled by the RMS of a random [tokens, 256] x when `scaled`, and `dropped_token`'s
+  // slot set to -1 (not appended) when >= 0: the CUDA backend's folded flash decode against the
+  // CPU's two ops (fp32) and against the CUDA backend's own two launches (fold off), output and the
+  // appended cache rows.
+  void CheckRopeFold(bool scaled, int32_t dropped_token) {
+    std::vector<int32_t> slots = slot_mapping_;
+    if (dropped_token >= 0) slots[dropped_token] = -1;
+    constexpr int32_t kHidden = 256;
+    std::mt19937 generator(problem_.seed + 77);
+    const std::vector<float> x =
+        gpu_testing::RandomBf16Values(num_tokens_ * kHidden, generator, -3.f, 3.f);
+    std::vector<float> inv_freq(problem_.head_dim / 2);
+    for (size_t i = 0; i < inv_freq.size(); ++i)
+      inv_freq[i] = std::pow(10000.f, -2.f * i / problem_.head_dim);
+
+    // CPU: the two ops in fp32.
+    std::vector<float> cpu_qkv = qkv_, cpu_pool = pool_, cpu_out(reference_.size());
+    AttentionBatch host = HostBatch();
+    host.slot_mapping = slots.data();
+    const RopeParams cpu_rope{inv_freq.data(), 1.f,
+                              scaled ? RowRmsScale{x.data(), kHidden, 1e-5f} : RowRmsScale{}};
+    ASSERT_TRUE(CpuReference()
+                    .RopeAppendAttention(cpu_qkv.data(), host, shape_, cpu_rope,
+                                         KvCacheView{cpu_pool.data(), layout_}, kLayer,
+                                         cpu_out.data())
+                    .ok());
+
+    // CUDA, folded (the default) and as two launches.
+    auto run = [&](bool fold, std::vector<float>& pool_out) {
+      static std::map<bool, std::unique_ptr<Backend>> backends;
+      auto& backend = backends[fold];
+      if (backend == nullptr) {
+        CudaBackendOptions options;
+        options.fold_rope_into_decode = fold;
+        backend = std::move(*CreateCudaBackend(options));
+      }
+      Backend& gpu = *backend;
+      DeviceInputs in = UploadInputs(gpu);
+      DeviceBuffer d_slots = gpu_testing::Upload(gpu, slots);
+      DeviceBuffer d_x = gpu_testing::Upload(gpu, gpu_testing::ToBf16(x));
+      DeviceBuffer d_inv_freq = gpu_testing::Upload(gpu, inv_freq);
+      DeviceBuffer out = gpu_testing::Poisoned(gpu, reference_.size() * 2);
+      AttentionBatch batch = HostBatch();
+      batch.positions = in.positions.as<int32_t>();
+      batch.slot_mapping = d_slots.as<int32_t>();
+      batch.query_start = in.query_start.as<int32_t>();
+      batch.kv_lens = in.kv_lens.as<int32_t>();
+      batch.block_tables = in.tables.as<int32_t>();
+      const RopeParams rope{d_inv_freq.as<float>(), 1.f,
+                            scaled ? RowRmsScale{d_x.data(), kHidden, 1e-5f} : RowRmsScale{}};
+      const absl::Status status =
+          gpu.RopeAppendAttention(in.qkv.data(), batch, shape_, rope,
+                                  KvCacheView{in.pool.data(), layout_}, kLayer, out.data());
+      EXPECT_TRUE(status.ok()) << status;
+      EXPECT_TRUE(gpu.Synchronize().ok());
+      pool_out = gpu_testing::FromBf16(
+          gpu_testing::Download<uint16_t>(gpu, in.pool, layout_.total_elements()));
+      return gpu_testing::FromBf16(gpu_testing::Download<uint16_t>(gpu, out, reference_.size()));
+    };
+    std::vector<float> folded_pool, plain_pool;
+    const std::vector<float> folded = run(true, folded_pool);
+    const std::vector<float> plain = run(false, plain_pool);
+    EXPECT_EQ(CountNonFinite(folded), 0u);
+    const double error = RelativeError(folded, cpu_out);
+    const double pool_error = RelativeError(folded_pool, cpu_pool);
+    const double against_plain = RelativeError(folded, plain);
+    size_t pool_differs = 0;
+    for (size_t i = 0; i < folded_pool.size(); ++i) pool_differs += folded_pool[i] != plain_pool[i];
+    EXPECT_LT(error, kTolerance);
+    EXPECT_LT(pool_error, kTolerance);
+    // The same arithmetic as the two launches (rope_pair.cuh, row_rms.cuh): equal but for the
+    // odd value where the compiler contracts a product differently.
+    EXPECT_LT(against_plain, 1e-3);
+    EXPECT_LE(pool_differs, static_cast<size_t>(num_tokens_));
+    std::printf(
+        "    folded rope: vs cpu %.3e, pool vs cpu %.3e, vs two launches %.3e, pool values "
+        "differing %zu (tokens %d, max kv %d, hd %d, Hq/Hkv %d/%d, %s, scaled %d, dropped %d)\n",
+        error, pool_error, against_plain, pool_differs, num_tokens_, max_kv_len_, problem_.head_dim,
+        problem_.num_q_heads, problem_.num_kv_heads, ChosenSplits().c_str(), scaled, dropped_token);
   }
 
   bool DecodeApplies() const {
@@ -469,6 +552,41 @@ TEST(AttentionDecodeBatchTest, BatchSizesMatchCpuReference) {
       test_case.Check(Kernel::kAuto);
       const std::vector<float> first = test_case.RunCuda(Kernel::kFlashDecode);
       EXPECT_EQ(first, test_case.RunCuda(Kernel::kFlashDecode)) << "flash decode: a race?";
+    }
+  }
+}
+
+// RoPE + KV append folded into flash decode (Backend::RopeAppendAttention on a decode step):
+// 1 split, cluster splits and merge-kernel splits; GQA, MQA and MHA; head_dim 64 and 128; with and
+// without a folded norm's row scale; a token whose slot is -1 (not appended).
+TEST(AttentionRopeFoldTest, MatchesTheTwoOpsOnDecodeSteps) {
+  SKIP_WITHOUT_GPU();
+  struct FoldCase {
+    int32_t head_dim, hq, hkv;
+    std::vector<Sequence> sequences;
+  };
+  std::mt19937 generator(91);
+  const std::vector<FoldCase> cases = {
+      {64, 32, 4, RandomSequences(64, 600, 1, generator)},
+      {64, 32, 4, {{3000, 1}}},
+      {64, 8, 1, RandomSequences(5, 300, 1, generator)},
+      {128, 8, 2, {{20000, 1}, {7, 1}, {9000, 1}}},
+      {128, 32, 8, RandomSequences(16, 2000, 1, generator)},
+      {128, 4, 4, RandomSequences(7, 100, 1, generator)},
+  };
+  uint32_t seed = 500;
+  for (const FoldCase& c : cases) {
+    Problem problem;
+    problem.head_dim = c.head_dim;
+    problem.num_q_heads = c.hq;
+    problem.num_kv_heads = c.hkv;
+    problem.sequences = c.sequences;
+    problem.seed = ++seed;
+    AttentionCase attention(problem);
+    for (bool scaled : {false, true}) {
+      SCOPED_TRACE("hd " + std::to_string(c.head_dim) + " Hq/Hkv " + std::to_string(c.hq) + "/" +
+                   std::to_string(c.hkv) + " scaled " + std::to_string(scaled));
+      attention.CheckRopeFold(scaled, scaled ? static_cast<int32_t>(c.sequences.size()) / 2 : -1);
     }
   }
 }
