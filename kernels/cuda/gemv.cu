@@ -59,18 +59,6 @@ __device__ __forceinline__ float Dot8(const uint4& a, const uint4& b) {
   return sum;
 }
 
-__device__ __forceinline__ float SumSquares8(const uint4& a) {
-  const auto* a2 = reinterpret_cast<const __nv_bfloat162*>(&a);
-  float sum = 0.f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(a2[i]);
-    sum = fmaf(f.x, f.x, sum);
-    sum = fmaf(f.y, f.y, sum);
-  }
-  return sum;
-}
-
 // The 8 values of `x` times `scale` times the 8 of `weight`, each rounded to bf16 (RmsNorm's
 // store).
 __device__ __forceinline__ uint4 Normalise8(const uint4& x, const uint4& weight, float scale) {

@@ -16,6 +16,19 @@ namespace llm::cuda {
 // SiluMul) and the 128-thread flash decode get the same scale to the bit.
 inline constexpr int kRmsSumThreads = 256;
 
+// The sum of the squares of 8 bf16 values (one 16-byte chunk), in order, from 0.
+__device__ __forceinline__ float SumSquares8(const uint4& chunk) {
+  const auto* pairs = reinterpret_cast<const __nv_bfloat162*>(&chunk);
+  float sum = 0.f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(pairs[i]);
+    sum = fmaf(f.x, f.x, sum);
+    sum = fmaf(f.y, f.y, sum);
+  }
+  return sum;
+}
+
 __device__ __forceinline__ float BlockInverseRms(const __nv_bfloat16* x, int hidden, float eps) {
   __shared__ float warp_sums[kRmsSumThreads / 32];
   const bool vector = hidden % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
@@ -25,18 +38,7 @@ __device__ __forceinline__ float BlockInverseRms(const __nv_bfloat16* x, int hid
       // Per chunk a sum of its 8 squares, then into the thread's total: the GEMV's kRmsScale
       // prologue sums in this order too, so both give the same scale to the bit.
       const auto* chunks = reinterpret_cast<const uint4*>(x);
-      for (int c = thread; c < hidden / 8; c += kRmsSumThreads) {
-        const uint4 chunk = chunks[c];
-        const auto* pairs = reinterpret_cast<const __nv_bfloat162*>(&chunk);
-        float chunk_sum = 0.f;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const float2 f = __bfloat1622float2(pairs[i]);
-          chunk_sum = fmaf(f.x, f.x, chunk_sum);
-          chunk_sum = fmaf(f.y, f.y, chunk_sum);
-        }
-        sum += chunk_sum;
-      }
+      for (int c = thread; c < hidden / 8; c += kRmsSumThreads) sum += SumSquares8(chunks[c]);
     } else {
       for (int i = thread; i < hidden; i += kRmsSumThreads) {
         const float f = __bfloat162float(x[i]);

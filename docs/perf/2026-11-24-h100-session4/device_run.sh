@@ -2,14 +2,16 @@
 # One device call of the fourth session (2026-11-24), from the repository root on the GPU machine,
 # with .gpu/bundle.tar.gz from `scripts/gpu-bundle.sh build-graphs` (carry [".gpu"]):
 #   PHASES=tests,bench RUNS="name:sections:VAR=value+VAR=value ..." bash docs/perf/2026-11-24-h100-session4/device_run.sh $OUT
-# Logs go to /tmp/s4 and are packed into $OUT/s4.tar.gz after every phase (the device tool returns
+# Logs go to /tmp/s4 and are packed into $OUT/s4.tar.gz after every phase ($DEVICE_RUN_NAME instead
+# of s4 where set: the fifth session's wrapper sets s5) (the device tool returns
 # at most 8 files); each bench run's decode-step rows are also echoed.
 set -uo pipefail
 out_dir="${1:?usage: device_run.sh OUT}"
 phases="${PHASES:-tests,bench}"
-logs=/tmp/s4
+name=${DEVICE_RUN_NAME:-s4}
+logs=/tmp/$name
 mkdir -p "$logs" /tmp/g
-pack() { tar -czf "$out_dir/s4.tar.gz" -C /tmp s4; }
+pack() { tar -czf "$out_dir/$name.tar.gz" -C /tmp "$name"; }
 wants() { [[ ",$phases," == *",$1,"* ]]; }
 tar -xzf .gpu/bundle.tar.gz -C /tmp/g || exit 1
 export LD_LIBRARY_PATH=/tmp/g/lib
