@@ -8,10 +8,10 @@
 set -uo pipefail
 out_dir="${1:?usage: device_run.sh OUT}"
 phases="${PHASES:-tests,bench}"
-name=${DEVICE_RUN_NAME:-s4}
-logs=/tmp/$name
+run_name=${DEVICE_RUN_NAME:-s4}
+logs=/tmp/$run_name
 mkdir -p "$logs" /tmp/g
-pack() { tar -czf "$out_dir/$name.tar.gz" -C /tmp "$name"; }
+pack() { tar -czf "$out_dir/$run_name.tar.gz" -C /tmp "$run_name"; }
 wants() { [[ ",$phases," == *",$1,"* ]]; }
 tar -xzf .gpu/bundle.tar.gz -C /tmp/g || exit 1
 export LD_LIBRARY_PATH=/tmp/g/lib
