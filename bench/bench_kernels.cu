@@ -370,6 +370,62 @@ struct Variant {
   LaunchFn launch;
 };
 
+struct DecodeVariant {
+  const char* name;
+  LaunchFn launch;
+  int forced_splits;  // 0: ChooseDecodeSplits; else this many equal chunks (merged by the kernel)
+};
+struct HeadShape {
+  int hq, hkv, d;
+};
+
+// Times each decode variant on each (batch, context) shape of `head`: one query token per sequence,
+// block size 16, KV copies rotated so that L2 does not serve repeated runs.
+template <size_t kCount>
+void BenchDecodeVariants(cudaStream_t stream, int num_sms, const DecodeVariant (&variants)[kCount],
+                         const std::vector<std::pair<int, int>>& shapes, HeadShape head,
+                         uint32_t seed, std::vector<Result>& results) {
+  for (const DecodeVariant& v : variants) {
+    for (auto [b, c] : shapes) {
+      const double kv_bytes = 2.0 * b * c * head.hkv * head.d * 2;
+      const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
+      PagedBatch batch = MakeBatch(b, c, 1, head.hq, head.hkv, head.d, 16, copies, seed + b);
+      cuda::ChooseDecodeSplits(batch.params, num_sms);
+      if (v.forced_splits > 0) {
+        batch.params.kv_chunk_size = (c + v.forced_splits - 1) / v.forced_splits;
+        batch.params.kv_chunk_size = (batch.params.kv_chunk_size + 63) / 64 * 64;
+        batch.params.num_splits = (c + batch.params.kv_chunk_size - 1) / batch.params.kv_chunk_size;
+        batch.params.merge_in_cluster = false;
+      }
+      if (batch.params.num_splits > 1 && !batch.params.merge_in_cluster) {
+        batch.partial = DeviceAlloc<float>(cuda::FlashDecodeWorkspaceFloats(batch.params));
+        batch.params.partial_out = batch.partial;
+        batch.params.partial_lse =
+            batch.partial + static_cast<size_t>(b) * head.hq * batch.params.num_splits * head.d;
+      }
+      const double ms = MedianMs(stream, 5, 50, [&](int i) {
+        cuda::PagedAttentionParams p = batch.params;
+        p.block_tables = batch.block_tables[i % copies];
+        BENCH_STATUS(v.launch(p, stream));
+        if (p.num_splits > 1 && !p.merge_in_cluster)
+          BENCH_STATUS(cuda::LaunchMergeSplits(p, stream));
+      });
+      Result r{"variant",
+               std::string(v.name) + " " +
+                   Shape("B%d C%d Hq%d Hkv%d D%d", b, c, head.hq, head.hkv, head.d),
+               ms,
+               0,
+               kv_bytes / (ms * 1e-3) / 1e9,
+               "splits=" + std::to_string(batch.params.num_splits)};
+      std::printf("%-22s %-30s %10.4f %10.1f  splits %d%s\n", v.name,
+                  r.shape.c_str() + std::strlen(v.name) + 1, ms, r.gbytes_per_s,
+                  batch.params.num_splits, batch.params.merge_in_cluster ? " (cluster)" : "");
+      results.push_back(r);
+      batch.Free();
+    }
+  }
+}
+
 void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& results) {
   using cuda::FlashDecodeTraits;
   // $LLM_BENCH_VARIANT_SETS: which lists to run ("prefill,decode,model"; default all).
@@ -421,11 +477,6 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
       batch.Free();
     }
   }
-  struct DecodeVariant {
-    const char* name;
-    LaunchFn launch;
-    int forced_splits;  // 0: ChooseDecodeSplits; else this many equal chunks
-  };
   using DecodeW4 = FlashDecodeTraits<128, 4, 16, 3>;
   const DecodeVariant decode_variants[] = {
       {"decode w4 n16 s3 auto", cuda::LaunchFlashDecodeWithTraits<DecodeW4>, 0},
@@ -440,44 +491,10 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
        0},
   };
   std::printf("\n%-22s %-30s %10s %10s\n", "variant", "shape", "ms", "GB/s");
-  for (const DecodeVariant& v : decode_variants) {
-    if (!runs("decode")) break;
-    for (auto [b, c] : {std::pair{1, 4096}, std::pair{1, 32768}, std::pair{8, 4096},
-                        std::pair{32, 4096}, std::pair{64, 2048}, std::pair{16, 16384}}) {
-      const double kv_bytes = 2.0 * b * c * 8 * 128 * 2;
-      const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
-      PagedBatch batch = MakeBatch(b, c, 1, 32, 8, 128, 16, copies, 400 + b);
-      cuda::ChooseDecodeSplits(batch.params, num_sms);
-      if (v.forced_splits > 0) {
-        batch.params.kv_chunk_size = (c + v.forced_splits - 1) / v.forced_splits;
-        batch.params.kv_chunk_size = (batch.params.kv_chunk_size + 63) / 64 * 64;
-        batch.params.num_splits = (c + batch.params.kv_chunk_size - 1) / batch.params.kv_chunk_size;
-      }
-      if (batch.params.num_splits > 1) {
-        batch.partial = DeviceAlloc<float>(cuda::FlashDecodeWorkspaceFloats(batch.params));
-        batch.params.partial_out = batch.partial;
-        batch.params.partial_lse =
-            batch.partial + static_cast<size_t>(b) * 32 * batch.params.num_splits * 128;
-      }
-      const double ms = MedianMs(stream, 5, 50, [&](int i) {
-        cuda::PagedAttentionParams p = batch.params;
-        p.block_tables = batch.block_tables[i % copies];
-        BENCH_STATUS(v.launch(p, stream));
-        if (p.num_splits > 1 && !p.merge_in_cluster)
-          BENCH_STATUS(cuda::LaunchMergeSplits(p, stream));
-      });
-      Result r{"variant",
-               std::string(v.name) + " " + Shape("B%d C%d Hq%d Hkv%d D%d", b, c, 32, 8, 128),
-               ms,
-               0,
-               kv_bytes / (ms * 1e-3) / 1e9,
-               "splits=" + std::to_string(batch.params.num_splits)};
-      std::printf("%-22s %-30s %10.4f %10.1f  splits %d\n", v.name,
-                  r.shape.c_str() + std::strlen(v.name) + 1, ms, r.gbytes_per_s,
-                  batch.params.num_splits);
-      results.push_back(r);
-      batch.Free();
-    }
+  if (runs("decode")) {
+    BenchDecodeVariants(stream, num_sms, decode_variants,
+                        {{1, 4096}, {1, 32768}, {8, 4096}, {32, 4096}, {64, 2048}, {16, 16384}},
+                        {32, 8, 128}, 400, results);
   }
 
   // head_dim 64 at the 1.1B model's shape (Hq 32, Hkv 4), contexts of the decode-step benchmark;
@@ -494,46 +511,10 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
       {"hd64 w4 n16 s3 2sp", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<64, 4, 16, 3>>, 2},
       {"hd64 w8 n16 s3 2sp", cuda::LaunchFlashDecodeWithTraits<FlashDecodeTraits<64, 8, 16, 3>>, 2},
   };
-  for (const DecodeVariant& v : model_variants) {
-    if (!runs("model")) break;
-    for (auto [b, c] : {std::pair{1, 512}, std::pair{16, 512}, std::pair{32, 512},
-                        std::pair{64, 512}, std::pair{64, 1024}, std::pair{8, 4096}}) {
-      constexpr int kHq = 32, kHkv = 4, kD = 64;
-      const double kv_bytes = 2.0 * b * c * kHkv * kD * 2;
-      const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
-      PagedBatch batch = MakeBatch(b, c, 1, kHq, kHkv, kD, 16, copies, 500 + b);
-      cuda::ChooseDecodeSplits(batch.params, num_sms);
-      if (v.forced_splits > 0) {
-        batch.params.kv_chunk_size = (c + v.forced_splits - 1) / v.forced_splits;
-        batch.params.kv_chunk_size = (batch.params.kv_chunk_size + 63) / 64 * 64;
-        batch.params.num_splits = (c + batch.params.kv_chunk_size - 1) / batch.params.kv_chunk_size;
-        batch.params.merge_in_cluster = false;
-      }
-      if (batch.params.num_splits > 1 && !batch.params.merge_in_cluster) {
-        batch.partial = DeviceAlloc<float>(cuda::FlashDecodeWorkspaceFloats(batch.params));
-        batch.params.partial_out = batch.partial;
-        batch.params.partial_lse =
-            batch.partial + static_cast<size_t>(b) * kHq * batch.params.num_splits * kD;
-      }
-      const double ms = MedianMs(stream, 5, 50, [&](int i) {
-        cuda::PagedAttentionParams p = batch.params;
-        p.block_tables = batch.block_tables[i % copies];
-        BENCH_STATUS(v.launch(p, stream));
-        if (p.num_splits > 1 && !p.merge_in_cluster)
-          BENCH_STATUS(cuda::LaunchMergeSplits(p, stream));
-      });
-      Result r{"variant",
-               std::string(v.name) + " " + Shape("B%d C%d Hq%d Hkv%d D%d", b, c, kHq, kHkv, kD),
-               ms,
-               0,
-               kv_bytes / (ms * 1e-3) / 1e9,
-               "splits=" + std::to_string(batch.params.num_splits)};
-      std::printf("%-22s %-30s %10.4f %10.1f  splits %d%s\n", v.name,
-                  r.shape.c_str() + std::strlen(v.name) + 1, ms, r.gbytes_per_s,
-                  batch.params.num_splits, batch.params.merge_in_cluster ? " (cluster)" : "");
-      results.push_back(r);
-      batch.Free();
-    }
+  if (runs("model")) {
+    BenchDecodeVariants(stream, num_sms, model_variants,
+                        {{1, 512}, {16, 512}, {32, 512}, {64, 512}, {64, 1024}, {8, 4096}},
+                        {32, 4, 64}, 500, results);
   }
 }
 #else

@@ -69,16 +69,24 @@ void CheckVerdict(const absl::Status& status, const std::vector<int32_t>& tokens
   for (int32_t id : tokens) Require(id >= 0 && id < kVocabSize);
 }
 
-void FuzzPrefill(const llm::v1::PrefillRequest& request) {
-  absl::StatusOr<llm::engine::PrefillWork> work =
-      llm::service::PrefillWorkFromProto(request, Tokenize);
+// A prompt request's conversion: the stand-in tokenizer's failure comes back unchanged, else the
+// work's tokens are the text's ids or the message's. True when there is work to check further.
+template <typename Request, typename Work>
+bool CheckPrompt(const Request& request, const absl::StatusOr<Work>& work) {
   const bool tokenizer_fails = request.has_text() && !Tokenize(request.text(), false).ok();
   Require(work.ok() != tokenizer_fails);
   if (!work.ok()) {
     Require(work.status().code() == absl::StatusCode::kFailedPrecondition);
-    return;
+    return false;
   }
   Require(work->tokens == ExpectedPrompt(request.has_text(), request.text(), request.tokens()));
+  return true;
+}
+
+void FuzzPrefill(const llm::v1::PrefillRequest& request) {
+  absl::StatusOr<llm::engine::PrefillWork> work =
+      llm::service::PrefillWorkFromProto(request, Tokenize);
+  if (!CheckPrompt(request, work)) return;
   Require(work->sequence_id.has_value() == request.has_sequence_id());
   if (request.has_sequence_id()) Require(*work->sequence_id == request.sequence_id());
   CheckSampling(request.sampling(), work->sampling, request.num_top_logprobs());
@@ -103,13 +111,7 @@ void FuzzDecode(const llm::v1::DecodeRequest& request) {
 void FuzzGenerate(const llm::v1::GenerateRequest& request) {
   absl::StatusOr<llm::engine::GenerateWork> work =
       llm::service::GenerateWorkFromProto(request, Tokenize, kDefaultMaxTokens);
-  const bool tokenizer_fails = request.has_text() && !Tokenize(request.text(), false).ok();
-  Require(work.ok() != tokenizer_fails);
-  if (!work.ok()) {
-    Require(work.status().code() == absl::StatusCode::kFailedPrecondition);
-    return;
-  }
-  Require(work->tokens == ExpectedPrompt(request.has_text(), request.text(), request.tokens()));
+  if (!CheckPrompt(request, work)) return;
   Require(work->max_tokens ==
           (request.max_tokens() != 0 ? request.max_tokens() : kDefaultMaxTokens));
   Require(work->stop_token_ids ==

@@ -374,11 +374,15 @@ class CudaBackend final : public Backend {
     if (batch.num_tokens == 0) return absl::OkStatus();
     auto p = AttentionParamsFor(qkv, batch, shape, cache, layer, out);
     if (!p.ok()) return p.status();
-    const bool fold =
-        fold_rope_into_decode_ && AttentionKernelFor(*p) == cuda::AttentionKernel::kFlashDecode &&
-        p->max_query_len == 1 && p->head_dim % 64 == 0 && batch.slot_mapping != nullptr &&
-        rope.inv_freq != nullptr && (rope.row_scale.x == nullptr || rope.row_scale.hidden > 0);
-    if (!fold) return Backend::RopeAppendAttention(qkv, batch, shape, rope, cache, layer, out);
+    const cuda::AttentionKernel kernel = AttentionKernelFor(*p);
+    const bool fold = fold_rope_into_decode_ && kernel == cuda::AttentionKernel::kFlashDecode &&
+                      p->max_query_len == 1 && p->head_dim % 64 == 0 &&
+                      batch.slot_mapping != nullptr && rope.inv_freq != nullptr &&
+                      (rope.row_scale.x == nullptr || rope.row_scale.hidden > 0);
+    if (!fold) {  // the two launches, on the params already built
+      if (absl::Status s = RopeAppendKv(qkv, batch, shape, rope, cache, layer); !s.ok()) return s;
+      return LaunchAttention(*p, kernel);
+    }
     p->rope_inv_freq = rope.inv_freq;
     p->rope_attention_scaling = rope.attention_scaling;
     p->rope_scale_rows_by = Bf16(rope.row_scale.x);

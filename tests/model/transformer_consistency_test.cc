@@ -46,13 +46,20 @@ class TransformerConsistencyTest : public ::testing::Test {
     transformer_ = NewTransformer();
   }
 
-  std::unique_ptr<Transformer> NewTransformer(int32_t max_batch_tokens = 64,
-                                              int32_t max_batch_sequences = 8) {
+  // The options every model of these tests shares.
+  static TransformerOptions Options(int32_t max_batch_tokens = 64,
+                                    int32_t max_batch_sequences = 8) {
     TransformerOptions options;
     options.kv_num_blocks = kNumBlocks;
     options.kv_block_size = kBlockSize;
     options.max_batch_tokens = max_batch_tokens;
     options.max_batch_sequences = max_batch_sequences;
+    return options;
+  }
+
+  std::unique_ptr<Transformer> NewTransformer(int32_t max_batch_tokens = 64,
+                                              int32_t max_batch_sequences = 8) {
+    const TransformerOptions options = Options(max_batch_tokens, max_batch_sequences);
     absl::StatusOr<std::unique_ptr<Transformer>> transformer =
         Transformer::Create(*checkpoint_, *backend_, options);
     EXPECT_TRUE(transformer.ok()) << transformer.status();
@@ -263,11 +270,7 @@ TEST_F(TransformerConsistencyTest, ReportsKvCacheBytesFromItsLayout) {
 // of a batch of two, where the fake checkpoint's gains (0.2 spread around 1) make a wrong fold
 // show.
 TEST_F(TransformerConsistencyTest, FoldedNormGainsMatchSeparateNorms) {
-  TransformerOptions options;
-  options.kv_num_blocks = kNumBlocks;
-  options.kv_block_size = kBlockSize;
-  options.max_batch_tokens = 64;
-  options.max_batch_sequences = 8;
+  TransformerOptions options = Options();
   options.norm_gains = TransformerOptions::NormGains::kSeparate;
   auto separate = Transformer::Create(*checkpoint_, *backend_, options);
   ASSERT_TRUE(separate.ok()) << separate.status();
@@ -310,11 +313,7 @@ TEST_F(TransformerConsistencyTest, FoldedNormGainsMatchSeparateNorms) {
 // decode batch of 3 (padded to 4, dummy rows in the scratch block) and each sequence alone give the
 // plain path's logits and tokens, also past a KV-length bucket boundary (64).
 TEST_F(TransformerConsistencyTest, PaddedDecodePlanMatchesThePlainPath) {
-  TransformerOptions options;
-  options.kv_num_blocks = kNumBlocks;
-  options.kv_block_size = kBlockSize;
-  options.max_batch_tokens = 64;
-  options.max_batch_sequences = 8;
+  TransformerOptions options = Options();
   options.decode_graphs = TransformerOptions::DecodeGraphs::kBucketedEager;
   auto padded = Transformer::Create(*checkpoint_, *backend_, options);
   ASSERT_TRUE(padded.ok()) << padded.status();

@@ -263,9 +263,7 @@ class AttentionCase {
     std::mt19937 generator(problem_.seed + 77);
     const std::vector<float> x =
         gpu_testing::RandomBf16Values(num_tokens_ * kHidden, generator, -3.f, 3.f);
-    std::vector<float> inv_freq(problem_.head_dim / 2);
-    for (size_t i = 0; i < inv_freq.size(); ++i)
-      inv_freq[i] = std::pow(10000.f, -2.f * i / problem_.head_dim);
+    const std::vector<float> inv_freq = gpu_testing::RopeInverseFrequencies(problem_.head_dim);
 
     // CPU: the two ops in fp32.
     std::vector<float> cpu_qkv = qkv_, cpu_pool = pool_, cpu_out(reference_.size());

@@ -31,6 +31,13 @@ inline bool HasCudaDevice() {
   } while (0)
 
 // Random floats already rounded to bf16, so CPU (fp32) and GPU (bf16) see identical inputs.
+// RoPE inverse frequencies of the default type, theta 10000: inv_freq[i] = 10000^(-2i / D).
+inline std::vector<float> RopeInverseFrequencies(int32_t head_dim) {
+  std::vector<float> inv_freq(head_dim / 2);
+  for (int32_t i = 0; i < head_dim / 2; ++i) inv_freq[i] = std::pow(10000.f, -2.f * i / head_dim);
+  return inv_freq;
+}
+
 inline std::vector<float> RandomBf16Values(size_t count, std::mt19937& generator, float low = -1.f,
                                            float high = 1.f) {
   std::uniform_real_distribution<float> distribution(low, high);

@@ -73,8 +73,7 @@ TEST_F(SmallOpsTest, RopeAppendKvMatchesCpu) {
       positions[t] = position(generator_);
       slots[t] = shuffled[t];
     }
-    std::vector<float> inv_freq(head_dim / 2);
-    for (int32_t i = 0; i < head_dim / 2; ++i) inv_freq[i] = std::pow(10000.f, -2.f * i / head_dim);
+    const std::vector<float> inv_freq = gpu_testing::RopeInverseFrequencies(head_dim);
     const int64_t row = static_cast<int64_t>(hq + 2 * hkv) * head_dim;
     std::vector<float> qkv = RandomBf16Values(tokens * row, generator_);
     std::vector<float> pool = RandomBf16Values(layout.total_elements(), generator_);
@@ -134,8 +133,7 @@ TEST_F(SmallOpsTest, FoldedNormOpsMatchCpu) {
       positions[t] = 3 * t + 5;
       slots[t] = t == 4 ? -1 : (t * 7) % (layout.num_blocks * block_size);  // one token not kept
     }
-    std::vector<float> inv_freq(head_dim / 2);
-    for (int32_t i = 0; i < head_dim / 2; ++i) inv_freq[i] = std::pow(10000.f, -2.f * i / head_dim);
+    const std::vector<float> inv_freq = gpu_testing::RopeInverseFrequencies(head_dim);
     const int64_t row = static_cast<int64_t>(hq + 2 * hkv) * head_dim;
     std::vector<float> qkv = RandomBf16Values(tokens * row, generator_, -20.f, 20.f);
     std::vector<float> x = RandomBf16Values(tokens * hidden, generator_, -6.f, 6.f);
@@ -421,9 +419,7 @@ TEST_F(SmallOpsTest, FusedMatmulRopeAppendMatchesUnfusedOps) {
         positions[t] = position(generator_);
         slots[t] = t == 2 ? -1 : shuffled[t];  // a padded row: no append
       }
-      std::vector<float> inv_freq(head_dim / 2);
-      for (int32_t i = 0; i < head_dim / 2; ++i)
-        inv_freq[i] = std::pow(10000.f, -2.f * i / head_dim);
+      const std::vector<float> inv_freq = gpu_testing::RopeInverseFrequencies(head_dim);
       std::vector<float> x = RandomBf16Values(tokens * k, generator_, -3.f, 3.f),
                          w = RandomBf16Values(n * k, generator_),
                          norm = RandomBf16Values(k, generator_, 0.5f, 1.5f),
