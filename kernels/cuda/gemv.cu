@@ -18,7 +18,10 @@
 //
 // Tuned on the H100 (docs/PERFORMANCE.md): 8 warps x 4 loads in flight per lane (over its rows)
 // beat 4x8, 8x8 and 4x4, and programmatic dependent launch (the blocks issuing their weight loads
-// while the previous kernel finishes, then griddepcontrol.wait) made the decode step slower.
+// while the previous kernel finishes, then griddepcontrol.wait) made the decode step slower; so
+// did an L2 prefetch of each warp's rows before that wait, and streaming the weights with
+// cp.async.bulk through a shared-memory ring (bit-identical, 10% slower per product; branch
+// gemv-bulk-copies).
 //
 // Numerics match the unfused ops: the normed activations are rounded to bf16 as RmsNorm stores
 // them; products are rounded to bf16 before SwiGLU (as SiluMul reads gate_up) and before RoPE (as
