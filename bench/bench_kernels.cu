@@ -231,11 +231,34 @@ void BenchPrefill(cudaStream_t stream, std::vector<Result>& results, bool quick)
 }
 
 void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results, bool quick) {
-  const int hq = 32, hkv = 8, d = 128;
-  std::printf("\n%-34s %10s %10s %8s  %s\n", "decode (Hq32 Hkv8 D128, bs=16)", "ms", "GB/s",
-              "splits", "merge");
-  for (auto [b, c] : {std::pair{1, 4096}, std::pair{1, 32768}, std::pair{8, 4096},
-                      std::pair{32, 4096}, std::pair{64, 2048}, std::pair{16, 16384}}) {
+  struct DecodeShape {
+    int b, c, hq, hkv, d;
+  };
+  std::vector<DecodeShape> shapes = {{1, 4096, 32, 8, 128},  {1, 32768, 32, 8, 128},
+                                     {8, 4096, 32, 8, 128},  {32, 4096, 32, 8, 128},
+                                     {64, 2048, 32, 8, 128}, {16, 16384, 32, 8, 128}};
+  // $LLM_BENCH_DECODE_MODEL_SHAPES="B:C,B:C,...": also TinyLlama's attention (Hq32 Hkv4 D64) at
+  // these batches and contexts (the decode step's fixed cost per launch against its bytes);
+  // "=B:C,..." only these.
+  if (const char* env = std::getenv("LLM_BENCH_DECODE_MODEL_SHAPES"); env != nullptr) {
+    // A leading '=' runs these shapes alone (for a profiler).
+    if (*env == '=') {
+      shapes.clear();
+      ++env;
+    }
+    for (const char* p = env; *p != '\0';) {
+      const int b = std::atoi(p);
+      while (*p != '\0' && *p != ':') ++p;
+      if (*p == ':') ++p;
+      const int c = std::atoi(p);
+      while (*p != '\0' && *p != ',') ++p;
+      if (*p == ',') ++p;
+      if (b > 0 && c > 0) shapes.push_back({b, c, 32, 4, 64});
+    }
+  }
+  std::printf("\n%-34s %10s %10s %8s  %s\n", "decode (bs=16)", "ms", "GB/s", "splits", "merge");
+  for (const DecodeShape& shape : shapes) {
+    const int b = shape.b, c = shape.c, hq = shape.hq, hkv = shape.hkv, d = shape.d;
     const double kv_bytes = 2.0 * b * c * hkv * d * 2;
     // Enough copies that one pass over all of them (>= 256 MB) cannot stay in L2.
     const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
@@ -275,12 +298,12 @@ void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results,
   struct SweepShape {
     int b, c, hq, hkv, d;
   };
-  const SweepShape shapes[] = {
+  const SweepShape sweep_shapes[] = {
       {1, 32768, 32, 8, 128}, {8, 4096, 32, 8, 128}, {1, 4096, 32, 8, 128}, {16, 16384, 32, 8, 128},
       {1, 512, 32, 4, 64},    {32, 512, 32, 4, 64},  {64, 512, 32, 4, 64}};
   std::printf("\n%-34s %10s %10s %8s  %s\n", "decode split sweep", "ms", "GB/s", "splits",
               "merge (chosen: *)");
-  for (const SweepShape& shape : shapes) {
+  for (const SweepShape& shape : sweep_shapes) {
     const int b = shape.b, c = shape.c;
     const double kv_bytes = 2.0 * b * c * shape.hkv * shape.d * 2;
     const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
