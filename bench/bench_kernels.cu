@@ -295,15 +295,12 @@ void BenchDecode(cudaStream_t stream, int num_sms, std::vector<Result>& results,
   // the TinyLlama decode-step shapes (Hq32 Hkv4 D64, context 512), to check ChooseDecodeSplits.
   const char* sweep = std::getenv("LLM_BENCH_DECODE_SWEEP");
   if (sweep == nullptr || std::strcmp(sweep, "1") != 0) return;
-  struct SweepShape {
-    int b, c, hq, hkv, d;
-  };
-  const SweepShape sweep_shapes[] = {
+  const DecodeShape sweep_shapes[] = {
       {1, 32768, 32, 8, 128}, {8, 4096, 32, 8, 128}, {1, 4096, 32, 8, 128}, {16, 16384, 32, 8, 128},
       {1, 512, 32, 4, 64},    {32, 512, 32, 4, 64},  {64, 512, 32, 4, 64}};
   std::printf("\n%-34s %10s %10s %8s  %s\n", "decode split sweep", "ms", "GB/s", "splits",
               "merge (chosen: *)");
-  for (const SweepShape& shape : sweep_shapes) {
+  for (const DecodeShape& shape : sweep_shapes) {
     const int b = shape.b, c = shape.c;
     const double kv_bytes = 2.0 * b * c * shape.hkv * shape.d * 2;
     const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
