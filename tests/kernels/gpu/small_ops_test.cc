@@ -55,6 +55,17 @@ class SmallOpsTest : public ::testing::Test {
     std::printf("    %-22s relative error %.3e\n", what, error);
   }
 
+  // The batch fields RoPE + KV append read: each token's position and cache slot.
+  static AttentionBatch RopeBatch(int32_t tokens, int32_t seqs, const int32_t* positions,
+                                  const int32_t* slots) {
+    AttentionBatch batch;
+    batch.num_tokens = tokens;
+    batch.num_seqs = seqs;
+    batch.positions = positions;
+    batch.slot_mapping = slots;
+    return batch;
+  }
+
   std::unique_ptr<Backend> gpu_;
   std::unique_ptr<Backend> cpu_;
   std::mt19937 generator_{1234};
@@ -78,11 +89,7 @@ TEST_F(SmallOpsTest, RopeAppendKvMatchesCpu) {
     std::vector<float> qkv = RandomBf16Values(tokens * row, generator_);
     std::vector<float> pool = RandomBf16Values(layout.total_elements(), generator_);
 
-    AttentionBatch batch;
-    batch.num_tokens = tokens;
-    batch.num_seqs = 1;
-    batch.positions = positions.data();
-    batch.slot_mapping = slots.data();
+    AttentionBatch batch = RopeBatch(tokens, 1, positions.data(), slots.data());
     const AttentionShape shape{hq, hkv, head_dim, 1.f / std::sqrt(float(head_dim))};
     std::vector<float> cpu_qkv = qkv, cpu_pool = pool;
     ASSERT_TRUE(cpu_->RopeAppendKv(cpu_qkv.data(), batch, shape, RopeParams{inv_freq.data(), 1.f},
@@ -138,11 +145,7 @@ TEST_F(SmallOpsTest, FoldedNormOpsMatchCpu) {
     std::vector<float> qkv = RandomBf16Values(tokens * row, generator_, -20.f, 20.f);
     std::vector<float> x = RandomBf16Values(tokens * hidden, generator_, -6.f, 6.f);
     std::vector<float> pool(layout.total_elements(), 0.f);
-    AttentionBatch batch;
-    batch.num_tokens = tokens;
-    batch.num_seqs = 1;
-    batch.positions = positions.data();
-    batch.slot_mapping = slots.data();
+    AttentionBatch batch = RopeBatch(tokens, 1, positions.data(), slots.data());
     const AttentionShape shape{hq, hkv, head_dim, 1.f / std::sqrt(float(head_dim))};
     std::vector<float> cpu_qkv = qkv, cpu_pool = pool;
     ASSERT_TRUE(cpu_->RopeAppendKv(cpu_qkv.data(), batch, shape,
@@ -425,11 +428,7 @@ TEST_F(SmallOpsTest, FusedMatmulRopeAppendMatchesUnfusedOps) {
                          norm = RandomBf16Values(k, generator_, 0.5f, 1.5f),
                          pool = RandomBf16Values(layout.total_elements(), generator_);
       const AttentionShape shape{hq, hkv, head_dim, 1.f / std::sqrt(float(head_dim))};
-      AttentionBatch batch;
-      batch.num_tokens = tokens;
-      batch.num_seqs = tokens;
-      batch.positions = positions.data();
-      batch.slot_mapping = slots.data();
+      AttentionBatch batch = RopeBatch(tokens, tokens, positions.data(), slots.data());
 
       std::vector<float> cpu_normed(tokens * k), cpu_qkv(tokens * n), cpu_pool = pool;
       ASSERT_TRUE(cpu_->RmsNorm(x.data(), norm.data(), tokens, k, eps, cpu_normed.data()).ok());
