@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "bench/bench_common.h"
+#include "bench/kernel_timeline.h"
 
 #ifdef LLM_BENCH_HAS_TRANSFORMER
 #include "kernels/cuda/cuda_backend.h"
@@ -158,6 +159,14 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
     std::fprintf(stderr, "decode_step: %s\n", backend.status().ToString().c_str());
     return results;
   }
+  // $LLM_BENCH_KERNEL_TIMELINE=PATH: after each batch's timed steps, kTimelineSteps more with
+  // CUPTI's kernel records (kernel_timeline.h): a table per batch, and PATH gets the JSON. CUPTI is
+  // on for the whole run (it traces only graphs instantiated while it is on), so a run with it
+  // is a diagnostic one; its step times may differ slightly from a run without.
+  const char* timeline_path = std::getenv("LLM_BENCH_KERNEL_TIMELINE");
+  const bool timeline = timeline_path != nullptr && *timeline_path != '\0' &&
+                        KernelTimeline::Enable();
+  std::vector<std::string> timeline_json;
   RandomCheckpoint checkpoint;
   using Mode = TransformerOptions::DecodeGraphs;
   for (const Mode mode : {Mode::kOff, Mode::kAuto}) {
@@ -236,11 +245,35 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
       results.push_back(
           Result{"decode_step", shape, median, 0, 0, "wall time of Forward, greedy sampling"});
       std::printf("%-34s %10.3f %12.0f\n", shape, median, batch / (median * 1e-3));
+      if (timeline) {
+        constexpr int kTimelineSteps = 10;
+        KernelTimeline::TakeRecords();  // drop the timed steps' records
+        std::vector<uint64_t> marks;
+        for (int i = 0; i < kTimelineSteps; ++i) {
+          marks.push_back(KernelTimeline::Now());
+          if (auto step = (*model)->Forward(chunks); !step.ok()) return results;
+        }
+        const std::vector<KernelRecord> records = KernelTimeline::TakeRecords();
+        const TimelineSummary summary = SummarizeTimeline(records, marks);
+        PrintTimeline(shape, summary);
+        timeline_json.push_back(TimelineJson(shape, summary, records, marks));
+      }
     }
     if (mode == Mode::kAuto) {
       const Result prefill =
           PrefillStep(**model, max_batch * blocks_per_seq, block_size, generator, token);
       if (prefill.median_ms > 0) results.push_back(prefill);
+    }
+  }
+  if (timeline) {
+    if (FILE* f = std::fopen(timeline_path, "w"); f != nullptr) {
+      std::fprintf(f, "[\n");
+      for (size_t i = 0; i < timeline_json.size(); ++i)
+        std::fprintf(f, "%s%s\n", timeline_json[i].c_str(), i + 1 < timeline_json.size() ? "," : "");
+      std::fprintf(f, "]\n");
+      std::fclose(f);
+    } else {
+      std::fprintf(stderr, "cannot write %s\n", timeline_path);
     }
   }
   return results;
