@@ -446,6 +446,65 @@ void BenchDecodeVariants(cudaStream_t stream, int num_sms, const DecodeVariant (
   }
 }
 
+// The model-shape decode kernel with its phase trace (kPhaseTrace, flash_decode.cuh): one launch
+// after warm-up; per phase the mean and latest time over blocks from the first block's entry.
+struct TracedDecodeTraits : cuda::FlashDecodeTraits<64, 4, 16, 3> {
+  static constexpr bool kPhaseTrace = true;
+};
+
+void TraceDecodePhases(cudaStream_t stream, int num_sms,
+                       const std::vector<std::pair<int, int>>& shapes) {
+  constexpr int kPhases = cuda::kFlashDecodePhases;
+  std::printf("\ndecode phase trace (hd64 w4 n16 s3; us from the first block's entry: mean / last "
+              "over blocks)\n%-16s %7s %15s %15s %15s %15s %15s %9s\n",
+              "shape", "blocks", "entry", "metadata", "first tile", "loop done", "warps in smem",
+              "end");
+  for (auto [b, c] : shapes) {
+    const double kv_bytes = 2.0 * b * c * 4 * 64 * 2;
+    const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
+    PagedBatch batch = MakeBatch(b, c, 1, 32, 4, 64, 16, copies, 600 + b);
+    cuda::ChooseDecodeSplits(batch.params, num_sms);
+    if (batch.params.num_splits > 1 && !batch.params.merge_in_cluster) {  // no partial buffers here
+      batch.Free();
+      continue;
+    }
+    const int blocks = batch.params.num_splits * 4 * b;
+    auto* trace = DeviceAlloc<unsigned long long>(static_cast<size_t>(blocks) * kPhases);
+    for (int i = 0; i < 12; ++i) {
+      unsigned long long* target = i == 11 ? trace : nullptr;
+      BENCH_CHECK(cudaMemcpyToSymbolAsync(cuda::flash_decode_phase_trace, &target, sizeof(target),
+                                          0, cudaMemcpyHostToDevice, stream));
+      cuda::PagedAttentionParams p = batch.params;
+      p.block_tables = batch.block_tables[i % copies];
+      BENCH_STATUS(cuda::LaunchFlashDecodeWithTraits<TracedDecodeTraits>(p, stream));
+    }
+    BENCH_CHECK(cudaStreamSynchronize(stream));  // a non-blocking stream: cudaMemcpy would not wait
+    std::vector<unsigned long long> host(static_cast<size_t>(blocks) * kPhases);
+    BENCH_CHECK(cudaMemcpy(host.data(), trace, host.size() * 8, cudaMemcpyDeviceToHost));
+    unsigned long long origin = ~0ull;
+    for (int k = 0; k < blocks; ++k) origin = std::min(origin, host[k * kPhases]);
+    char shape[32];
+    std::snprintf(shape, sizeof(shape), "B%d C%d", b, c);
+    std::printf("%-16s %7d", shape, blocks);
+    for (int phase = 0; phase < kPhases - 1; ++phase) {
+      double sum = 0, last = 0;
+      for (int k = 0; k < blocks; ++k) {
+        const double t = (host[k * kPhases + phase] - origin) * 1e-3;
+        sum += t;
+        last = std::max(last, t);
+      }
+      std::printf(" %7.2f/%7.2f", sum / blocks, last);
+    }
+    std::vector<int> per_sm(1024, 0);
+    int most = 0;
+    for (int k = 0; k < blocks; ++k)
+      most = std::max(most, ++per_sm[host[k * kPhases + kPhases - 1] % per_sm.size()]);
+    std::printf("  (at most %d blocks on one SM)\n", most);
+    BENCH_CHECK(cudaFree(trace));
+    batch.Free();
+  }
+}
+
 void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& results) {
   using cuda::FlashDecodeTraits;
   // $LLM_BENCH_VARIANT_SETS: which lists to run ("prefill,decode,model"; default all).
@@ -536,6 +595,7 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
                         {{1, 512}, {16, 512}, {32, 512}, {64, 512}, {64, 1024}, {8, 4096}},
                         {32, 4, 64}, 500, results);
   }
+  if (runs("trace")) TraceDecodePhases(stream, num_sms, {{64, 16}, {64, 512}, {32, 512}, {1, 512}});
 }
 #else
 

@@ -2,6 +2,7 @@
 #include "bench/kernel_timeline.h"
 
 #include <cupti.h>
+#include <cxxabi.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -61,10 +62,19 @@ void CUPTIAPI BufferCompleted(CUcontext, uint32_t, uint8_t* buffer, size_t, size
   std::free(buffer);
 }
 
-// "void llm::cuda::GemvKernel<4, true>(llm::cuda::FusedGemvParams)" -> "GemvKernel<4, true>".
+// A kernel's (mangled) name without namespaces, return type and parameters:
+// "void llm::cuda::Foo<4, true>(llm::cuda::FooParams)" -> "Foo<4, true>".
 std::string ShortName(const std::string& name) {
   std::string s = name;
+  int status = 0;
+  if (char* demangled = abi::__cxa_demangle(name.c_str(), nullptr, nullptr, &status)) {
+    s = demangled;
+    std::free(demangled);
+  }
   if (s.rfind("void ", 0) == 0) s = s.substr(5);
+  for (const std::string prefix : {"llm::cuda::", "(anonymous namespace)::", "__nv_"}) {
+    for (size_t at; (at = s.find(prefix)) != std::string::npos;) s.erase(at, prefix.size());
+  }
   int depth = 0;
   for (size_t i = 0; i < s.size(); ++i) {  // drop the parameter list (the first '(' at depth 0)
     if (s[i] == '<') ++depth;
@@ -73,9 +83,6 @@ std::string ShortName(const std::string& name) {
       s.resize(i);
       break;
     }
-  }
-  for (const std::string prefix : {"llm::cuda::", "(anonymous namespace)::"}) {
-    for (size_t at; (at = s.find(prefix)) != std::string::npos;) s.erase(at, prefix.size());
   }
   return s;
 }

@@ -76,7 +76,32 @@ struct FlashDecodeTraits {
   static constexpr int kSharedBytes =
       kRows * kHeadDim * 2 + (kPipelineBytes > kTailBytes ? kPipelineBytes : kTailBytes);
   static_assert(kMergeBytes % 16 == 0, "the exchange area is read with 16-byte loads");
+  // A diagnostic (bench/bench_kernels.cu's traced variant derives traits that set it): thread 0
+  // of each block writes %globaltimer at the phase ends below to flash_decode_phase_trace.
+  static constexpr bool kPhaseTrace = false;
 };
+
+// Phase trace of a kPhaseTrace instantiation: per block (linear index) kFlashDecodePhases
+// timestamps (ns): entry, metadata loaded, first tile landed, K/V loop done, the warps' (m, l, O)
+// in shared memory, end; and the SM.
+inline constexpr int kFlashDecodePhases = 7;
+static __device__ unsigned long long* flash_decode_phase_trace = nullptr;
+
+template <typename Traits>
+__device__ __forceinline__ void TracePhase(int phase) {
+  if constexpr (Traits::kPhaseTrace) {
+    if (threadIdx.x != 0 || flash_decode_phase_trace == nullptr) return;
+    unsigned long long now;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+    const int block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    flash_decode_phase_trace[block * kFlashDecodePhases + phase] = now;
+    if (phase == 0) {
+      unsigned sm;
+      asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+      flash_decode_phase_trace[block * kFlashDecodePhases + kFlashDecodePhases - 1] = sm;
+    }
+  }
+}
 
 // The cluster merge (see the header comment): called by every block of the cluster after it wrote
 // its rows' O_c to exchange_o [row][D] and lse_c to exchange_lse [row] of its own shared memory.
@@ -157,6 +182,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   // early; it waits in griddepcontrol.wait until this grid has finished and flushed its writes.
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
+  TracePhase<Traits>(0);
   const int split = blockIdx.x;
   const int kv_head = blockIdx.y;
   const int seq = blockIdx.z;
@@ -187,6 +213,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
   // sequence), so no block waits at a cluster barrier for one that left.
   if (num_rows == 0 || num_rows > kRows) return;
   const int last_position = params.positions[q_begin + (num_rows - 1) / group];
+  if constexpr (Traits::kPhaseTrace) {
+    if (last_position < 0) return;  // makes the trace wait for the load
+  }
+  TracePhase<Traits>(1);
   // Copies cover [chunk_begin, load_end) (kv_len known); the causal end, chunk_end, needs the last
   // query position and only masks (the same unless kv_len > last position + 1).
   const int load_end = min(kv_len, chunk_begin + params.kv_chunk_size);
@@ -363,6 +393,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
     CpAsyncCommit();
     CpAsyncWait<kStages - 1>();
     __syncwarp();
+    if (i == 0) TracePhase<Traits>(2);
     const int tile_start = chunk_begin + (warp + i * Traits::kWarps) * kTileN;
     const __nv_bfloat16* stage_k = warp_pipeline + (i % kStages) * Traits::kStageElements;
     if constexpr (kRope) {
@@ -406,6 +437,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   }
   CpAsyncWait<0>();
   state.Finish();
+  TracePhase<Traits>(3);
 
   // Merge the warps: each writes its unnormalised O, m and l to shared memory (the pipeline area).
   __syncthreads();
@@ -425,6 +457,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
     }
   }
   __syncthreads();
+  TracePhase<Traits>(4);
 
   for (int index = threadIdx.x; index < num_rows * D; index += Traits::kThreads) {
     const int row = index / D;
@@ -460,6 +493,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
     MergeSplitsInCluster<Traits>(params, exchange_o, exchange_lse, q_begin, kv_head, group,
                                  num_rows);
   }
+  TracePhase<Traits>(5);
 }
 
 // Launches the decode blocks of `params` with the traits' tiling; with num_splits > 1 the merge
