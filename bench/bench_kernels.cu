@@ -456,9 +456,10 @@ void TraceDecodePhases(cudaStream_t stream, int num_sms,
                        const std::vector<std::pair<int, int>>& shapes) {
   constexpr int kPhases = cuda::kFlashDecodePhases;
   std::printf("\ndecode phase trace (hd64 w4 n16 s3; us from the first block's entry: mean / last "
-              "over blocks)\n%-16s %7s %15s %15s %15s %15s %15s %9s\n",
+              "over blocks; - where the phase does not occur)\n%-16s %7s %15s %15s %15s %15s %15s %15s %15s "
+              "%15s\n",
               "shape", "blocks", "entry", "metadata", "first tile", "loop done", "warps in smem",
-              "end");
+              "rows merged", "cluster barrier", "end");
   for (auto [b, c] : shapes) {
     const double kv_bytes = 2.0 * b * c * 4 * 64 * 2;
     const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
@@ -470,6 +471,7 @@ void TraceDecodePhases(cudaStream_t stream, int num_sms,
     }
     const int blocks = batch.params.num_splits * 4 * b;
     auto* trace = DeviceAlloc<unsigned long long>(static_cast<size_t>(blocks) * kPhases);
+    BENCH_CHECK(cudaMemset(trace, 0, static_cast<size_t>(blocks) * kPhases * 8));
     for (int i = 0; i < 12; ++i) {
       unsigned long long* target = i == 11 ? trace : nullptr;
       BENCH_CHECK(cudaMemcpyToSymbolAsync(cuda::flash_decode_phase_trace, &target, sizeof(target),
@@ -487,6 +489,10 @@ void TraceDecodePhases(cudaStream_t stream, int num_sms,
     std::snprintf(shape, sizeof(shape), "B%d C%d", b, c);
     std::printf("%-16s %7d", shape, blocks);
     for (int phase = 0; phase < kPhases - 1; ++phase) {
+      if (host[phase] == 0) {  // never stamped (the trace buffer starts zeroed)
+        std::printf(" %7s/%7s", "-", "-");
+        continue;
+      }
       double sum = 0, last = 0;
       for (int k = 0; k < blocks; ++k) {
         const double t = (host[k * kPhases + phase] - origin) * 1e-3;

@@ -83,8 +83,9 @@ struct FlashDecodeTraits {
 
 // Phase trace of a kPhaseTrace instantiation: per block (linear index) kFlashDecodePhases
 // timestamps (ns): entry, metadata loaded, first tile landed, K/V loop done, the warps' (m, l, O)
-// in shared memory, end; and the SM.
-inline constexpr int kFlashDecodePhases = 7;
+// in shared memory, the block's rows merged, the cluster's first barrier passed (cluster merge
+// only), end; and the SM.
+inline constexpr int kFlashDecodePhases = 9;
 static __device__ unsigned long long* flash_decode_phase_trace = nullptr;
 
 template <typename Traits>
@@ -116,6 +117,7 @@ __device__ __forceinline__ void MergeSplitsInCluster(const PagedAttentionParams&
   namespace cg = cooperative_groups;
   const cg::cluster_group cluster = cg::this_cluster();
   cluster.sync();  // every block's exchange area is written (release / acquire across the cluster)
+  TracePhase<Traits>(6);
   const int num_splits = params.num_splits;  // == the cluster's size
   const int rank = static_cast<int>(cluster.block_rank());
   const int elements = num_rows * (D / kVector);
@@ -505,11 +507,12 @@ __global__ void __launch_bounds__(Traits::kThreads)
       for (int c = 0; c < kVector; ++c) out[c] = __float2bfloat16_rn(normalised[c]);
     }
   }
+  TracePhase<Traits>(5);
   if constexpr (kClusterMerge) {
     MergeSplitsInCluster<Traits>(params, exchange_o, exchange_lse, q_begin, kv_head, group,
                                  num_rows);
   }
-  TracePhase<Traits>(5);
+  TracePhase<Traits>(7);
 }
 
 // Launches the decode blocks of `params` with the traits' tiling; with num_splits > 1 the merge
