@@ -452,19 +452,29 @@ struct TracedDecodeTraits : cuda::FlashDecodeTraits<64, 4, 16, 3> {
   static constexpr bool kPhaseTrace = true;
 };
 
-void TraceDecodePhases(cudaStream_t stream, int num_sms,
-                       const std::vector<std::pair<int, int>>& shapes) {
+// splits 0: ChooseDecodeSplits' choice; else that many chunks, merged in a cluster (1: none).
+struct TraceShape {
+  int batch, context, splits;
+};
+
+void TraceDecodePhases(cudaStream_t stream, int num_sms, const std::vector<TraceShape>& shapes) {
   constexpr int kPhases = cuda::kFlashDecodePhases;
   std::printf("\ndecode phase trace (hd64 w4 n16 s3; us from the first block's entry: mean / last "
               "over blocks; - where the phase does not occur)\n%-16s %7s %15s %15s %15s %15s %15s %15s %15s "
-              "%15s\n",
+              "%15s %9s\n",
               "shape", "blocks", "entry", "metadata", "first tile", "loop done", "warps in smem",
-              "rows merged", "cluster barrier", "end");
-  for (auto [b, c] : shapes) {
+              "rows merged", "cluster barrier", "end", "event us");
+  for (auto [b, c, forced_splits] : shapes) {
     const double kv_bytes = 2.0 * b * c * 4 * 64 * 2;
     const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
     PagedBatch batch = MakeBatch(b, c, 1, 32, 4, 64, 16, copies, 600 + b);
     cuda::ChooseDecodeSplits(batch.params, num_sms);
+    if (forced_splits > 0) {
+      batch.params.kv_chunk_size = (c + forced_splits - 1) / forced_splits;
+      batch.params.kv_chunk_size = (batch.params.kv_chunk_size + 63) / 64 * 64;
+      batch.params.num_splits = (c + batch.params.kv_chunk_size - 1) / batch.params.kv_chunk_size;
+      batch.params.merge_in_cluster = batch.params.num_splits > 1;
+    }
     if (batch.params.num_splits > 1 && !batch.params.merge_in_cluster) {  // no partial buffers here
       batch.Free();
       continue;
@@ -486,7 +496,7 @@ void TraceDecodePhases(cudaStream_t stream, int num_sms,
     unsigned long long origin = ~0ull;
     for (int k = 0; k < blocks; ++k) origin = std::min(origin, host[k * kPhases]);
     char shape[32];
-    std::snprintf(shape, sizeof(shape), "B%d C%d", b, c);
+    std::snprintf(shape, sizeof(shape), "B%d C%d s%d", b, c, batch.params.num_splits);
     std::printf("%-16s %7d", shape, blocks);
     for (int phase = 0; phase < kPhases - 1; ++phase) {
       if (host[phase] == 0) {  // never stamped (the trace buffer starts zeroed)
@@ -505,7 +515,15 @@ void TraceDecodePhases(cudaStream_t stream, int num_sms,
     int most = 0;
     for (int k = 0; k < blocks; ++k)
       most = std::max(most, ++per_sm[host[k * kPhases + kPhases - 1] % per_sm.size()]);
-    std::printf("  (at most %d blocks on one SM)\n", most);
+    // The production kernel (no stamps), event-timed: launch overhead included, for comparing
+    // split counts with one another.
+    const double ms = MedianMs(stream, 5, 50, [&](int i) {
+      cuda::PagedAttentionParams p = batch.params;
+      p.block_tables = batch.block_tables[i % copies];
+      using ProductionTraits = cuda::FlashDecodeTraits<64, 4, 16, 3>;
+      BENCH_STATUS(cuda::LaunchFlashDecodeWithTraits<ProductionTraits>(p, stream));
+    });
+    std::printf(" %9.2f  (at most %d blocks on one SM)\n", ms * 1e3, most);
     BENCH_CHECK(cudaFree(trace));
     batch.Free();
   }
@@ -601,7 +619,12 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
                         {{1, 512}, {16, 512}, {32, 512}, {64, 512}, {64, 1024}, {8, 4096}},
                         {32, 4, 64}, 500, results);
   }
-  if (runs("trace")) TraceDecodePhases(stream, num_sms, {{64, 16}, {64, 512}, {32, 512}, {1, 512}});
+  if (runs("trace")) {
+    TraceDecodePhases(stream, num_sms,
+                      {{64, 16, 0}, {64, 512, 0}, {32, 512, 0}, {1, 512, 0}, {1, 512, 1},
+                       {1, 512, 2}, {1, 512, 4}, {1, 512, 16}, {8, 512, 0}, {8, 512, 2},
+                       {8, 512, 4}, {16, 512, 0}, {16, 512, 2}});
+  }
 }
 #else
 
