@@ -164,8 +164,8 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
   // on for the whole run (it traces only graphs instantiated while it is on), so a run with it
   // is a diagnostic one; its step times may differ slightly from a run without.
   const char* timeline_path = std::getenv("LLM_BENCH_KERNEL_TIMELINE");
-  const bool timeline = timeline_path != nullptr && *timeline_path != '\0' &&
-                        KernelTimeline::Enable();
+  const bool timeline =
+      timeline_path != nullptr && *timeline_path != '\0' && KernelTimeline::Enable();
   std::vector<std::string> timeline_json;
   RandomCheckpoint checkpoint;
   using Mode = TransformerOptions::DecodeGraphs;
@@ -269,7 +269,8 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
     if (FILE* f = std::fopen(timeline_path, "w"); f != nullptr) {
       std::fprintf(f, "[\n");
       for (size_t i = 0; i < timeline_json.size(); ++i)
-        std::fprintf(f, "%s%s\n", timeline_json[i].c_str(), i + 1 < timeline_json.size() ? "," : "");
+        std::fprintf(f, "%s%s\n", timeline_json[i].c_str(),
+                     i + 1 < timeline_json.size() ? "," : "");
       std::fprintf(f, "]\n");
       std::fclose(f);
     } else {

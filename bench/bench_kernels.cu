@@ -459,11 +459,13 @@ struct TraceShape {
 
 void TraceDecodePhases(cudaStream_t stream, int num_sms, const std::vector<TraceShape>& shapes) {
   constexpr int kPhases = cuda::kFlashDecodePhases;
-  std::printf("\ndecode phase trace (hd64 w4 n16 s3; us from the first block's entry: mean / last "
-              "over blocks; - where the phase does not occur)\n%-16s %7s %15s %15s %15s %15s %15s %15s %15s "
-              "%15s %9s\n",
-              "shape", "blocks", "entry", "metadata", "first tile", "loop done", "warps in smem",
-              "rows merged", "cluster barrier", "end", "event us");
+  std::printf(
+      "\ndecode phase trace (hd64 w4 n16 s3; us from the first block's entry: mean / last "
+      "over blocks; - where the phase does not occur)\n%-16s %7s %15s %15s %15s %15s %15s %15s "
+      "%15s "
+      "%15s %9s\n",
+      "shape", "blocks", "entry", "metadata", "first tile", "loop done", "warps in smem",
+      "rows merged", "cluster barrier", "end", "event us");
   for (auto [b, c, forced_splits] : shapes) {
     const double kv_bytes = 2.0 * b * c * 4 * 64 * 2;
     const int copies = std::clamp(static_cast<int>(256e6 / kv_bytes) + 1, 1, 64);
@@ -621,9 +623,19 @@ void BenchVariants(cudaStream_t stream, int num_sms, std::vector<Result>& result
   }
   if (runs("trace")) {
     TraceDecodePhases(stream, num_sms,
-                      {{64, 16, 0}, {64, 512, 0}, {32, 512, 0}, {1, 512, 0}, {1, 512, 1},
-                       {1, 512, 2}, {1, 512, 4}, {1, 512, 16}, {8, 512, 0}, {8, 512, 2},
-                       {8, 512, 4}, {16, 512, 0}, {16, 512, 2}});
+                      {{64, 16, 0},
+                       {64, 512, 0},
+                       {32, 512, 0},
+                       {1, 512, 0},
+                       {1, 512, 1},
+                       {1, 512, 2},
+                       {1, 512, 4},
+                       {1, 512, 16},
+                       {8, 512, 0},
+                       {8, 512, 2},
+                       {8, 512, 4},
+                       {16, 512, 0},
+                       {16, 512, 2}});
   }
 }
 #else

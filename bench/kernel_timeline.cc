@@ -178,11 +178,12 @@ TimelineSummary SummarizeTimeline(const std::vector<KernelRecord>& records,
 
 void PrintTimeline(const std::string& title, const TimelineSummary& summary) {
   std::printf("\nkernel timeline: %s (%d steps, CUPTI)\n", title.c_str(), summary.steps);
-  std::printf("  per step: %.1f kernels, span %.1f us = busy %.1f + idle %.1f (%.2f us per kernel); "
-              "host lead %.1f us\n",
-              summary.kernels_per_step, summary.span_us, summary.busy_us, summary.idle_us,
-              summary.kernels_per_step > 0 ? summary.idle_us / summary.kernels_per_step : 0.0,
-              summary.lead_us);
+  std::printf(
+      "  per step: %.1f kernels, span %.1f us = busy %.1f + idle %.1f (%.2f us per kernel); "
+      "host lead %.1f us\n",
+      summary.kernels_per_step, summary.span_us, summary.busy_us, summary.idle_us,
+      summary.kernels_per_step > 0 ? summary.idle_us / summary.kernels_per_step : 0.0,
+      summary.lead_us);
   std::printf("  %-64s %16s %8s %9s %9s %6s\n", "kernel", "grid", "n/step", "mean us", "us/step",
               "busy%");
   for (const TimelineGroup& g : summary.groups) {

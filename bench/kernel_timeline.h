@@ -49,10 +49,10 @@ struct TimelineGroup {
 struct TimelineSummary {
   int steps = 0;
   double kernels_per_step = 0;
-  double span_us = 0;   // mean over steps: first kernel start to last kernel end
-  double busy_us = 0;   // mean over steps: the union of kernel intervals
-  double idle_us = 0;   // span - busy
-  double lead_us = 0;   // mean over steps: the step's mark to its first kernel (host work first)
+  double span_us = 0;  // mean over steps: first kernel start to last kernel end
+  double busy_us = 0;  // mean over steps: the union of kernel intervals
+  double idle_us = 0;  // span - busy
+  double lead_us = 0;  // mean over steps: the step's mark to its first kernel (host work first)
   std::vector<TimelineGroup> groups;  // by total time per step, largest first
 };
 TimelineSummary SummarizeTimeline(const std::vector<KernelRecord>& records,

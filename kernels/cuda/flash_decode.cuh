@@ -479,8 +479,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
       for (int w = 0; w < Traits::kWarps; ++w) {
         const float weight = exp2f(merge_max[w * kRows + row] - max_all);
         sum += weight * merge_sum[w * kRows + row];
-        const float4 o =
-            *reinterpret_cast<const float4*>(merge_o + (w * kRows + row) * D + column);
+        const float4 o = *reinterpret_cast<const float4*>(merge_o + (w * kRows + row) * D + column);
         value[0] += weight * o.x;
         value[1] += weight * o.y;
         value[2] += weight * o.z;
