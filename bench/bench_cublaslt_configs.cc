@@ -18,25 +18,18 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_check.h"
+
 namespace {
 
-#define CHECK_CUDA(call)                                                                      \
-  do {                                                                                        \
-    const cudaError_t error_ = (call);                                                        \
-    if (error_ != cudaSuccess) {                                                              \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call,                       \
-                   cudaGetErrorString(error_));                                               \
-      std::exit(1);                                                                           \
-    }                                                                                         \
-  } while (0)
-#define CHECK_LT(call)                                                                        \
-  do {                                                                                        \
-    const cublasStatus_t status_ = (call);                                                    \
-    if (status_ != CUBLAS_STATUS_SUCCESS) {                                                   \
-      std::fprintf(stderr, "%s:%d %s: status %d\n", __FILE__, __LINE__, #call,                \
-                   static_cast<int>(status_));                                                \
-      std::exit(1);                                                                           \
-    }                                                                                         \
+#define CHECK_LT(call)                                                         \
+  do {                                                                         \
+    const cublasStatus_t status_ = (call);                                     \
+    if (status_ != CUBLAS_STATUS_SUCCESS) {                                    \
+      std::fprintf(stderr, "%s:%d %s: status %d\n", __FILE__, __LINE__, #call, \
+                   static_cast<int>(status_));                                 \
+      std::exit(1);                                                            \
+    }                                                                          \
   } while (0)
 
 struct Shape {
@@ -78,12 +71,12 @@ int main(int argc, char** argv) {
   cublasLtHandle_t handle;
   CHECK_LT(cublasLtCreate(&handle));
   void* workspace = nullptr;
-  CHECK_CUDA(cudaMalloc(&workspace, kWorkspaceBytes));
+  BENCH_CHECK(cudaMalloc(&workspace, kWorkspaceBytes));
   cudaStream_t stream;
-  CHECK_CUDA(cudaStreamCreate(&stream));
+  BENCH_CHECK(cudaStreamCreate(&stream));
   cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
+  BENCH_CHECK(cudaEventCreate(&start));
+  BENCH_CHECK(cudaEventCreate(&stop));
 
   std::vector<Result> results;
   for (const Shape& shape : shapes) {
@@ -91,15 +84,15 @@ int main(int argc, char** argv) {
     const int copies = static_cast<int>(std::max<size_t>(2, kRotationBytes / w_bytes + 1));
     std::vector<void*> weights(copies);
     for (void*& w : weights) {
-      CHECK_CUDA(cudaMalloc(&w, w_bytes));
-      CHECK_CUDA(cudaMemset(w, 0x3c, w_bytes));  // 0x3c3c: a small finite bf16
+      BENCH_CHECK(cudaMalloc(&w, w_bytes));
+      BENCH_CHECK(cudaMemset(w, 0x3c, w_bytes));  // 0x3c3c: a small finite bf16
     }
     for (int m : row_counts) {
       void *x = nullptr, *out = nullptr;
-      CHECK_CUDA(cudaMalloc(&x, size_t{2} * m * shape.k));
-      CHECK_CUDA(cudaMemset(x, 0x3c, size_t{2} * m * shape.k));
-      CHECK_CUDA(cudaMalloc(&out, size_t{2} * m * shape.n));
-      CHECK_CUDA(cudaMemset(out, 0, size_t{2} * m * shape.n));
+      BENCH_CHECK(cudaMalloc(&x, size_t{2} * m * shape.k));
+      BENCH_CHECK(cudaMemset(x, 0x3c, size_t{2} * m * shape.k));
+      BENCH_CHECK(cudaMalloc(&out, size_t{2} * m * shape.n));
+      BENCH_CHECK(cudaMemset(out, 0, size_t{2} * m * shape.n));
 
       // The backend's layout (kernels/cuda/matmul.cc): out^T [n, m] = op_T(w^T [k, n]) x^T [k, m].
       cublasLtMatmulDesc_t operation;
@@ -107,8 +100,8 @@ int main(int argc, char** argv) {
       const cublasOperation_t transpose = CUBLAS_OP_T, no_transpose = CUBLAS_OP_N;
       CHECK_LT(cublasLtMatmulDescSetAttribute(operation, CUBLASLT_MATMUL_DESC_TRANSA, &transpose,
                                               sizeof(transpose)));
-      CHECK_LT(cublasLtMatmulDescSetAttribute(operation, CUBLASLT_MATMUL_DESC_TRANSB,
-                                              &no_transpose, sizeof(no_transpose)));
+      CHECK_LT(cublasLtMatmulDescSetAttribute(operation, CUBLASLT_MATMUL_DESC_TRANSB, &no_transpose,
+                                              sizeof(no_transpose)));
       cublasLtMatrixLayout_t a, b, c;
       CHECK_LT(cublasLtMatrixLayoutCreate(&a, CUDA_R_16BF, shape.k, shape.n, shape.k));
       CHECK_LT(cublasLtMatrixLayoutCreate(&b, CUDA_R_16BF, shape.k, m, shape.k));
@@ -116,9 +109,9 @@ int main(int argc, char** argv) {
       cublasLtMatmulPreference_t preference;
       CHECK_LT(cublasLtMatmulPreferenceCreate(&preference));
       const uint64_t workspace_limit = kWorkspaceBytes;
-      CHECK_LT(cublasLtMatmulPreferenceSetAttribute(
-          preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_limit,
-          sizeof(workspace_limit)));
+      CHECK_LT(cublasLtMatmulPreferenceSetAttribute(preference,
+                                                    CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                    &workspace_limit, sizeof(workspace_limit)));
       cublasLtMatmulHeuristicResult_t heuristic[32];
       int found = 0;
       CHECK_LT(cublasLtMatmulAlgoGetHeuristic(handle, operation, a, b, c, c, preference, 32,
@@ -127,21 +120,21 @@ int main(int argc, char** argv) {
 
       auto time_algorithm = [&](const cublasLtMatmulAlgo_t& algorithm) -> double {
         auto run = [&](int i) {
-          return cublasLtMatmul(handle, operation, &alpha, weights[i % copies], a, x, b, &beta,
-                                out, c, out, c, &algorithm, workspace, kWorkspaceBytes, stream);
+          return cublasLtMatmul(handle, operation, &alpha, weights[i % copies], a, x, b, &beta, out,
+                                c, out, c, &algorithm, workspace, kWorkspaceBytes, stream);
         };
         for (int i = 0; i < 10; ++i) {
           if (run(i) != CUBLAS_STATUS_SUCCESS) return -1.0;
         }
         constexpr int kIterations = 200;
-        CHECK_CUDA(cudaEventRecord(start, stream));
+        BENCH_CHECK(cudaEventRecord(start, stream));
         for (int i = 0; i < kIterations; ++i) {
           if (run(i) != CUBLAS_STATUS_SUCCESS) return -1.0;
         }
-        CHECK_CUDA(cudaEventRecord(stop, stream));
-        CHECK_CUDA(cudaEventSynchronize(stop));
+        BENCH_CHECK(cudaEventRecord(stop, stream));
+        BENCH_CHECK(cudaEventSynchronize(stop));
         float ms = 0.f;
-        CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
+        BENCH_CHECK(cudaEventElapsedTime(&ms, start, stop));
         return 1000.0 * ms / kIterations;
       };
       auto record = [&](int candidate, int split_k, double us) {
@@ -154,8 +147,8 @@ int main(int argc, char** argv) {
         for (int split_k : {2, 3, 4, 6, 8, 16}) {
           cublasLtMatmulAlgo_t algorithm = heuristic[i].algo;
           if (cublasLtMatmulAlgoConfigSetAttribute(&algorithm, CUBLASLT_ALGO_CONFIG_SPLITK_NUM,
-                                                   &split_k, sizeof(split_k)) !=
-              CUBLAS_STATUS_SUCCESS) {
+                                                   &split_k,
+                                                   sizeof(split_k)) != CUBLAS_STATUS_SUCCESS) {
             continue;
           }
           cublasLtMatmulHeuristicResult_t checked{};
@@ -167,17 +160,17 @@ int main(int argc, char** argv) {
           record(i, split_k, time_algorithm(algorithm));
         }
       }
-      CHECK_CUDA(cudaGetLastError());
+      BENCH_CHECK(cudaGetLastError());
       cublasLtMatmulPreferenceDestroy(preference);
       cublasLtMatrixLayoutDestroy(a);
       cublasLtMatrixLayoutDestroy(b);
       cublasLtMatrixLayoutDestroy(c);
       cublasLtMatmulDescDestroy(operation);
-      CHECK_CUDA(cudaFree(x));
-      CHECK_CUDA(cudaFree(out));
+      BENCH_CHECK(cudaFree(x));
+      BENCH_CHECK(cudaFree(out));
       std::printf("%-8s m=%-3d heuristic offered %d algorithms\n", shape.name, m, found);
     }
-    for (void* w : weights) CHECK_CUDA(cudaFree(w));
+    for (void* w : weights) BENCH_CHECK(cudaFree(w));
   }
 
   // Per (shape, m): the heuristic's first pick, then the five fastest configurations.
@@ -195,8 +188,8 @@ int main(int argc, char** argv) {
       });
       std::sort(mine.begin(), mine.end(),
                 [](const Result& x, const Result& y) { return x.microseconds < y.microseconds; });
-      std::printf("%-8s %4d %9s %8s %10.2f %12.2f   (heuristic's pick)\n", shape.name, m, "0",
-                  "-", first.microseconds, first.weight_tb_per_s);
+      std::printf("%-8s %4d %9s %8s %10.2f %12.2f   (heuristic's pick)\n", shape.name, m, "0", "-",
+                  first.microseconds, first.weight_tb_per_s);
       for (size_t i = 0; i < mine.size() && i < 5; ++i) {
         std::printf("%-8s %4d %9d %8d %10.2f %12.2f\n", shape.name, m, mine[i].candidate,
                     mine[i].split_k, mine[i].microseconds, mine[i].weight_tb_per_s);

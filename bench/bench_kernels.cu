@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_check.h"
 #include "bench/bench_common.h"
 #include "kernels/cuda/attention_params.h"
 #include "kernels/cuda/flash_decode.cuh"
@@ -35,16 +36,6 @@
 
 namespace llm::bench {
 namespace {
-
-#define BENCH_CHECK(call)                                                         \
-  do {                                                                            \
-    const cudaError_t error_ = (call);                                            \
-    if (error_ != cudaSuccess) {                                                  \
-      std::fprintf(stderr, "%s failed at %s:%d: %s\n", #call, __FILE__, __LINE__, \
-                   cudaGetErrorString(error_));                                   \
-      std::exit(1);                                                               \
-    }                                                                             \
-  } while (0)
 
 #define BENCH_STATUS(expression)                                                        \
   do {                                                                                  \
