@@ -1,6 +1,8 @@
 // Shared pieces of the kernel benchmarks: one result row, and the JSON writer.
 #pragma once
 
+#include <cuda_runtime.h>
+
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -42,5 +44,10 @@ inline void WriteJson(const std::string& path, const std::string& device,
 // built.
 std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int>& batch_sizes,
                                        int iterations);
+
+// What one step of a dependent chain costs: a graphed launch (empty, with a dependent L2 read,
+// with a DRAM read) and a grid barrier in one cooperative launch (bench_boundary.cu,
+// --sections boundary).
+void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& results);
 
 }  // namespace llm::bench

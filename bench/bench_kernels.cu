@@ -28,6 +28,7 @@
 
 #include "bench/bench_check.h"
 #include "bench/bench_common.h"
+#include "bench/device_timing.h"
 #include "kernels/cuda/attention_params.h"
 #include "kernels/cuda/flash_decode.cuh"
 #include "kernels/cuda/flash_prefill.cuh"
@@ -59,13 +60,6 @@ __global__ void FillRandomBf16(__nv_bfloat16* data, size_t count, uint32_t seed,
   }
 }
 
-template <typename T>
-T* DeviceAlloc(size_t count) {
-  T* p = nullptr;
-  BENCH_CHECK(cudaMalloc(&p, count * sizeof(T)));
-  return p;
-}
-
 void FillRandom(__nv_bfloat16* data, size_t count, uint32_t seed, float scale = 1.f) {
   FillRandomBf16<<<1024, 256>>>(data, count, seed, scale);
   BENCH_CHECK(cudaGetLastError());
@@ -76,27 +70,6 @@ T* Upload(const std::vector<T>& host) {
   T* p = DeviceAlloc<T>(host.size());
   BENCH_CHECK(cudaMemcpy(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
   return p;
-}
-
-// Median milliseconds of `iterations` runs of body(i) after `warmup` runs, each timed with events.
-template <typename Body>
-double MedianMs(cudaStream_t stream, int warmup, int iterations, Body&& body) {
-  for (int i = 0; i < warmup; ++i) body(i);
-  BENCH_CHECK(cudaStreamSynchronize(stream));
-  std::vector<cudaEvent_t> events(2 * iterations);
-  for (auto& e : events) BENCH_CHECK(cudaEventCreate(&e));
-  for (int i = 0; i < iterations; ++i) {
-    BENCH_CHECK(cudaEventRecord(events[2 * i], stream));
-    body(warmup + i);
-    BENCH_CHECK(cudaEventRecord(events[2 * i + 1], stream));
-  }
-  BENCH_CHECK(cudaStreamSynchronize(stream));
-  std::vector<float> ms(iterations);
-  for (int i = 0; i < iterations; ++i)
-    BENCH_CHECK(cudaEventElapsedTime(&ms[i], events[2 * i], events[2 * i + 1]));
-  for (auto& e : events) BENCH_CHECK(cudaEventDestroy(e));
-  std::nth_element(ms.begin(), ms.begin() + iterations / 2, ms.end());
-  return ms[iterations / 2];
 }
 
 // A paged batch: `copies` independent KV sets (disjoint shuffled blocks), B sequences of kv_len
@@ -670,7 +643,7 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: %s [--json PATH] "
-                   "[--sections copy,prefill,decode,argmax,decode_step,variants] "
+                   "[--sections copy,prefill,decode,argmax,decode_step,variants,boundary] "
                    "[--quick]\n",
                    argv[0]);
       return 2;
@@ -696,6 +669,7 @@ int main(int argc, char** argv) {
   if (wants("prefill")) BenchPrefill(stream, results, quick);
   if (wants("decode")) BenchDecode(stream, properties.multiProcessorCount, results, quick);
   if (wants("argmax")) BenchArgmax(stream, results, quick);
+  if (wants("boundary")) BenchKernelBoundary(stream, properties.multiProcessorCount, results);
   if (wants("variants")) BenchVariants(stream, properties.multiProcessorCount, results);
   if (wants("decode_step")) {
     std::vector<Result> step = RunDecodeStepBench(512, {1, 32, 64}, quick ? 5 : 20);

@@ -1,0 +1,157 @@
+// --sections boundary: what one step of a dependent chain costs, the floor under a decode step's
+// per-kernel overhead (docs/PERFORMANCE.md, eighth session).
+//
+// Kernel chains: a CUDA graph of kChainLength launches of one kernel (2 blocks of 256 threads per
+// SM, like the batch-1 products), replayed; the median replay over kChainLength is the cost of
+// one launch in the chain:
+//   empty      the kernel does nothing (launch and retirement only);
+//   L2 read    thread 0 of each block reads the word its block's previous launch wrote and writes
+//              it + 1 (one dependent L2 round trip per launch, as a product reading its input);
+//   DRAM read  the same plus one read of a word no earlier launch read, 512 bytes from the next
+//              block's, from a 1 GiB buffer (a DRAM round trip per launch: a product's first
+//              weight bytes).
+// Grid barriers: one cooperative launch (a block per SM) passing kChainLength barriers (an
+// arrival counter and a generation word in global memory), without and with the L2 read of a
+// word another block wrote before the barrier: what a persistent kernel pays per phase instead.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <vector>
+
+#include "bench/bench_check.h"
+#include "bench/bench_common.h"
+#include "bench/device_timing.h"
+
+namespace llm::bench {
+namespace {
+
+constexpr int kChainLength = 256;
+constexpr int kThreads = 256;
+constexpr size_t kDramBytes = size_t{1} << 30;
+constexpr int kLineBytes =
+    512;  // 2M slots: no slot is read twice in the section's 24 x 256 launches
+
+__global__ void EmptyKernel() {}
+
+__global__ void L2ReadKernel(unsigned* words) {
+  if (threadIdx.x == 0) words[blockIdx.x * 32] += 1;
+}
+
+__global__ void DramReadKernel(unsigned* words, const unsigned* dram, size_t launch) {
+  if (threadIdx.x != 0) return;
+  const size_t lines = kDramBytes / kLineBytes;
+  const size_t line = (launch * gridDim.x + blockIdx.x) % lines;
+  words[blockIdx.x * 32] += dram[line * (kLineBytes / sizeof(unsigned))] + 1;
+}
+
+// Sense-free barrier: the last block to arrive resets the counter and bumps the generation that
+// the others spin on (acquire / release at GPU scope).
+__device__ void GridBarrier(unsigned* count, volatile unsigned* generation) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned my_generation = *generation;
+    __threadfence();
+    if (atomicAdd(count, 1u) == gridDim.x - 1) {
+      *count = 0;
+      __threadfence();
+      atomicAdd(const_cast<unsigned*>(generation), 1u);
+    } else {
+      while (*generation == my_generation) {
+      }
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+// kChainLength barriers; with `read_peer`, after each one thread 0 reads the word the next block
+// wrote before it (and writes its own for the next round).
+__global__ void BarrierChainKernel(unsigned* count, unsigned* generation, unsigned* words,
+                                   bool read_peer) {
+  unsigned value = blockIdx.x;
+  for (int step = 0; step < kChainLength; ++step) {
+    if (read_peer && threadIdx.x == 0) words[blockIdx.x * 32] = value + step;
+    GridBarrier(count, generation);
+    if (read_peer && threadIdx.x == 0) {
+      value += *static_cast<volatile unsigned*>(&words[((blockIdx.x + 1) % gridDim.x) * 32]);
+    }
+  }
+  if (threadIdx.x == 0 && value == 0xffffffffu) words[0] = value;  // keeps the reads
+}
+
+// Median microseconds per launch of a chain of kChainLength launches recorded into one graph;
+// `launch(replay, i)` queues launch i. With fresh_per_replay, each timed replay runs a graph of
+// its own (recorded with its replay index), so that launches can read memory no earlier replay
+// touched.
+template <typename Launch>
+double ChainUsPerLaunch(cudaStream_t stream, bool fresh_per_replay, Launch&& launch) {
+  constexpr int kWarmup = 3, kTimed = 21;
+  std::vector<cudaGraphExec_t> execs(fresh_per_replay ? kWarmup + kTimed : 1);
+  for (size_t replay = 0; replay < execs.size(); ++replay) {
+    cudaGraph_t graph = nullptr;
+    BENCH_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    for (int i = 0; i < kChainLength; ++i) launch(static_cast<int>(replay), i);
+    BENCH_CHECK(cudaStreamEndCapture(stream, &graph));
+    BENCH_CHECK(cudaGraphInstantiate(&execs[replay], graph, 0));
+    BENCH_CHECK(cudaGraphDestroy(graph));
+  }
+  const double ms = MedianMs(stream, kWarmup, kTimed, [&](int replay) {
+    BENCH_CHECK(cudaGraphLaunch(execs[replay % execs.size()], stream));
+  });
+  for (cudaGraphExec_t exec : execs) BENCH_CHECK(cudaGraphExecDestroy(exec));
+  return ms * 1e3 / kChainLength;
+}
+
+}  // namespace
+
+void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& results) {
+  const int blocks = 2 * sms;
+  unsigned* words = DeviceAlloc<unsigned>(static_cast<size_t>(blocks) * 32 + 64);
+  unsigned* dram = DeviceAlloc<unsigned>(kDramBytes / sizeof(unsigned));
+  BENCH_CHECK(cudaMemset(words, 0, (static_cast<size_t>(blocks) * 32 + 64) * sizeof(unsigned)));
+  BENCH_CHECK(cudaMemset(dram, 1, kDramBytes));
+
+  std::printf("\n%-46s %10s\n", "dependent chain step (graph or grid barrier)", "us");
+  auto report = [&](const char* shape, double us, const char* note) {
+    std::printf("%-46s %10.2f\n", shape, us);
+    results.push_back(Result{"boundary", shape, us * 1e-3, 0, 0, note});
+  };
+  report("graphed launch, empty kernel",
+         ChainUsPerLaunch(stream, false,
+                          [&](int, int) { EmptyKernel<<<blocks, kThreads, 0, stream>>>(); }),
+         "per launch of 256 in one graph, 2 blocks per SM");
+  report("graphed launch + dependent L2 read",
+         ChainUsPerLaunch(stream, false,
+                          [&](int, int) { L2ReadKernel<<<blocks, kThreads, 0, stream>>>(words); }),
+         "per launch of 256 in one graph, 2 blocks per SM");
+  report("graphed launch + L2 read + DRAM read",
+         ChainUsPerLaunch(stream, true,
+                          [&](int replay, int i) {
+                            const size_t launch = static_cast<size_t>(replay) * kChainLength + i;
+                            DramReadKernel<<<blocks, kThreads, 0, stream>>>(words, dram, launch);
+                          }),
+         "per launch of 256 in one graph, 2 blocks per SM; each block reads a word no earlier "
+         "launch read");
+
+  unsigned* barrier = DeviceAlloc<unsigned>(64);
+  for (const bool read_peer : {false, true}) {
+    BENCH_CHECK(cudaMemset(barrier, 0, 64 * sizeof(unsigned)));
+    unsigned* count = barrier;
+    unsigned* generation = barrier + 32;
+    bool peer = read_peer;
+    void* args[] = {&count, &generation, &words, &peer};
+    const double ms = MedianMs(stream, 2, 11, [&](int) {
+      BENCH_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(BarrierChainKernel),
+                                              dim3(sms), dim3(kThreads), args, 0, stream));
+    });
+    report(read_peer ? "grid barrier + L2 read of a peer's word" : "grid barrier",
+           ms * 1e3 / kChainLength, "per barrier of 256 in one cooperative launch, 1 block per SM");
+  }
+  cudaFree(barrier);
+  cudaFree(words);
+  cudaFree(dram);
+}
+
+}  // namespace llm::bench
