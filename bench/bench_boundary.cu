@@ -12,7 +12,9 @@
 //              weight bytes).
 // Grid barriers: one cooperative launch (a block per SM) passing kChainLength barriers (an
 // arrival counter and a generation word in global memory), without and with the L2 read of a
-// word another block wrote before the barrier: what a persistent kernel pays per phase instead.
+// word another block wrote before the barrier, and cooperative groups' grid.sync(): what a
+// persistent kernel pays per phase instead.
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -79,6 +81,15 @@ __global__ void BarrierChainKernel(unsigned* count, unsigned* generation, unsign
     }
   }
   if (threadIdx.x == 0 && value == 0xffffffffu) words[0] = value;  // keeps the reads
+}
+
+// The same chain of barriers with cooperative groups' grid.sync().
+__global__ void GridSyncChainKernel(unsigned* words) {
+  namespace cg = cooperative_groups;
+  cg::grid_group grid = cg::this_grid();
+  unsigned value = blockIdx.x;
+  for (int step = 0; step < kChainLength; ++step) grid.sync();
+  if (threadIdx.x == 0 && value == 0xffffffffu) words[0] = value;
 }
 
 // Median microseconds per launch of a chain of kChainLength launches recorded into one graph;
@@ -148,6 +159,15 @@ void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& resu
     });
     report(read_peer ? "grid barrier + L2 read of a peer's word" : "grid barrier",
            ms * 1e3 / kChainLength, "per barrier of 256 in one cooperative launch, 1 block per SM");
+  }
+  {
+    void* args[] = {&words};
+    const double ms = MedianMs(stream, 2, 11, [&](int) {
+      BENCH_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(GridSyncChainKernel),
+                                              dim3(sms), dim3(kThreads), args, 0, stream));
+    });
+    report("grid barrier (cooperative groups' grid.sync)", ms * 1e3 / kChainLength,
+           "per barrier of 256 in one cooperative launch, 1 block per SM");
   }
   cudaFree(barrier);
   cudaFree(words);
