@@ -10,6 +10,7 @@
 //   DRAM read  the same plus one read of a word no earlier launch read, 512 bytes from the next
 //              block's, from a 1 GiB buffer (a DRAM round trip per launch: a product's first
 //              weight bytes).
+// Streaming reads: chains of launches that each read 1-16 MB as the GEMV reads its weights.
 // Grid barriers: one cooperative launch (a block per SM) passing kChainLength barriers (an
 // arrival counter and a generation word in global memory), without and with the L2 read of a
 // word another block wrote before the barrier, and cooperative groups' grid.sync(): what a
@@ -36,6 +37,25 @@ constexpr int kLineBytes =
     512;  // 2M slots: no slot is read twice in the section's 24 x 256 launches
 
 __global__ void EmptyKernel() {}
+
+// Streams `bytes` from `data` as the batch-1 GEMV streams its weights (16-byte evict-first loads,
+// four in flight per lane, blocks of 256 threads) and writes one word per block.
+__global__ void StreamReadKernel(const uint4* data, size_t chunks, unsigned* words) {
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  uint32_t x = 0;
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < chunks;
+       i += 4 * stride) {
+    uint4 v[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      v[u] = i + u * stride < chunks ? __ldcs(data + i + u * stride) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) x ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  }
+  for (int mask = 16; mask > 0; mask /= 2) x ^= __shfl_xor_sync(0xffffffffu, x, mask);
+  if (threadIdx.x == 0) words[blockIdx.x * 32] = x;
+}
 
 __global__ void L2ReadKernel(unsigned* words) {
   if (threadIdx.x == 0) words[blockIdx.x * 32] += 1;
@@ -170,6 +190,27 @@ void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& resu
            "per barrier of 256 in one cooperative launch, 1 block per SM");
   }
   cudaFree(barrier);
+
+  // Chains of streaming reads of 1-16 MB, consecutive launches reading consecutive regions of the
+  // 1 GiB buffer (a region comes back after 1 GiB of other reads), so L2 never serves one: time =
+  // fixed cost + bytes / bandwidth, the fixed cost being what a batch-1 product pays beyond its
+  // bytes when it streams like this.
+  std::printf("\n%-46s %10s %10s\n", "graphed streaming read (GEMV's load pattern)", "us", "GB/s");
+  for (const size_t megabytes : {1, 2, 4, 8, 16}) {
+    const size_t bytes = megabytes << 20;
+    const size_t regions = kDramBytes / bytes;
+    const double us = ChainUsPerLaunch(stream, true, [&](int replay, int i) {
+      const size_t region = (static_cast<size_t>(replay) * kChainLength + i) % regions;
+      StreamReadKernel<<<blocks, kThreads, 0, stream>>>(
+          reinterpret_cast<const uint4*>(reinterpret_cast<const char*>(dram) + region * bytes),
+          bytes / 16, words);
+    });
+    char shape[64];
+    std::snprintf(shape, sizeof(shape), "stream read %zu MB", megabytes);
+    std::printf("%-46s %10.2f %10.1f\n", shape, us, bytes / (us * 1e-6) / 1e9);
+    results.push_back(Result{"boundary", shape, us * 1e-3, 0, bytes / (us * 1e-6) / 1e9,
+                             "per launch of 256 in one graph, 2 blocks of 256 threads per SM"});
+  }
   cudaFree(words);
   cudaFree(dram);
 }
