@@ -38,6 +38,28 @@ constexpr int kLineBytes =
 
 __global__ void EmptyKernel() {}
 
+// Reads `rows` rows of `row_chunks` 16-byte chunks, one row per warp (8 warps a block), four
+// loads in flight a lane: the batch-1 GEMV's order over a weight matrix, without the dot product.
+__global__ void RowReadKernel(const uint4* data, int rows, int row_chunks, unsigned* words) {
+  const int row = blockIdx.x * 8 + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  uint32_t x = 0;
+  if (row < rows) {
+    const uint4* p = data + static_cast<size_t>(row) * row_chunks;
+    for (int c = lane; c < row_chunks; c += 4 * 32) {
+      uint4 v[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        v[u] = c + u * 32 < row_chunks ? __ldcs(p + c + u * 32) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < 4; ++u) x ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+    }
+  }
+  for (int mask = 16; mask > 0; mask /= 2) x ^= __shfl_xor_sync(0xffffffffu, x, mask);
+  if (lane == 0) words[(blockIdx.x * 8 + threadIdx.x / 32) % 1024 * 32] = x;
+}
+
 // Streams `bytes` from `data` as the batch-1 GEMV streams its weights (16-byte evict-first loads,
 // four in flight per lane, blocks of 256 threads) and writes one word per block.
 __global__ void StreamReadKernel(const uint4* data, size_t chunks, unsigned* words) {
@@ -139,9 +161,10 @@ double ChainUsPerLaunch(cudaStream_t stream, bool fresh_per_replay, Launch&& lau
 
 void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& results) {
   const int blocks = 2 * sms;
-  unsigned* words = DeviceAlloc<unsigned>(static_cast<size_t>(blocks) * 32 + 64);
+  const size_t word_count = static_cast<size_t>(std::max(blocks, 1024)) * 32 + 64;
+  unsigned* words = DeviceAlloc<unsigned>(word_count);
   unsigned* dram = DeviceAlloc<unsigned>(kDramBytes / sizeof(unsigned));
-  BENCH_CHECK(cudaMemset(words, 0, (static_cast<size_t>(blocks) * 32 + 64) * sizeof(unsigned)));
+  BENCH_CHECK(cudaMemset(words, 0, word_count * sizeof(unsigned)));
   BENCH_CHECK(cudaMemset(dram, 1, kDramBytes));
 
   std::printf("\n%-46s %10s\n", "dependent chain step (graph or grid barrier)", "us");
@@ -210,6 +233,28 @@ void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& resu
     std::printf("%-46s %10.2f %10.1f\n", shape, us, bytes / (us * 1e-6) / 1e9);
     results.push_back(Result{"boundary", shape, us * 1e-3, 0, bytes / (us * 1e-6) / 1e9,
                              "per launch of 256 in one graph, 2 blocks of 256 threads per SM"});
+  }
+  // The batch-1 products' shapes read row by row (a warp a row), against the grid-stride read
+  // above: o and qkv's 4 KB rows, down's 11 KB rows.
+  struct RowShape {
+    const char* name;
+    int rows;
+    int row_bytes;
+  };
+  for (const RowShape shape : {RowShape{"rows: o, 2048 x 4 KB", 2048, 4096},
+                               RowShape{"rows: qkv, 2560 x 4 KB", 2560, 4096},
+                               RowShape{"rows: down, 2048 x 11 KB", 2048, 11264}}) {
+    const size_t bytes = static_cast<size_t>(shape.rows) * shape.row_bytes;
+    const size_t regions = kDramBytes / bytes;
+    const double us = ChainUsPerLaunch(stream, true, [&](int replay, int i) {
+      const size_t region = (static_cast<size_t>(replay) * kChainLength + i) % regions;
+      RowReadKernel<<<(shape.rows + 7) / 8, kThreads, 0, stream>>>(
+          reinterpret_cast<const uint4*>(reinterpret_cast<const char*>(dram) + region * bytes),
+          shape.rows, shape.row_bytes / 16, words);
+    });
+    std::printf("%-46s %10.2f %10.1f\n", shape.name, us, bytes / (us * 1e-6) / 1e9);
+    results.push_back(Result{"boundary", shape.name, us * 1e-3, 0, bytes / (us * 1e-6) / 1e9,
+                             "per launch of 256 in one graph, a warp a row, 8 warps a block"});
   }
   cudaFree(words);
   cudaFree(dram);

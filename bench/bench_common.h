@@ -46,8 +46,9 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
                                        int iterations);
 
 // What one step of a dependent chain costs: a graphed launch (empty, with a dependent L2 read,
-// with a DRAM read), a grid barrier in one cooperative launch, and graphed launches streaming
-// 1-16 MB each (bench_boundary.cu, --sections boundary).
+// with a DRAM read), a grid barrier in one cooperative launch, graphed launches streaming 1-16 MB
+// each, and the batch-1 products' weights read row by row (bench_boundary.cu, --sections
+// boundary).
 void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& results);
 
 }  // namespace llm::bench
