@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "bench/bench_check.h"
@@ -58,6 +59,29 @@ __global__ void RowReadKernel(const uint4* data, int rows, int row_chunks, unsig
   }
   for (int mask = 16; mask > 0; mask /= 2) x ^= __shfl_xor_sync(0xffffffffu, x, mask);
   if (lane == 0) words[(blockIdx.x * 8 + threadIdx.x / 32) % 1024 * 32] = x;
+}
+
+// The same rows, but each block's 8 rows (one contiguous region) read together: its 256 threads
+// stride over the region 16 bytes apart, so the GPU streams one region a block instead of one row
+// a warp (a GEMV in this order would reduce each row's partial sums across its warps).
+__global__ void BlockRegionReadKernel(const uint4* data, int rows, int row_chunks,
+                                      unsigned* words) {
+  const int first_row = blockIdx.x * 8;
+  const int region_rows = min(8, rows - first_row);
+  const size_t chunks = static_cast<size_t>(region_rows) * row_chunks;
+  const uint4* p = data + static_cast<size_t>(first_row) * row_chunks;
+  uint32_t x = 0;
+  for (size_t c = threadIdx.x; c < chunks; c += 4 * blockDim.x) {
+    uint4 v[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      v[u] = c + u * blockDim.x < chunks ? __ldcs(p + c + u * blockDim.x) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) x ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  }
+  for (int mask = 16; mask > 0; mask /= 2) x ^= __shfl_xor_sync(0xffffffffu, x, mask);
+  if (threadIdx.x % 32 == 0) words[(blockIdx.x * 8 + threadIdx.x / 32) % 1024 * 32] = x;
 }
 
 // Streams `bytes` from `data` as the batch-1 GEMV streams its weights (16-byte evict-first loads,
@@ -255,6 +279,30 @@ void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& resu
     std::printf("%-46s %10.2f %10.1f\n", shape.name, us, bytes / (us * 1e-6) / 1e9);
     results.push_back(Result{"boundary", shape.name, us * 1e-3, 0, bytes / (us * 1e-6) / 1e9,
                              "per launch of 256 in one graph, a warp a row, 8 warps a block"});
+    const double region_us = ChainUsPerLaunch(stream, true, [&](int replay, int i) {
+      const size_t region = (static_cast<size_t>(replay) * kChainLength + i) % regions;
+      BlockRegionReadKernel<<<(shape.rows + 7) / 8, kThreads, 0, stream>>>(
+          reinterpret_cast<const uint4*>(reinterpret_cast<const char*>(dram) + region * bytes),
+          shape.rows, shape.row_bytes / 16, words);
+    });
+    const double stride_us = ChainUsPerLaunch(stream, true, [&](int replay, int i) {
+      const size_t region = (static_cast<size_t>(replay) * kChainLength + i) % regions;
+      StreamReadKernel<<<blocks, kThreads, 0, stream>>>(
+          reinterpret_cast<const uint4*>(reinterpret_cast<const char*>(dram) + region * bytes),
+          bytes / 16, words);
+    });
+    const std::string stride_name = std::string(shape.name) + ", grid-stride";
+    std::printf("%-46s %10.2f %10.1f\n", stride_name.c_str(), stride_us,
+                bytes / (stride_us * 1e-6) / 1e9);
+    results.push_back(Result{"boundary", stride_name, stride_us * 1e-3, 0,
+                             bytes / (stride_us * 1e-6) / 1e9,
+                             "per launch of 256 in one graph, the same bytes read grid-stride"});
+    const std::string region_name = std::string(shape.name) + ", by block";
+    std::printf("%-46s %10.2f %10.1f\n", region_name.c_str(), region_us,
+                bytes / (region_us * 1e-6) / 1e9);
+    results.push_back(Result{"boundary", region_name, region_us * 1e-3, 0,
+                             bytes / (region_us * 1e-6) / 1e9,
+                             "per launch of 256 in one graph, a block's 8 rows read together"});
   }
   cudaFree(words);
   cudaFree(dram);
