@@ -238,28 +238,36 @@ void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& resu
   }
   cudaFree(barrier);
 
-  // Chains of streaming reads of 1-16 MB, consecutive launches reading consecutive regions of the
-  // 1 GiB buffer (a region comes back after 1 GiB of other reads), so L2 never serves one: time =
-  // fixed cost + bytes / bandwidth, the fixed cost being what a batch-1 product pays beyond its
-  // bytes when it streams like this.
+  // Chains of streaming reads, consecutive launches reading consecutive regions of the 1 GiB
+  // buffer (a region comes back after 1 GiB of other reads), so L2 never serves one: time = fixed
+  // cost + bytes / bandwidth, the fixed cost being what a batch-1 product pays beyond its bytes
+  // when it streams like this. `read(region)` queues one launch over `bytes` at `region`.
+  auto region_chain_us = [&](size_t bytes, auto&& read) {
+    const size_t regions = kDramBytes / bytes;
+    return ChainUsPerLaunch(stream, true, [&](int replay, int i) {
+      const size_t region = (static_cast<size_t>(replay) * kChainLength + i) % regions;
+      read(reinterpret_cast<const uint4*>(reinterpret_cast<const char*>(dram) + region * bytes));
+    });
+  };
+  auto report_rate = [&](const std::string& shape, size_t bytes, double us, const char* note) {
+    const double gbytes_per_s = bytes / (us * 1e-6) / 1e9;
+    std::printf("%-46s %10.2f %10.1f\n", shape.c_str(), us, gbytes_per_s);
+    results.push_back(Result{"boundary", shape, us * 1e-3, 0, gbytes_per_s, note});
+  };
+  auto grid_stride = [&](size_t bytes) {
+    return [&, bytes](const uint4* data) {
+      StreamReadKernel<<<blocks, kThreads, 0, stream>>>(data, bytes / 16, words);
+    };
+  };
   std::printf("\n%-46s %10s %10s\n", "graphed streaming read (GEMV's load pattern)", "us", "GB/s");
   for (const size_t megabytes : {1, 2, 4, 8, 16}) {
     const size_t bytes = megabytes << 20;
-    const size_t regions = kDramBytes / bytes;
-    const double us = ChainUsPerLaunch(stream, true, [&](int replay, int i) {
-      const size_t region = (static_cast<size_t>(replay) * kChainLength + i) % regions;
-      StreamReadKernel<<<blocks, kThreads, 0, stream>>>(
-          reinterpret_cast<const uint4*>(reinterpret_cast<const char*>(dram) + region * bytes),
-          bytes / 16, words);
-    });
-    char shape[64];
-    std::snprintf(shape, sizeof(shape), "stream read %zu MB", megabytes);
-    std::printf("%-46s %10.2f %10.1f\n", shape, us, bytes / (us * 1e-6) / 1e9);
-    results.push_back(Result{"boundary", shape, us * 1e-3, 0, bytes / (us * 1e-6) / 1e9,
-                             "per launch of 256 in one graph, 2 blocks of 256 threads per SM"});
+    report_rate("stream read " + std::to_string(megabytes) + " MB", bytes,
+                region_chain_us(bytes, grid_stride(bytes)),
+                "per launch of 256 in one graph, 2 blocks of 256 threads per SM");
   }
-  // The batch-1 products' shapes read row by row (a warp a row), against the grid-stride read
-  // above: o and qkv's 4 KB rows, down's 11 KB rows.
+  // The batch-1 products' bytes read as the GEMV orders them (a warp a row), grid-stride, and a
+  // block's 8 rows together: o and qkv's 4 KB rows, down's 11 KB rows.
   struct RowShape {
     const char* name;
     int rows;
@@ -269,40 +277,24 @@ void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& resu
                                RowShape{"rows: qkv, 2560 x 4 KB", 2560, 4096},
                                RowShape{"rows: down, 2048 x 11 KB", 2048, 11264}}) {
     const size_t bytes = static_cast<size_t>(shape.rows) * shape.row_bytes;
-    const size_t regions = kDramBytes / bytes;
-    const double us = ChainUsPerLaunch(stream, true, [&](int replay, int i) {
-      const size_t region = (static_cast<size_t>(replay) * kChainLength + i) % regions;
-      RowReadKernel<<<(shape.rows + 7) / 8, kThreads, 0, stream>>>(
-          reinterpret_cast<const uint4*>(reinterpret_cast<const char*>(dram) + region * bytes),
-          shape.rows, shape.row_bytes / 16, words);
-    });
-    std::printf("%-46s %10.2f %10.1f\n", shape.name, us, bytes / (us * 1e-6) / 1e9);
-    results.push_back(Result{"boundary", shape.name, us * 1e-3, 0, bytes / (us * 1e-6) / 1e9,
-                             "per launch of 256 in one graph, a warp a row, 8 warps a block"});
-    const double region_us = ChainUsPerLaunch(stream, true, [&](int replay, int i) {
-      const size_t region = (static_cast<size_t>(replay) * kChainLength + i) % regions;
-      BlockRegionReadKernel<<<(shape.rows + 7) / 8, kThreads, 0, stream>>>(
-          reinterpret_cast<const uint4*>(reinterpret_cast<const char*>(dram) + region * bytes),
-          shape.rows, shape.row_bytes / 16, words);
-    });
-    const double stride_us = ChainUsPerLaunch(stream, true, [&](int replay, int i) {
-      const size_t region = (static_cast<size_t>(replay) * kChainLength + i) % regions;
-      StreamReadKernel<<<blocks, kThreads, 0, stream>>>(
-          reinterpret_cast<const uint4*>(reinterpret_cast<const char*>(dram) + region * bytes),
-          bytes / 16, words);
-    });
-    const std::string stride_name = std::string(shape.name) + ", grid-stride";
-    std::printf("%-46s %10.2f %10.1f\n", stride_name.c_str(), stride_us,
-                bytes / (stride_us * 1e-6) / 1e9);
-    results.push_back(Result{"boundary", stride_name, stride_us * 1e-3, 0,
-                             bytes / (stride_us * 1e-6) / 1e9,
-                             "per launch of 256 in one graph, the same bytes read grid-stride"});
-    const std::string region_name = std::string(shape.name) + ", by block";
-    std::printf("%-46s %10.2f %10.1f\n", region_name.c_str(), region_us,
-                bytes / (region_us * 1e-6) / 1e9);
-    results.push_back(Result{"boundary", region_name, region_us * 1e-3, 0,
-                             bytes / (region_us * 1e-6) / 1e9,
-                             "per launch of 256 in one graph, a block's 8 rows read together"});
+    const unsigned row_blocks = (shape.rows + 7) / 8;
+    report_rate(shape.name, bytes,
+                region_chain_us(bytes,
+                                [&](const uint4* data) {
+                                  RowReadKernel<<<row_blocks, kThreads, 0, stream>>>(
+                                      data, shape.rows, shape.row_bytes / 16, words);
+                                }),
+                "per launch of 256 in one graph, a warp a row, 8 warps a block");
+    report_rate(std::string(shape.name) + ", grid-stride", bytes,
+                region_chain_us(bytes, grid_stride(bytes)),
+                "per launch of 256 in one graph, the same bytes read grid-stride");
+    report_rate(std::string(shape.name) + ", by block", bytes,
+                region_chain_us(bytes,
+                                [&](const uint4* data) {
+                                  BlockRegionReadKernel<<<row_blocks, kThreads, 0, stream>>>(
+                                      data, shape.rows, shape.row_bytes / 16, words);
+                                }),
+                "per launch of 256 in one graph, a block's 8 rows read together");
   }
   cudaFree(words);
   cudaFree(dram);
