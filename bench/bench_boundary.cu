@@ -34,73 +34,60 @@ namespace {
 constexpr int kChainLength = 256;
 constexpr int kThreads = 256;
 constexpr size_t kDramBytes = size_t{1} << 30;
-constexpr int kLineBytes =
-    512;  // 2M slots: no slot is read twice in the section's 24 x 256 launches
+// 2M slots: no slot is read twice in the section's 24 x 256 launches.
+constexpr int kLineBytes = 512;
 
 __global__ void EmptyKernel() {}
 
-// Reads `rows` rows of `row_chunks` 16-byte chunks, one row per warp (8 warps a block), four
-// loads in flight a lane: the batch-1 GEMV's order over a weight matrix, without the dot product.
-__global__ void RowReadKernel(const uint4* data, int rows, int row_chunks, unsigned* words) {
-  const int row = blockIdx.x * 8 + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
+// XOR of the 16-byte chunks [first, end) of `data`, `stride` apart, four loads in flight (the
+// GEMV's load pattern: evict-first, issued before any is used).
+__device__ uint32_t XorStrided(const uint4* data, size_t first, size_t end, size_t stride) {
   uint32_t x = 0;
-  if (row < rows) {
-    const uint4* p = data + static_cast<size_t>(row) * row_chunks;
-    for (int c = lane; c < row_chunks; c += 4 * 32) {
-      uint4 v[4];
+  for (size_t i = first; i < end; i += 4 * stride) {
+    uint4 v[4];
 #pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        v[u] = c + u * 32 < row_chunks ? __ldcs(p + c + u * 32) : make_uint4(0, 0, 0, 0);
-      }
-#pragma unroll
-      for (int u = 0; u < 4; ++u) x ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+    for (int u = 0; u < 4; ++u) {
+      v[u] = i + u * stride < end ? __ldcs(data + i + u * stride) : make_uint4(0, 0, 0, 0);
     }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) x ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
   }
-  for (int mask = 16; mask > 0; mask /= 2) x ^= __shfl_xor_sync(0xffffffffu, x, mask);
-  if (lane == 0) words[(blockIdx.x * 8 + threadIdx.x / 32) % 1024 * 32] = x;
+  return x;
 }
 
-// The same rows, but each block's 8 rows (one contiguous region) read together: its 256 threads
+// The warp's XOR into `word` (so that the compiler keeps every load).
+__device__ void StoreWarpXor(uint32_t x, unsigned* word) {
+  for (int mask = 16; mask > 0; mask /= 2) x ^= __shfl_xor_sync(0xffffffffu, x, mask);
+  if (threadIdx.x % 32 == 0) *word = x;
+}
+
+// Reads `rows` rows of `row_chunks` chunks, one row per warp (8 warps a block): the batch-1
+// GEMV's order over a weight matrix, without the dot product.
+__global__ void RowReadKernel(const uint4* data, int rows, int row_chunks, unsigned* words) {
+  const int row = blockIdx.x * 8 + threadIdx.x / 32;
+  const uint32_t x = row < rows ? XorStrided(data + static_cast<size_t>(row) * row_chunks,
+                                             threadIdx.x % 32, row_chunks, 32)
+                                : 0;
+  StoreWarpXor(x, words + row % 1024 * 32);
+}
+
+// The same rows, but each block's 8 rows (one contiguous region) read together: its threads
 // stride over the region 16 bytes apart, so the GPU streams one region a block instead of one row
 // a warp (a GEMV in this order would reduce each row's partial sums across its warps).
 __global__ void BlockRegionReadKernel(const uint4* data, int rows, int row_chunks,
                                       unsigned* words) {
   const int first_row = blockIdx.x * 8;
-  const int region_rows = min(8, rows - first_row);
-  const size_t chunks = static_cast<size_t>(region_rows) * row_chunks;
-  const uint4* p = data + static_cast<size_t>(first_row) * row_chunks;
-  uint32_t x = 0;
-  for (size_t c = threadIdx.x; c < chunks; c += 4 * blockDim.x) {
-    uint4 v[4];
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      v[u] = c + u * blockDim.x < chunks ? __ldcs(p + c + u * blockDim.x) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int u = 0; u < 4; ++u) x ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
-  }
-  for (int mask = 16; mask > 0; mask /= 2) x ^= __shfl_xor_sync(0xffffffffu, x, mask);
-  if (threadIdx.x % 32 == 0) words[(blockIdx.x * 8 + threadIdx.x / 32) % 1024 * 32] = x;
+  const size_t chunks = static_cast<size_t>(min(8, rows - first_row)) * row_chunks;
+  const uint32_t x = XorStrided(data + static_cast<size_t>(first_row) * row_chunks, threadIdx.x,
+                                chunks, blockDim.x);
+  StoreWarpXor(x, words + (first_row + threadIdx.x / 32) % 1024 * 32);
 }
 
-// Streams `bytes` from `data` as the batch-1 GEMV streams its weights (16-byte evict-first loads,
-// four in flight per lane, blocks of 256 threads) and writes one word per block.
+// Streams `chunks` 16-byte chunks grid-stride, one word per warp.
 __global__ void StreamReadKernel(const uint4* data, size_t chunks, unsigned* words) {
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  uint32_t x = 0;
-  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < chunks;
-       i += 4 * stride) {
-    uint4 v[4];
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {
-      v[u] = i + u * stride < chunks ? __ldcs(data + i + u * stride) : make_uint4(0, 0, 0, 0);
-    }
-#pragma unroll
-    for (int u = 0; u < 4; ++u) x ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
-  }
-  for (int mask = 16; mask > 0; mask /= 2) x ^= __shfl_xor_sync(0xffffffffu, x, mask);
-  if (threadIdx.x == 0) words[blockIdx.x * 32] = x;
+  const size_t thread = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  const uint32_t x = XorStrided(data, thread, chunks, static_cast<size_t>(gridDim.x) * blockDim.x);
+  StoreWarpXor(x, words + thread / 32 % 1024 * 32);
 }
 
 __global__ void L2ReadKernel(unsigned* words) {
@@ -150,12 +137,9 @@ __global__ void BarrierChainKernel(unsigned* count, unsigned* generation, unsign
 }
 
 // The same chain of barriers with cooperative groups' grid.sync().
-__global__ void GridSyncChainKernel(unsigned* words) {
-  namespace cg = cooperative_groups;
-  cg::grid_group grid = cg::this_grid();
-  unsigned value = blockIdx.x;
+__global__ void GridSyncChainKernel() {
+  cooperative_groups::grid_group grid = cooperative_groups::this_grid();
   for (int step = 0; step < kChainLength; ++step) grid.sync();
-  if (threadIdx.x == 0 && value == 0xffffffffu) words[0] = value;
 }
 
 // Median microseconds per launch of a chain of kChainLength launches recorded into one graph;
@@ -228,10 +212,9 @@ void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& resu
            ms * 1e3 / kChainLength, "per barrier of 256 in one cooperative launch, 1 block per SM");
   }
   {
-    void* args[] = {&words};
     const double ms = MedianMs(stream, 2, 11, [&](int) {
       BENCH_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<void*>(GridSyncChainKernel),
-                                              dim3(sms), dim3(kThreads), args, 0, stream));
+                                              dim3(sms), dim3(kThreads), nullptr, 0, stream));
     });
     report("grid barrier (cooperative groups' grid.sync)", ms * 1e3 / kChainLength,
            "per barrier of 256 in one cooperative launch, 1 block per SM");
