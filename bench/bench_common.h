@@ -51,4 +51,8 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
 // boundary).
 void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& results);
 
+// How many bytes a second one SM takes in from DRAM at 16 blocks to one per SM, by loads or bulk
+// copies, with and without L2 reads beside the stream (bench_intake.cu, --sections intake).
+void BenchSmIntake(cudaStream_t stream, int sms, std::vector<Result>& results);
+
 }  // namespace llm::bench

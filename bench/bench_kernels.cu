@@ -643,7 +643,7 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: %s [--json PATH] "
-                   "[--sections copy,prefill,decode,argmax,decode_step,variants,boundary] "
+                   "[--sections copy,prefill,decode,argmax,decode_step,variants,boundary,intake] "
                    "[--quick]\n",
                    argv[0]);
       return 2;
@@ -670,6 +670,7 @@ int main(int argc, char** argv) {
   if (wants("decode")) BenchDecode(stream, properties.multiProcessorCount, results, quick);
   if (wants("argmax")) BenchArgmax(stream, results, quick);
   if (wants("boundary")) BenchKernelBoundary(stream, properties.multiProcessorCount, results);
+  if (wants("intake")) BenchSmIntake(stream, properties.multiProcessorCount, results);
   if (wants("variants")) BenchVariants(stream, properties.multiProcessorCount, results);
   if (wants("decode_step")) {
     std::vector<Result> step = RunDecodeStepBench(512, {1, 32, 64}, quick ? 5 : 20);
