@@ -6,7 +6,8 @@
 // Each timing cycles through enough copies of w (>= 160 MB) that no product finds its weights in
 // the 50 MB L2, as in a decode step. Prints a table (best per shape first) and writes JSON.
 //
-// usage: llm-bench-cublaslt [--json FILE]   ($LLM_BENCH_LT_ROWS="8,32,64" picks the batches)
+// usage: llm-bench-cublaslt [--json FILE]   ($LLM_BENCH_LT_ROWS="8,32,64" picks the batches;
+//        $LLM_BENCH_LT_ALL=1 also times every listed algorithm id x tile x stages x split-K 1/2/4)
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -42,6 +43,7 @@ struct Result {
   std::string shape;
   int m, n, k, candidate, split_k;
   double microseconds, weight_tb_per_s;
+  std::string config;  // enumerated configurations ($LLM_BENCH_LT_ALL): "algo A tile T stages S"
 };
 
 constexpr size_t kWorkspaceBytes = 32u << 20;
@@ -137,10 +139,10 @@ int main(int argc, char** argv) {
         BENCH_CHECK(cudaEventElapsedTime(&ms, start, stop));
         return 1000.0 * ms / kIterations;
       };
-      auto record = [&](int candidate, int split_k, double us) {
+      auto record = [&](int candidate, int split_k, double us, std::string config = "") {
         if (us <= 0.0) return;
         results.push_back({shape.name, m, shape.n, shape.k, candidate, split_k, us,
-                           w_bytes / (us * 1e-6) / 1e12});
+                           w_bytes / (us * 1e-6) / 1e12, config});
       };
       for (int i = 0; i < found; ++i) {
         record(i, 0, time_algorithm(heuristic[i].algo));
@@ -159,6 +161,68 @@ int main(int argc, char** argv) {
           }
           record(i, split_k, time_algorithm(algorithm));
         }
+      }
+      // $LLM_BENCH_LT_ALL=1: beyond the heuristic's few, every algorithm id the library lists for
+      // these types, at each tile and stage count it supports, with split-K 1 / 2 / 4 where it
+      // takes one (candidate -1; the configuration is printed).
+      if (const char* all = std::getenv("LLM_BENCH_LT_ALL"); all != nullptr && all[0] == '1') {
+        int ids[128];
+        int id_count = 0;
+        CHECK_LT(cublasLtMatmulAlgoGetIds(handle, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16BF,
+                                          CUDA_R_16BF, CUDA_R_16BF, CUDA_R_16BF, 128, ids,
+                                          &id_count));
+        int tried = 0;
+        for (int i = 0; i < id_count; ++i) {
+          cublasLtMatmulAlgo_t base;
+          if (cublasLtMatmulAlgoInit(handle, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16BF,
+                                     CUDA_R_16BF, CUDA_R_16BF, CUDA_R_16BF, ids[i],
+                                     &base) != CUBLAS_STATUS_SUCCESS) {
+            continue;
+          }
+          auto capability = [&](cublasLtMatmulAlgoCapAttributes_t attribute) {
+            size_t bytes = 0;
+            cublasLtMatmulAlgoCapGetAttribute(&base, attribute, nullptr, 0, &bytes);
+            std::vector<uint32_t> values(bytes / sizeof(uint32_t));
+            if (!values.empty()) {
+              cublasLtMatmulAlgoCapGetAttribute(&base, attribute, values.data(), bytes, &bytes);
+            }
+            if (values.empty()) values.push_back(0);  // the default
+            return values;
+          };
+          const std::vector<uint32_t> tiles = capability(CUBLASLT_ALGO_CAP_TILE_IDS);
+          const std::vector<uint32_t> stages = capability(CUBLASLT_ALGO_CAP_STAGES_IDS);
+          int32_t split_support = 0;
+          size_t written = 0;
+          cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &split_support,
+                                            sizeof(split_support), &written);
+          for (uint32_t tile : tiles) {
+            for (uint32_t stage : stages) {
+              for (int split_k : {1, 2, 4}) {
+                if (split_k > 1 && !split_support) continue;
+                cublasLtMatmulAlgo_t algorithm = base;
+                cublasLtMatmulAlgoConfigSetAttribute(&algorithm, CUBLASLT_ALGO_CONFIG_TILE_ID,
+                                                     &tile, sizeof(tile));
+                cublasLtMatmulAlgoConfigSetAttribute(&algorithm, CUBLASLT_ALGO_CONFIG_STAGES_ID,
+                                                     &stage, sizeof(stage));
+                cublasLtMatmulAlgoConfigSetAttribute(&algorithm, CUBLASLT_ALGO_CONFIG_SPLITK_NUM,
+                                                     &split_k, sizeof(split_k));
+                cublasLtMatmulHeuristicResult_t checked{};
+                if (cublasLtMatmulAlgoCheck(handle, operation, a, b, c, c, &algorithm, &checked) !=
+                        CUBLAS_STATUS_SUCCESS ||
+                    checked.workspaceSize > kWorkspaceBytes) {
+                  continue;
+                }
+                ++tried;
+                record(-1, split_k, time_algorithm(algorithm),
+                       "algo " + std::to_string(ids[i]) + " tile " + std::to_string(tile) +
+                           " stages " + std::to_string(stage));
+              }
+            }
+          }
+        }
+        std::printf("%-8s m=%-3d %d algorithm ids, %d configurations timed\n", shape.name, m,
+                    id_count, tried);
+        (void)cudaGetLastError();
       }
       BENCH_CHECK(cudaGetLastError());
       cublasLtMatmulPreferenceDestroy(preference);
@@ -191,8 +255,9 @@ int main(int argc, char** argv) {
       std::printf("%-8s %4d %9s %8s %10.2f %12.2f   (heuristic's pick)\n", shape.name, m, "0", "-",
                   first.microseconds, first.weight_tb_per_s);
       for (size_t i = 0; i < mine.size() && i < 5; ++i) {
-        std::printf("%-8s %4d %9d %8d %10.2f %12.2f\n", shape.name, m, mine[i].candidate,
-                    mine[i].split_k, mine[i].microseconds, mine[i].weight_tb_per_s);
+        std::printf("%-8s %4d %9d %8d %10.2f %12.2f   %s\n", shape.name, m, mine[i].candidate,
+                    mine[i].split_k, mine[i].microseconds, mine[i].weight_tb_per_s,
+                    mine[i].config.c_str());
       }
     }
   }
@@ -202,11 +267,12 @@ int main(int argc, char** argv) {
       std::fprintf(file, "[\n");
       for (size_t i = 0; i < results.size(); ++i) {
         const Result& r = results[i];
-        std::fprintf(file,
-                     "  {\"product\": \"%s\", \"m\": %d, \"n\": %d, \"k\": %d, \"candidate\": %d, "
-                     "\"split_k\": %d, \"us\": %.3f, \"weights_tb_per_s\": %.3f}%s\n",
-                     r.shape.c_str(), r.m, r.n, r.k, r.candidate, r.split_k, r.microseconds,
-                     r.weight_tb_per_s, i + 1 < results.size() ? "," : "");
+        std::fprintf(
+            file,
+            "  {\"product\": \"%s\", \"m\": %d, \"n\": %d, \"k\": %d, \"candidate\": %d, "
+            "\"split_k\": %d, \"us\": %.3f, \"weights_tb_per_s\": %.3f, \"config\": \"%s\"}%s\n",
+            r.shape.c_str(), r.m, r.n, r.k, r.candidate, r.split_k, r.microseconds,
+            r.weight_tb_per_s, r.config.c_str(), i + 1 < results.size() ? "," : "");
       }
       std::fprintf(file, "]\n");
       std::fclose(file);
