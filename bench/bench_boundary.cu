@@ -10,7 +10,8 @@
 //   DRAM read  the same plus one read of a word no earlier launch read, 512 bytes from the next
 //              block's, from a 1 GiB buffer (a DRAM round trip per launch: a product's first
 //              weight bytes).
-// Streaming reads: chains of launches that each read 1-16 MB as the GEMV reads its weights.
+// Streaming reads: chains of launches that each read 1-16 MB as the GEMV reads its weights, and
+// 4-16 MB by TMA boxes through a shared-memory ring (tma_stream.cuh), as a TMA GEMM would.
 // Grid barriers: one cooperative launch (a block per SM) passing kChainLength barriers (an
 // arrival counter and a generation word in global memory), without and with the L2 read of a
 // word another block wrote before the barrier, and cooperative groups' grid.sync(): what a
@@ -27,6 +28,7 @@
 #include "bench/bench_check.h"
 #include "bench/bench_common.h"
 #include "bench/device_timing.h"
+#include "bench/tma_stream.cuh"
 
 namespace llm::bench {
 namespace {
@@ -278,6 +280,40 @@ void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& resu
                                       data, shape.rows, shape.row_bytes / 16, words);
                                 }),
                 "per launch of 256 in one graph, a block's 8 rows read together");
+  }
+  // The same streams by TMA (tma_stream.cuh), a block per SM with 8 slots, every block owning R =
+  // rows / 128 rows and walking them along k in boxes of R rows x 128 bytes, 1 or 4 boxes (k steps)
+  // a slot, as a column-owning TMA GEMM streams its weights: the fixed cost a TMA-fed product pays
+  // beyond its bytes, against the loads above.
+  const uint64_t matrix_rows = kDramBytes / 4096;
+  CUtensorMap x_map;  // not read (no activation tile), but the kernel takes one
+  if (!EncodeBf16Map(&x_map, dram, 64, 2048, 64)) {
+    std::printf("no cuTensorMapEncodeTiled: TMA streams skipped\n");
+  } else {
+    constexpr int kStages = 8;
+    for (const int k_boxes : {1, 4}) {
+      for (const size_t megabytes : {4, 8, 16}) {
+        const size_t bytes = megabytes << 20;
+        const int rows = static_cast<int>(bytes / 4096);
+        const int tile_rows = rows / 128;  // 8, 16, 32
+        CUtensorMap w_map;
+        if (!EncodeBf16Map(&w_map, dram, matrix_rows, 2048, tile_rows)) continue;
+        const int shared_bytes = 1024 + kStages * tile_rows * 128 * k_boxes;
+        BENCH_CHECK(cudaFuncSetAttribute(
+            TensorStreamKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes));
+        const size_t regions = matrix_rows / rows;
+        const double us = ChainUsPerLaunch(stream, true, [&](int replay, int i) {
+          const size_t region = (static_cast<size_t>(replay) * kChainLength + i) % regions;
+          TensorStreamKernel<<<sms, 128, shared_bytes, stream>>>(
+              w_map, x_map, static_cast<int>(region * rows), 128, tile_rows, tile_rows, k_boxes,
+              kStages, false, words);
+        });
+        report_rate("TMA " + std::to_string(megabytes) + " MB: " + std::to_string(tile_rows) +
+                        "-row boxes, " + std::to_string(k_boxes) + " a slot",
+                    bytes, us,
+                    "per launch of 256 in one graph, 128 blocks of R rows, 8 slots in flight");
+      }
+    }
   }
   cudaFree(words);
   cudaFree(dram);

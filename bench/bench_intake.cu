@@ -28,6 +28,7 @@
 #include "bench/bench_check.h"
 #include "bench/bench_common.h"
 #include "bench/device_timing.h"
+#include "bench/tma_stream.cuh"
 
 namespace llm::bench {
 namespace {
@@ -37,11 +38,6 @@ constexpr size_t kL2Bytes = size_t{256} << 10;
 constexpr int kOneBlockPerSmBytes = 120 * 1024;
 
 __device__ __forceinline__ uint32_t Xor4(const uint4& v) { return v.x ^ v.y ^ v.z ^ v.w; }
-
-__device__ void StoreBlockXor(uint32_t x, unsigned* words) {
-  for (int mask = 16; mask > 0; mask /= 2) x ^= __shfl_xor_sync(0xffffffffu, x, mask);
-  if (threadIdx.x % 32 == 0) atomicXor(words + blockIdx.x % 1024 * 32, x);
-}
 
 // Block b streams chunks [b * per_block, (b + 1) * per_block) of `data`, kLoads loads in flight
 // per thread; per streamed chunk kL2Ratio chunks of the L2 buffer.
@@ -73,22 +69,6 @@ __global__ void LoadIntakeKernel(const uint4* data, size_t per_block, const uint
   }
   if (x == 0x12345678u) unused[0] = make_uint4(x, 0, 0, 0);
   StoreBlockXor(x, words);
-}
-
-__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void WaitParity(uint32_t barrier, uint32_t parity) {
-  asm volatile(
-      "{\n"
-      ".reg .pred done;\n"
-      "wait:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra wait;\n"
-      "}\n" ::"r"(barrier),
-      "r"(parity)
-      : "memory");
 }
 
 __device__ __forceinline__ void IssueBulk(uint32_t destination, const void* source, uint32_t bytes,
@@ -154,95 +134,6 @@ __global__ void BulkIntakeKernel(const char* data, int copies, int stage_bytes, 
     }
   }
   StoreBlockXor(x, words);
-}
-
-// The weights as a [rows][2048] bf16 matrix read through a tensor map in boxes of 64 columns
-// (128 bytes, 128-byte swizzled) x box_rows rows, as a TMA GEMM reads its weight tiles: block b
-// takes row tiles of tile_rows rows (b, b + G, ...) and walks each along k, a stage being
-// tile_rows / box_rows boxes of one 64-column step (k_boxes = 1) or box_rows rows over k_boxes
-// consecutive 64-column steps; optionally with an 8 KB box of a [64][2048] L2-resident matrix
-// per stage (the activations' tile). Lane 0 of warp 0 drives the ring.
-__global__ void TensorIntakeKernel(const __grid_constant__ CUtensorMap w_map,
-                                   const __grid_constant__ CUtensorMap x_map, int tiles,
-                                   int tile_rows, int box_rows, int k_boxes, int stages,
-                                   bool with_x, unsigned* words) {
-  extern __shared__ __align__(1024) unsigned char tensor_ring[];
-  __shared__ __align__(8) uint64_t barriers[16];
-  constexpr int kColumns = 2048;
-  const int box_bytes = box_rows * 128;
-  const int boxes = tile_rows / box_rows * k_boxes;
-  const int stage_bytes = boxes * box_bytes;
-  const int slot_bytes = stage_bytes + (with_x ? 8192 : 0);
-  const int k_steps = kColumns / 64 / k_boxes;
-  const int my_tiles = (tiles - static_cast<int>(blockIdx.x) + gridDim.x - 1) / gridDim.x;
-  const int copies = my_tiles * k_steps;
-  const uint32_t ring_base = (SharedAddress(tensor_ring) + 1023u) & ~1023u;
-  uint32_t x = 0;
-  auto issue = [&](int copy, int slot) {
-    const uint32_t barrier = SharedAddress(barriers + slot);
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(barrier),
-                 "r"(slot_bytes)
-                 : "memory");
-    const int tile = static_cast<int>(blockIdx.x) + copy / k_steps * static_cast<int>(gridDim.x);
-    const int k_step = copy % k_steps;
-    const uint32_t destination = ring_base + slot * slot_bytes;
-    for (int b = 0; b < boxes; ++b) {
-      const int column = (k_step * k_boxes + b % k_boxes) * 64;
-      const int row = tile * tile_rows + b / k_boxes * box_rows;
-      asm volatile(
-          "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, "
-          "{%2, %3}], [%4];\n" ::"r"(destination + b * box_bytes),
-          "l"(reinterpret_cast<uint64_t>(&w_map)), "r"(column), "r"(row), "r"(barrier)
-          : "memory");
-    }
-    if (with_x) {
-      asm volatile(
-          "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, "
-          "{%2, %3}], [%4];\n" ::"r"(destination + stage_bytes),
-          "l"(reinterpret_cast<uint64_t>(&x_map)), "r"(k_step * k_boxes * 64), "r"(0), "r"(barrier)
-          : "memory");
-    }
-  };
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < stages; ++s) {
-      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(SharedAddress(barriers + s)));
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    for (int c = 0; c < stages && c < copies; ++c) issue(c, c);
-    for (int c = 0; c < copies; ++c) {
-      const int s = c % stages;
-      WaitParity(SharedAddress(barriers + s), (c / stages) % 2);
-      uint32_t word;
-      asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(word) : "r"(ring_base + s * slot_bytes));
-      x ^= word;
-      if (c + stages < copies) issue(c + stages, s);
-    }
-  }
-  StoreBlockXor(x, words);
-}
-
-// cuTensorMapEncodeTiled from the driver through the runtime (no link-time libcuda).
-bool EncodeBf16Map(CUtensorMap* map, const void* base, uint64_t rows, uint64_t columns,
-                   uint32_t box_rows) {
-  static const auto encode = [] {
-    void* pointer = nullptr;
-    cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &pointer, 12000,
-                                         cudaEnableDefault, &found) != cudaSuccess ||
-        found != cudaDriverEntryPointSuccess) {
-      pointer = nullptr;
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(pointer);
-  }();
-  if (encode == nullptr) return false;
-  const cuuint64_t dims[2] = {columns, rows};
-  const cuuint64_t strides[1] = {columns * 2};
-  const cuuint32_t box[2] = {64, box_rows};
-  const cuuint32_t element_strides[2] = {1, 1};
-  return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(base), dims, strides,
-                box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 }  // namespace
@@ -355,11 +246,11 @@ void BenchSmIntake(cudaStream_t stream, int sms, std::vector<Result>& results) {
       const int tiles = static_cast<int>(rows / c.tile_rows);
       const int stage_bytes = c.tile_rows * 128 * c.k_boxes;
       const int shared_bytes = 1024 + c.stages * (stage_bytes + (c.with_x ? 8192 : 0));
-      BENCH_CHECK(cudaFuncSetAttribute(TensorIntakeKernel,
+      BENCH_CHECK(cudaFuncSetAttribute(TensorStreamKernel,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes));
       const double ms = MedianMs(stream, 2, 9, [&](int) {
-        TensorIntakeKernel<<<blocks, 128, shared_bytes, stream>>>(
-            w_map, x_map, tiles, c.tile_rows, c.box_rows, c.k_boxes, c.stages, c.with_x, words);
+        TensorStreamKernel<<<blocks, 128, shared_bytes, stream>>>(
+            w_map, x_map, 0, tiles, c.tile_rows, c.box_rows, c.k_boxes, c.stages, c.with_x, words);
       });
       BENCH_CHECK(cudaGetLastError());
       report("tensor " + std::to_string(c.stages) + " x (" + std::to_string(c.tile_rows) +
