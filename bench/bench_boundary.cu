@@ -11,7 +11,8 @@
 //              block's, from a 1 GiB buffer (a DRAM round trip per launch: a product's first
 //              weight bytes).
 // Streaming reads: chains of launches that each read 1-16 MB as the GEMV reads its weights, and
-// 4-16 MB by TMA boxes through a shared-memory ring (tma_stream.cuh), as a TMA GEMM would.
+// 4-16 MB through a shared-memory ring by TMA boxes (tma_stream.cuh) or by cp.async, each block
+// owning whole rows as a column-owning GEMM would.
 // Grid barriers: one cooperative launch (a block per SM) passing kChainLength barriers (an
 // arrival counter and a generation word in global memory), without and with the L2 read of a
 // word another block wrote before the barrier, and cooperative groups' grid.sync(): what a
@@ -90,6 +91,47 @@ __global__ void StreamReadKernel(const uint4* data, size_t chunks, unsigned* wor
   const size_t thread = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
   const uint32_t x = XorStrided(data, thread, chunks, static_cast<size_t>(gridDim.x) * blockDim.x);
   StoreWarpXor(x, words + thread / 32 % 1024 * 32);
+}
+
+// The TMA streams' pattern by cp.async instead: block b of 128 owns rows [first_row + b R,
+// first_row + (b + 1) R) of a [rows][2048] bf16 matrix and walks them along k, 256 columns (512
+// bytes a row) a slot, kStreamStages slots in flight (a cp.async group each), all 128 threads
+// copying 16 bytes at a time: the load-based counterpart of a column-owning TMA GEMM's stream.
+constexpr int kStreamStages = 8;
+__global__ void CpAsyncStreamKernel(const char* matrix, int first_row, int rows_per_block,
+                                    unsigned* words) {
+  extern __shared__ __align__(16) unsigned char slots[];
+  constexpr int kRowBytes = 4096, kSlotRowBytes = 512, kSteps = kRowBytes / kSlotRowBytes;
+  const int chunks = rows_per_block * (kSlotRowBytes / 16);  // 16-byte chunks a slot
+  const char* rows =
+      matrix + (static_cast<size_t>(first_row) + static_cast<size_t>(blockIdx.x) * rows_per_block) *
+                   kRowBytes;
+  auto issue = [&](int step) {
+    if (step < kSteps) {
+      unsigned char* slot = slots + (step % kStreamStages) * rows_per_block * kSlotRowBytes;
+      for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
+        const int row = c / (kSlotRowBytes / 16), column = c % (kSlotRowBytes / 16);
+        const char* source =
+            rows + static_cast<size_t>(row) * kRowBytes + step * kSlotRowBytes + column * 16;
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(
+                         static_cast<uint32_t>(__cvta_generic_to_shared(slot + c * 16))),
+                     "l"(source)
+                     : "memory");
+      }
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  };
+  for (int step = 0; step < kStreamStages; ++step) issue(step);
+  uint32_t x = 0;
+  for (int step = 0; step < kSteps; ++step) {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kStreamStages - 1) : "memory");
+    __syncthreads();
+    x ^= reinterpret_cast<const uint32_t*>(slots + (step % kStreamStages) * rows_per_block *
+                                                       kSlotRowBytes)[threadIdx.x];
+    __syncthreads();
+    issue(step + kStreamStages);
+  }
+  StoreBlockXor(x, words);
 }
 
 __global__ void L2ReadKernel(unsigned* words) {
@@ -314,6 +356,25 @@ void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& resu
                     "per launch of 256 in one graph, 128 blocks of R rows, 8 slots in flight");
       }
     }
+  }
+  for (const size_t megabytes : {4, 8, 16}) {
+    const size_t bytes = megabytes << 20;
+    const int rows = static_cast<int>(bytes / 4096);
+    const int rows_per_block = rows / 128;
+    const int shared_bytes = kStreamStages * rows_per_block * 512;
+    BENCH_CHECK(cudaFuncSetAttribute(CpAsyncStreamKernel,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, shared_bytes));
+    const size_t regions = matrix_rows / rows;
+    const double us = ChainUsPerLaunch(stream, true, [&](int replay, int i) {
+      const size_t region = (static_cast<size_t>(replay) * kChainLength + i) % regions;
+      CpAsyncStreamKernel<<<128, 128, shared_bytes, stream>>>(reinterpret_cast<const char*>(dram),
+                                                              static_cast<int>(region * rows),
+                                                              rows_per_block, words);
+    });
+    report_rate("cp.async " + std::to_string(megabytes) + " MB: " + std::to_string(rows_per_block) +
+                    " rows x 512 B a slot",
+                bytes, us,
+                "per launch of 256 in one graph, 128 blocks of R rows, 8 slots in flight");
   }
   cudaFree(words);
   cudaFree(dram);
