@@ -5,6 +5,7 @@
 // project uses `delete this`; it is the pattern the API prescribes.
 #include "server/service/llm_service.h"
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <memory>
@@ -42,10 +43,25 @@ grpc::Status Unavailable() {
                       "the model is still loading (or the server is draining); retry shortly");
 }
 
+// Counts a call from its reactor's construction to OnDone (the reactor's destruction), so that a
+// drain can wait for every reply to be handed to gRPC (LlmServiceImpl::WaitForCalls).
+class LiveCall {
+ public:
+  explicit LiveCall(std::atomic<int>* live) : live_(live) { live_->fetch_add(1); }
+  ~LiveCall() { live_->fetch_sub(1); }
+  LiveCall(const LiveCall&) = delete;
+  LiveCall& operator=(const LiveCall&) = delete;
+
+ private:
+  std::atomic<int>* live_;
+};
+
 // A unary call whose cancellation reaches the engine.
 class UnaryCall final : public grpc::ServerUnaryReactor {
  public:
-  UnaryCall(engine::Engine* engine, const grpc::CallbackServerContext& context) : engine_(engine) {
+  UnaryCall(engine::Engine* engine, const grpc::CallbackServerContext& context,
+            std::atomic<int>* live)
+      : engine_(engine), live_(live) {
     control_.deadline = DeadlineOf(context);
   }
   const engine::RequestControl& control() const { return control_; }
@@ -59,14 +75,16 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
  private:
   engine::Engine* engine_;
   engine::RequestControl control_;
+  LiveCall live_;
 };
 
 // A Generate stream. The engine pushes tokens from its thread; at most one write is in flight, the
 // rest wait in `queue_`, so the engine never blocks on a slow client.
 class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
-  GenerateCall(engine::Engine* engine, const grpc::CallbackServerContext& context)
-      : engine_(engine) {
+  GenerateCall(engine::Engine* engine, const grpc::CallbackServerContext& context,
+               std::atomic<int>* live)
+      : engine_(engine), live_(live) {
     control_.deadline = DeadlineOf(context);
   }
   const engine::RequestControl& control() const { return control_; }
@@ -131,6 +149,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
   bool broken_ = false;
   bool finished_ = false;
   std::optional<grpc::Status> final_status_;
+  LiveCall live_;
 };
 
 // Tokenize/Detokenize: finishes `call` at once (and returns false) while the model loads or when
@@ -171,6 +190,10 @@ void LlmServiceImpl::AttachEngine(engine::Engine* engine, std::string model_path
   engine_.store(engine, std::memory_order_release);
 }
 
+void LlmServiceImpl::WaitForCalls(absl::Time deadline) const {
+  while (live_calls_.load() > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+}
+
 absl::StatusOr<std::vector<int32_t>> LlmServiceImpl::TokenizePrompt(const std::string& text) const {
   if (tokenizer_ == nullptr) return absl::FailedPreconditionError(NoTokenizer().error_message());
   if (text.empty()) {
@@ -194,7 +217,7 @@ grpc::ServerUnaryReactor* LlmServiceImpl::Prefill(grpc::CallbackServerContext* c
                                                   const v1::PrefillRequest* request,
                                                   v1::PrefillResponse* response) {
   engine::Engine* engine = engine_.load(std::memory_order_acquire);
-  auto* call = new UnaryCall(engine, *context);
+  auto* call = new UnaryCall(engine, *context, &live_calls_);
   if (engine == nullptr) {
     call->Finish(Unavailable());
     return call;
@@ -217,7 +240,7 @@ grpc::ServerUnaryReactor* LlmServiceImpl::Decode(grpc::CallbackServerContext* co
                                                  const v1::DecodeRequest* request,
                                                  v1::DecodeResponse* response) {
   engine::Engine* engine = engine_.load(std::memory_order_acquire);
-  auto* call = new UnaryCall(engine, *context);
+  auto* call = new UnaryCall(engine, *context, &live_calls_);
   if (engine == nullptr) {
     call->Finish(Unavailable());
     return call;
@@ -232,7 +255,7 @@ grpc::ServerUnaryReactor* LlmServiceImpl::Decode(grpc::CallbackServerContext* co
 grpc::ServerWriteReactor<v1::GenerateResponse>* LlmServiceImpl::Generate(
     grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
   engine::Engine* engine = engine_.load(std::memory_order_acquire);
-  auto* call = new GenerateCall(engine, *context);
+  auto* call = new GenerateCall(engine, *context, &live_calls_);
   if (engine == nullptr) {
     call->Complete(Unavailable());
     return call;
@@ -310,7 +333,7 @@ grpc::ServerUnaryReactor* LlmServiceImpl::Release(grpc::CallbackServerContext* c
                                                   const v1::ReleaseRequest* request,
                                                   v1::ReleaseResponse* response) {
   engine::Engine* engine = engine_.load(std::memory_order_acquire);
-  auto* call = new UnaryCall(engine, *context);
+  auto* call = new UnaryCall(engine, *context, &live_calls_);
   if (engine == nullptr) {
     call->Finish(Unavailable());
     return call;
@@ -327,7 +350,7 @@ grpc::ServerUnaryReactor* LlmServiceImpl::GetModelInfo(grpc::CallbackServerConte
                                                        const v1::GetModelInfoRequest* /*request*/,
                                                        v1::ModelInfo* response) {
   engine::Engine* engine = engine_.load(std::memory_order_acquire);
-  auto* call = new UnaryCall(engine, *context);
+  auto* call = new UnaryCall(engine, *context, &live_calls_);
   if (engine == nullptr) {
     call->Finish(Unavailable());
     return call;
@@ -341,7 +364,7 @@ grpc::ServerUnaryReactor* LlmServiceImpl::Tokenize(grpc::CallbackServerContext* 
                                                    const v1::TokenizeRequest* request,
                                                    v1::TokenizeResponse* response) {
   engine::Engine* engine = engine_.load(std::memory_order_acquire);
-  auto* call = new UnaryCall(engine, *context);
+  auto* call = new UnaryCall(engine, *context, &live_calls_);
   if (!ReadyForTokenizer(engine, tokenizer_, call)) return call;
   absl::StatusOr<std::vector<int32_t>> ids = tokenizer_->Encode(request->text(), false);
   if (!ids.ok()) {
@@ -360,7 +383,7 @@ grpc::ServerUnaryReactor* LlmServiceImpl::Detokenize(grpc::CallbackServerContext
                                                      const v1::DetokenizeRequest* request,
                                                      v1::DetokenizeResponse* response) {
   engine::Engine* engine = engine_.load(std::memory_order_acquire);
-  auto* call = new UnaryCall(engine, *context);
+  auto* call = new UnaryCall(engine, *context, &live_calls_);
   if (!ReadyForTokenizer(engine, tokenizer_, call)) return call;
   const std::vector<int32_t> ids(request->ids().begin(), request->ids().end());
   absl::StatusOr<std::string> text = tokenizer_->Decode(ids);

@@ -5,6 +5,8 @@
 #include <atomic>
 #include <string>
 
+#include "absl/time/time.h"
+
 #include "llm/v1/llm.grpc.pb.h"
 #include "server/engine/engine.h"
 #include "server/text/tokenizer.h"
@@ -20,6 +22,8 @@ class LlmServiceImpl final : public v1::LlmService::CallbackService {
   // has shut down.
   void AttachEngine(engine::Engine* engine, std::string model_path,
                     const Tokenizer* tokenizer = nullptr);
+  // Returns once no call is in flight (every reactor has seen OnDone) or at `deadline`.
+  void WaitForCalls(absl::Time deadline) const;
 
   grpc::ServerUnaryReactor* Prefill(grpc::CallbackServerContext* context,
                                     const v1::PrefillRequest* request,
@@ -50,6 +54,7 @@ class LlmServiceImpl final : public v1::LlmService::CallbackService {
   absl::StatusOr<std::vector<int32_t>> TokenizeText(const std::string& text, bool continuing) const;
 
   std::atomic<engine::Engine*> engine_{nullptr};
+  std::atomic<int> live_calls_{0};  // reactors between construction and OnDone
   // Written once before the engine pointer is published.
   v1::ModelInfo model_info_;
   const Tokenizer* tokenizer_ = nullptr;
