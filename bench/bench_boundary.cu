@@ -30,6 +30,7 @@
 #include "bench/bench_common.h"
 #include "bench/device_timing.h"
 #include "bench/tma_stream.cuh"
+#include "kernels/cuda/mma.cuh"
 
 namespace llm::bench {
 namespace {
@@ -113,18 +114,15 @@ __global__ void CpAsyncStreamKernel(const char* matrix, int first_row, int rows_
         const int row = c / (kSlotRowBytes / 16), column = c % (kSlotRowBytes / 16);
         const char* source =
             rows + static_cast<size_t>(row) * kRowBytes + step * kSlotRowBytes + column * 16;
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(
-                         static_cast<uint32_t>(__cvta_generic_to_shared(slot + c * 16))),
-                     "l"(source)
-                     : "memory");
+        cuda::CpAsync16(slot + c * 16, source, true);
       }
     }
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    cuda::CpAsyncCommit();
   };
   for (int step = 0; step < kStreamStages; ++step) issue(step);
   uint32_t x = 0;
   for (int step = 0; step < kSteps; ++step) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(kStreamStages - 1) : "memory");
+    cuda::CpAsyncWait<kStreamStages - 1>();
     __syncthreads();
     x ^= reinterpret_cast<const uint32_t*>(slots + (step % kStreamStages) * rows_per_block *
                                                        kSlotRowBytes)[threadIdx.x];

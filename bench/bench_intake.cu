@@ -119,7 +119,7 @@ __global__ void BulkIntakeKernel(const char* data, int copies, int stage_bytes, 
   if (threadIdx.x < 32) {
     if (lane == 0) {
       for (int s = 0; s < stages; ++s) {
-        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(SharedAddress(barriers + s)));
+        BarrierInit(SharedAddress(barriers + s), 1);
       }
       asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
@@ -127,7 +127,7 @@ __global__ void BulkIntakeKernel(const char* data, int copies, int stage_bytes, 
     for (int c = 0; c < stages && c < copies; ++c) issue(c, c);
     for (int c = 0; c < copies; ++c) {
       const int s = c % stages;
-      if (lane == 0) WaitParity(SharedAddress(barriers + s), (c / stages) % 2);
+      if (lane == 0) BarrierWait(SharedAddress(barriers + s), (c / stages) % 2);
       __syncwarp();
       x ^= reinterpret_cast<const uint32_t*>(ring + s * slot_bytes)[0];
       if (c + stages < copies) issue(c + stages, s);

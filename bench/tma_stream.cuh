@@ -10,24 +10,15 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/flash_prefill_wgmma_ops.cuh"  // mbarrier helpers
+#include "kernels/cuda/mma.cuh"                      // SharedAddress
+
 namespace llm::bench {
 namespace {
 
-__device__ __forceinline__ uint32_t SharedAddress(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void WaitParity(uint32_t barrier, uint32_t parity) {
-  asm volatile(
-      "{\n"
-      ".reg .pred done;\n"
-      "wait:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra wait;\n"
-      "}\n" ::"r"(barrier),
-      "r"(parity)
-      : "memory");
-}
+using cuda::SharedAddress;
+using cuda::wgmma::BarrierInit;
+using cuda::wgmma::BarrierWait;
 
 // The block's XOR of x into one word (so that the compiler keeps every load).
 __device__ void StoreBlockXor(uint32_t x, unsigned* words) {
@@ -84,13 +75,13 @@ __global__ void TensorStreamKernel(const __grid_constant__ CUtensorMap w_map,
   };
   if (threadIdx.x == 0) {
     for (int s = 0; s < stages; ++s) {
-      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(SharedAddress(barriers + s)));
+      BarrierInit(SharedAddress(barriers + s), 1);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     for (int c = 0; c < stages && c < copies; ++c) issue(c, c);
     for (int c = 0; c < copies; ++c) {
       const int s = c % stages;
-      WaitParity(SharedAddress(barriers + s), (c / stages) % 2);
+      BarrierWait(SharedAddress(barriers + s), (c / stages) % 2);
       uint32_t word;
       asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(word) : "r"(ring_base + s * slot_bytes));
       x ^= word;
