@@ -252,15 +252,15 @@ class AttentionCase {
   }
 
   // RopeAppendAttention (RoPE + KV append, then attention) on the case's unrotated qkv rows, with
-  // the rows scaled by the RMS of a random [tokens, 256] x when `scaled`, and `dropped_token`'s
+  // the rows scaled by the RMS of a random [tokens, hidden] x when `scaled`, and `dropped_token`'s
   // slot set to -1 (not appended) when >= 0: the CUDA backend's folded flash decode against the
   // CPU's two ops (fp32) and against the CUDA backend's own two launches (fold off), output and the
   // appended cache rows.
-  void CheckRopeFold(bool scaled, int32_t dropped_token) {
+  void CheckRopeFold(bool scaled, int32_t dropped_token, int32_t hidden = 256) {
     std::vector<int32_t> slots = slot_mapping_;
     if (dropped_token >= 0) slots[dropped_token] = -1;
-    constexpr int32_t kHidden = 256;
-    std::mt19937 generator(problem_.seed + 77);
+    const int32_t kHidden = hidden;
+    std::mt19937 generator(problem_.seed + 77 + hidden);
     const std::vector<float> x =
         gpu_testing::RandomBf16Values(num_tokens_ * kHidden, generator, -3.f, 3.f);
     const std::vector<float> inv_freq = gpu_testing::RopeInverseFrequencies(problem_.head_dim);
@@ -326,9 +326,11 @@ class AttentionCase {
     EXPECT_LE(pool_differs, static_cast<size_t>(num_tokens_));
     std::printf(
         "    folded rope: vs cpu %.3e, pool vs cpu %.3e, vs two launches %.3e, pool values "
-        "differing %zu (tokens %d, max kv %d, hd %d, Hq/Hkv %d/%d, %s, scaled %d, dropped %d)\n",
+        "differing %zu (tokens %d, max kv %d, hd %d, Hq/Hkv %d/%d, %s, scaled %d (hidden %d), "
+        "dropped %d)\n",
         error, pool_error, against_plain, pool_differs, num_tokens_, max_kv_len_, problem_.head_dim,
-        problem_.num_q_heads, problem_.num_kv_heads, ChosenSplits().c_str(), scaled, dropped_token);
+        problem_.num_q_heads, problem_.num_kv_heads, ChosenSplits().c_str(), scaled, hidden,
+        dropped_token);
   }
 
   bool DecodeApplies() const {
@@ -585,6 +587,12 @@ TEST(AttentionRopeFoldTest, MatchesTheTwoOpsOnDecodeSteps) {
       SCOPED_TRACE("hd " + std::to_string(c.head_dim) + " Hq/Hkv " + std::to_string(c.hq) + "/" +
                    std::to_string(c.hkv) + " scaled " + std::to_string(scaled));
       attention.CheckRopeFold(scaled, scaled ? static_cast<int32_t>(c.sequences.size()) / 2 : -1);
+    }
+    // The row scale at model widths (BlockInverseRms: 2048 and 4096 one and two 16-byte chunks a
+    // sum thread, 4104 a partial third) and with rows not 16-byte aligned (2050: the scalar sum).
+    for (int32_t hidden : {2048, 4096, 4104, 2050}) {
+      SCOPED_TRACE("hd " + std::to_string(c.head_dim) + " scaled, hidden " + std::to_string(hidden));
+      attention.CheckRopeFold(true, -1, hidden);
     }
   }
 }
