@@ -5,7 +5,9 @@
 // kv_layout.h). The table may hold more blocks than the length needs: blocks reserved for tokens
 // that a coming forward step will write. It also remembers the token ids of its positions (when the
 // manager was told them) and the prefix hashes of its leading full blocks (block_hash.h), which is
-// what the prefix cache registers and looks up.
+// what the prefix cache registers and looks up. An extension that mapped a cached block over the
+// sequence's partial last block keeps that partial block aside (set_aside_block) until it is
+// committed or undone (KvCacheManager::ExtendWithPrefix).
 #pragma once
 
 #include <cstdint>
@@ -63,6 +65,28 @@ class BlockTable {
   void TruncateBlockHashes(int32_t count) {
     if (static_cast<int32_t>(block_hashes_.size()) > count) block_hashes_.resize(count);
   }
+  // Replaces block `index` (returning the old one).
+  int32_t ReplaceBlock(int32_t index, int32_t block) {
+    const int32_t old = blocks_[index];
+    blocks_[index] = block;
+    return old;
+  }
+  // The partial block an extension replaced, holding K/V for positions [its block's start,
+  // set_aside_length()); -1 when none. The table owns it (one reference) though it is not in
+  // blocks().
+  int32_t set_aside_block() const { return set_aside_block_; }
+  int32_t set_aside_length() const { return set_aside_length_; }
+  void SetAside(int32_t block, int32_t length) {
+    set_aside_block_ = block;
+    set_aside_length_ = length;
+  }
+  // Forgets the set-aside block, returning it (-1 when none).
+  int32_t TakeSetAside() {
+    const int32_t block = set_aside_block_;
+    set_aside_block_ = -1;
+    set_aside_length_ = 0;
+    return block;
+  }
 
  private:
   int32_t block_size_;
@@ -71,6 +95,8 @@ class BlockTable {
   std::vector<int32_t> tokens_;
   bool tokens_known_ = true;
   std::vector<uint64_t> block_hashes_;
+  int32_t set_aside_block_ = -1;
+  int32_t set_aside_length_ = 0;
 };
 
 }  // namespace llm::kvcache

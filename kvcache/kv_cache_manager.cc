@@ -163,6 +163,89 @@ absl::StatusOr<int32_t> KvCacheManager::CreateSequenceWithPrefix(SequenceId id,
   return match.num_tokens;
 }
 
+PrefixMatch KvCacheManager::MatchExtensionOf(const BlockTable& table,
+                                             std::span<const int32_t> tokens,
+                                             std::vector<int32_t>* blocks) const {
+  PrefixMatch match;
+  const int32_t block_size = options_.block_size;
+  const int32_t length = table.length();
+  const int32_t full = length / block_size;
+  const int32_t held = length % block_size;  // positions in the partial last block
+  if (!options_.enable_prefix_cache || tokens.empty() || !table.tokens_known() ||
+      table.num_blocks() != BlocksForTokens(length, block_size) ||
+      static_cast<int32_t>(table.block_hashes().size()) != full ||
+      (held > 0 && pool_.reference_count(table.blocks()[full]) != 1)) {
+    return match;
+  }
+  uint64_t hash = full == 0 ? kRootBlockHash : table.block_hashes()[full - 1];
+  std::vector<int32_t> first_block(table.tokens().begin() + full * block_size,
+                                   table.tokens().end());
+  const int64_t computable = static_cast<int64_t>(tokens.size()) - 1;  // leave one to compute
+  int64_t covered = 0;
+  for (int32_t i = 0;; ++i) {
+    const int32_t taken = block_size - (i == 0 ? held : 0);  // of `tokens`, by this block
+    if (covered + taken > computable) break;
+    std::span<const int32_t> block_tokens = tokens.subspan(static_cast<size_t>(covered), taken);
+    if (i == 0 && held > 0) {
+      first_block.insert(first_block.end(), block_tokens.begin(), block_tokens.end());
+      block_tokens = first_block;
+    }
+    hash = HashBlockTokens(hash, block_tokens);
+    const std::optional<int32_t> block = pool_.FindCached(hash);
+    if (!block.has_value()) break;
+    if (blocks != nullptr) blocks->push_back(*block);
+    ++match.num_blocks;
+    if (pool_.reference_count(*block) == 0) ++match.unreferenced_blocks;
+    covered += taken;
+  }
+  match.num_tokens = static_cast<int32_t>(covered);
+  match.set_aside_blocks = held > 0 && match.num_blocks > 0 ? 1 : 0;
+  return match;
+}
+
+absl::StatusOr<PrefixMatch> KvCacheManager::MatchExtension(SequenceId id,
+                                                           std::span<const int32_t> tokens) const {
+  const BlockTable* table = FindTable(id);
+  if (table == nullptr) return UnknownSequence(id);
+  return MatchExtensionOf(*table, tokens, nullptr);
+}
+
+absl::StatusOr<int32_t> KvCacheManager::ExtendWithPrefix(SequenceId id,
+                                                         std::span<const int32_t> tokens) {
+  absl::StatusOr<BlockTable*> found = MutableTable(id);
+  if (!found.ok()) return found.status();
+  BlockTable& table = **found;
+  if (absl::Status status = CommitExtension(id); !status.ok()) return status;
+  std::vector<int32_t> blocks;
+  const PrefixMatch match = MatchExtensionOf(table, tokens, &blocks);
+  if (match.num_blocks == 0) return 0;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    if (absl::Status status = pool_.AddReference(blocks[i]); !status.ok()) {
+      for (size_t j = 0; j < i; ++j) (void)pool_.Release(blocks[j]);
+      return status;
+    }
+  }
+  const int32_t length = table.length();
+  std::span<const int32_t> appended = blocks;
+  if (length % options_.block_size != 0) {
+    // The mapped block holds the partial block's positions too; the partial one waits aside.
+    table.SetAside(table.ReplaceBlock(length / options_.block_size, blocks[0]), length);
+    appended = appended.subspan(1);
+  }
+  table.AppendBlocks(appended);
+  table.AppendTokens(tokens.first(match.num_tokens));
+  table.set_length(length + match.num_tokens);
+  RegisterFullBlocks(table);  // the mapped blocks' own hashes: the index already has them
+  return match.num_tokens;
+}
+
+absl::Status KvCacheManager::CommitExtension(SequenceId id) {
+  absl::StatusOr<BlockTable*> table = MutableTable(id);
+  if (!table.ok()) return table.status();
+  const int32_t set_aside = (*table)->TakeSetAside();
+  return set_aside >= 0 ? pool_.Release(set_aside) : absl::OkStatus();
+}
+
 absl::Status KvCacheManager::Truncate(SequenceId id, int32_t new_length) {
   absl::StatusOr<BlockTable*> table = MutableTable(id);
   if (!table.ok()) return table.status();
@@ -172,14 +255,26 @@ absl::Status KvCacheManager::Truncate(SequenceId id, int32_t new_length) {
                         (*table)->length()));
   }
   const int32_t keep = BlocksForTokens(new_length, options_.block_size);
+  // A set-aside partial block (ExtendWithPrefix) comes back when the cut falls within the positions
+  // it holds; it is released when the cut drops its block or keeps it past those positions.
+  const int32_t set_aside = (*table)->set_aside_block();
+  const int32_t set_aside_index = (*table)->set_aside_length() / options_.block_size;
+  const bool restore =
+      set_aside >= 0 && keep - 1 == set_aside_index && new_length <= (*table)->set_aside_length();
   // Shared blocks are immutable (Fork shares only full ones); a partially kept shared block would
   // become the target of the next append and change what the other owners read.
-  if (new_length % options_.block_size != 0 &&
+  if (!restore && new_length % options_.block_size != 0 &&
       pool_.reference_count((*table)->blocks()[keep - 1]) > 1) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "sequence %d: truncating to %d tokens would leave a shared KV block partly writable; "
         "truncate to a multiple of the block size (%d)",
         id, new_length, options_.block_size));
+  }
+  if (restore) {
+    const int32_t mapped = (*table)->ReplaceBlock(set_aside_index, (*table)->TakeSetAside());
+    if (absl::Status status = pool_.Release(mapped); !status.ok()) return status;
+  } else if (set_aside >= 0 && new_length < (set_aside_index + 1) * options_.block_size) {
+    if (absl::Status status = pool_.Release((*table)->TakeSetAside()); !status.ok()) return status;
   }
   (*table)->set_length(new_length);
   (*table)->TruncateTokens(new_length);
@@ -221,6 +316,9 @@ absl::Status KvCacheManager::Free(SequenceId id) {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return UnknownSequence(id);
   absl::Status first_error;
+  if (const int32_t set_aside = it->second.TakeSetAside(); set_aside >= 0) {
+    first_error.Update(pool_.Release(set_aside));
+  }
   std::span<const int32_t> blocks = it->second.blocks();
   for (auto block = blocks.rbegin(); block != blocks.rend(); ++block) {
     first_error.Update(pool_.Release(*block));

@@ -11,6 +11,8 @@
 // prefilled. Only full blocks are ever shared, and a full block is never written again (appends go
 // to positions >= length; Truncate forgets the hash of a block it makes partial), so no
 // copy-on-write is needed. Released hashed blocks stay cached until Allocate evicts them (LRU).
+// ExtendWithPrefix does the same for tokens appended to a live sequence (a prompt sent in parts,
+// or an extension recomputed after a preemption).
 #pragma once
 
 #include <cstddef>
@@ -33,15 +35,25 @@ struct KvCacheOptions {
   int32_t num_blocks = 0;
   int32_t block_size = 16;  // token slots per block
   size_t block_bytes = 0;   // bytes of one block across all layers (K and V); for accounting only
-  bool enable_prefix_cache = true;  // register full blocks by hash and reuse them for new prompts
+  // Register full blocks by hash and reuse them for new prompts and for extensions.
+  bool enable_prefix_cache = true;
 };
 
 // What the prefix cache holds for the start of a prompt.
 struct PrefixMatch {
   int32_t num_blocks = 0;  // leading full blocks of the prompt found in the cache
-  int32_t num_tokens = 0;  // num_blocks * block_size
+  // Tokens of the prompt they cover: num_blocks * block_size for a new sequence; for an extension
+  // less the positions the sequence's partial last block already held.
+  int32_t num_tokens = 0;
   // Of those, blocks no sequence holds now: mapping them takes them out of the free count.
   int32_t unreferenced_blocks = 0;
+  // An extension's first block replaces the sequence's partial last block, which stays allocated
+  // (set aside) until the extension is committed or undone: 1 then, else 0.
+  int32_t set_aside_blocks = 0;
+  // Free blocks that mapping the match takes on top of what reserving the tokens without it would.
+  int32_t extra_free_blocks_taken() const {
+    return unreferenced_blocks + set_aside_blocks - num_blocks;
+  }
 };
 
 struct KvCacheUsage {
@@ -90,9 +102,26 @@ class KvCacheManager {
   // counted) and whose length is their token count, which it returns. AlreadyExists when the id
   // is live. The caller prefills tokens[length..] and reserves their blocks as usual.
   absl::StatusOr<int32_t> CreateSequenceWithPrefix(SequenceId id, std::span<const int32_t> tokens);
+  // The cached full blocks that continue sequence `id` with `tokens` (chain hashes from the
+  // sequence's own), again one token short of the end. When the sequence ends inside a block, the
+  // first match is the full block of that block's tokens and the first of `tokens`. Empty when
+  // the prefix cache is off, the sequence's token ids are unknown (Append by count), or it holds
+  // blocks reserved past its length. NotFound for an unknown id.
+  absl::StatusOr<PrefixMatch> MatchExtension(SequenceId id, std::span<const int32_t> tokens) const;
+  // Maps MatchExtension(id, tokens)'s blocks into the table (shared, reference counted) and moves
+  // the length over them; returns how many of `tokens` they cover. A replaced partial last block
+  // is set aside, not released: Truncate back into its positions restores it (undoing the
+  // extension), CommitExtension releases it. A block still set aside by an earlier extension is
+  // released first.
+  absl::StatusOr<int32_t> ExtendWithPrefix(SequenceId id, std::span<const int32_t> tokens);
+  // The extension will not be undone: releases the block it set aside, if any.
+  absl::Status CommitExtension(SequenceId id);
   // Sets the length back to `new_length` (<= length) and releases blocks no longer needed; used to
   // undo a step that failed or to drop reserved-but-unused blocks. FailedPrecondition when the cut
-  // falls inside a block shared with another sequence (shared blocks stay read-only).
+  // falls inside a block shared with another sequence (shared blocks stay read-only), unless the
+  // block set aside by ExtendWithPrefix holds those positions: then it comes back in place of the
+  // mapped block (which is released and stays cached). A set-aside block whose positions the cut
+  // drops, or keeps only in part beyond what it held, is released.
   absl::Status Truncate(SequenceId id, int32_t new_length);
   // Creates `child` sharing the parent's full blocks (reference counted); the child's length is the
   // parent's length rounded down to a block boundary, so neither ever writes into a shared block.
@@ -124,6 +153,9 @@ class KvCacheManager {
   absl::StatusOr<BlockTable*> MutableTable(SequenceId id);
   // Hashes the table's full blocks not hashed yet and registers them in the pool.
   void RegisterFullBlocks(BlockTable& table);
+  // MatchExtension's walk; with `blocks` the cached blocks found, in order.
+  PrefixMatch MatchExtensionOf(const BlockTable& table, std::span<const int32_t> tokens,
+                               std::vector<int32_t>* blocks) const;
 
   KvCacheOptions options_;
   BlockPool pool_;

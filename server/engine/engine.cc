@@ -471,7 +471,12 @@ int32_t Engine::BlocksNeeded(const WaitingEntry& entry) const {
   }
   absl::StatusOr<int32_t> missing =
       kv_->BlocksToReserve(entry.sequence_id, entry.existing_length + entry.tokens_to_reserve);
-  return missing.ok() ? *missing : 0;
+  if (!missing.ok()) return 0;
+  if (entry.request->prompt_done) return *missing;  // a Decode's one token: nothing to look up
+  // A prompt extension maps the cached blocks that continue the sequence (ExtendWithPrefix).
+  absl::StatusOr<kvcache::PrefixMatch> match =
+      kv_->MatchExtension(entry.sequence_id, entry.request->feed);
+  return *missing + (match.ok() ? match->extra_free_blocks_taken() : 0);
 }
 
 void Engine::Enwait(std::unique_ptr<WaitingEntry> entry) {
@@ -593,12 +598,26 @@ void Engine::AdmitWaiting(absl::Time now) {
       sequence->created_by_request = true;
       sequence->busy = true;
       sequences_[id] = std::move(sequence);
-    } else if (absl::Status status =
-                   kv_->Reserve(id, entry->existing_length + entry->tokens_to_reserve);
-               !status.ok()) {
-      FailWaiting(*entry, absl::InternalError(absl::StrCat("KV bookkeeping failed at admission: ",
-                                                           status.message())));
-      continue;
+    } else {
+      // A prompt extension maps the cached blocks that continue the sequence and prefills the
+      // rest; a partial last block it replaces is set aside until the request ends (committed)
+      // or is undone (Truncate back to existing_length restores it).
+      absl::StatusOr<int32_t> cached = 0;
+      if (!entry->request->prompt_done) cached = kv_->ExtendWithPrefix(id, entry->request->feed);
+      absl::Status status = cached.status();
+      if (status.ok()) status = kv_->Reserve(id, entry->existing_length + entry->tokens_to_reserve);
+      if (!status.ok()) {
+        (void)kv_->Truncate(id, static_cast<int32_t>(entry->existing_length));
+        FailWaiting(*entry, absl::InternalError(absl::StrCat("KV bookkeeping failed at admission: ",
+                                                             status.message())));
+        continue;
+      }
+      entry->request->fed = *cached;
+      if (!entry->recompute && !entry->request->prompt_done) {
+        counters_.prefix_cache_query_tokens_total +=
+            static_cast<int64_t>(entry->request->feed.size());
+        counters_.prefix_cache_hit_tokens_total += *cached;
+      }
     }
     Sequence& sequence = *sequences_.at(id);
     sequence.length_before_request = static_cast<int32_t>(entry->existing_length);
@@ -786,6 +805,7 @@ void Engine::FinishSampled(Sequence& sequence, const SampledToken& token) {
     return;
   }
   UnaryDone done = std::move(request.unary_done);
+  (void)kv_->CommitExtension(sequence.id);  // the request will not be undone now
   const StepOutput output{
       .sequence_id = sequence.id, .length = *kv_->length(sequence.id), .token = token};
   sequence.last_sampled = token.token;

@@ -23,7 +23,8 @@ struct EngineOptions {
   int32_t default_max_tokens = 16;
   // Most top log-probs a request may ask for.
   int32_t max_top_logprobs = 20;
-  // Reuse the KV blocks of cached full-block prompt prefixes for new sequences (kvcache/README.md).
+  // Reuse the KV blocks of cached full-block prompt prefixes for new sequences and for Prefill
+  // extensions of live ones (kvcache/README.md).
   bool enable_prefix_cache = true;
 };
 

@@ -24,8 +24,9 @@ struct EngineStats {
   double last_step_seconds = 0.0;
   int64_t sequences_expired_total = 0;     // freed by the idle TTL
   int64_t requests_rejected_kv_total = 0;  // RESOURCE_EXHAUSTED because of KV space or queue bound
-  // Prefix cache: prompt tokens of new sequences looked up, and those whose K/V came from cached
-  // blocks (not run through the model). Recomputations after a preemption are not counted.
+  // Prefix cache: prompt tokens looked up (new sequences' prompts and Prefill extensions of live
+  // sequences), and those whose K/V came from cached blocks (not run through the model).
+  // Recomputations after a preemption are not counted.
   int64_t prefix_cache_query_tokens_total = 0;
   int64_t prefix_cache_hit_tokens_total = 0;
   int64_t kv_blocks_evicted_total = 0;  // cached blocks reused for other contents

@@ -104,8 +104,8 @@ ServingMetrics::ServingMetrics(std::shared_ptr<prometheus::Registry> registry)
                                  "Idle sequences released after their time-to-live.")
                        .Add({})),
       prefix_cache_query_tokens_(CounterFamily(*registry_, "llm_prefix_cache_query_tokens_total",
-                                               "Prompt tokens of new sequences looked up in the "
-                                               "prefix cache.")
+                                               "Prompt tokens looked up in the prefix cache (new "
+                                               "sequences and extensions of live ones).")
                                      .Add({})),
       prefix_cache_hit_tokens_(CounterFamily(*registry_, "llm_prefix_cache_hit_tokens_total",
                                              "Looked-up prompt tokens whose K/V came from cached "

@@ -57,8 +57,8 @@ class ServingObserver {
   virtual void OnPreemptions(int64_t count) = 0;
   // `count` sequences idle for longer than their TTL were released by the engine.
   virtual void OnSequencesExpired(int64_t count) = 0;
-  // The prefix cache looked up `query_tokens` prompt tokens of new sequences and found K/V for
-  // `hit_tokens` of them.
+  // The prefix cache looked up `query_tokens` prompt tokens (of new sequences and of extensions)
+  // and found K/V for `hit_tokens` of them.
   virtual void OnPrefixCacheLookups(int64_t query_tokens, int64_t hit_tokens) = 0;
   // `count` cached KV blocks were reused for other contents.
   virtual void OnKvBlocksEvicted(int64_t count) = 0;

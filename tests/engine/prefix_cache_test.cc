@@ -1,5 +1,6 @@
 // Prefix caching in the engine: a new prompt that starts with cached full blocks maps them and
-// prefills only the rest, and what it samples is what it samples without the cache. Checked over
+// prefills only the rest, and so does a Prefill that extends a live sequence with tokens whose
+// blocks are cached; what either samples is what it samples without the cache. Checked over
 // the fake model (exact, and the recorded chunks show what was recomputed) and over the real CPU
 // transformer with a fixture checkpoint (top log-probs equal to an engine without the cache).
 #include <filesystem>
@@ -15,6 +16,7 @@
 namespace llm::engine {
 namespace {
 
+using ::llm::engine::testing::AsyncDecode;
 using ::llm::engine::testing::AsyncGenerate;
 using ::llm::engine::testing::AsyncPrefill;
 using ::llm::engine::testing::AsyncRelease;
@@ -96,6 +98,65 @@ TEST(PrefixCacheTest, ConcurrentGenerationsSharingAPrefixEachFollowTheirOwnHisto
   EXPECT_EQ(engine->stats().prefix_cache_hit_tokens_total, 6 * 12);
 }
 
+// A prompt sent whole, then in two parts: the second part's Prefill extends the first part's
+// sequence, whose partial last block (positions 4, 5) gives way to the whole prompt's cached block
+// 4..7; blocks 8..11 and 12..15 follow, and 16..18 are computed.
+TEST(PrefixCacheTest, AnExtensionReusesTheCachedBlocksThatContinueItsSequence) {
+  auto owned = std::make_unique<FakeTransformer>(FakeModelShape{.num_blocks = 32, .block_size = 4});
+  FakeTransformer* model = owned.get();
+  std::unique_ptr<Engine> engine = *Engine::Create(std::move(owned), {});
+  engine->Start();
+  const std::vector<int32_t> whole = Tokens(19, 1, kVocab);
+  const std::vector<int32_t> head(whole.begin(), whole.begin() + 6);
+  const std::vector<int32_t> rest(whole.begin() + 6, whole.end());
+  absl::StatusOr<StepOutput> sent_whole = Await(AsyncPrefill(*engine, whole));
+  ASSERT_TRUE(sent_whole.ok()) << sent_whole.status();
+  absl::StatusOr<StepOutput> a = Await(AsyncPrefill(*engine, head));
+  ASSERT_TRUE(a.ok()) << a.status();
+  const int32_t used_before = engine->stats().kv_blocks_used;
+
+  // The extension fails in its step: the sequence is back at 6 tokens with its own partial block,
+  // so a decode writes position 6 there and not into the whole prompt's cached block.
+  model->FailNextForward();
+  absl::StatusOr<StepOutput> failed = Await(AsyncPrefill(*engine, rest, a->sequence_id));
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kInternal) << failed.status();
+  absl::StatusOr<StepOutput> decoded = Await(AsyncDecode(*engine, a->sequence_id, 90));
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->length, 7);
+  EXPECT_EQ(decoded->token.token, ExpectedNextToken(Concat(head, {90}), kVocab));
+  absl::StatusOr<StepOutput> again = Await(AsyncPrefill(*engine, Concat(head, rest)));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->token.token, ExpectedNextToken(whole, kVocab)) << "a cached block was written";
+  ASSERT_TRUE(Await(AsyncRelease(*engine, again->sequence_id)).ok());
+
+  // The extension itself, on a fresh copy of the head.
+  absl::StatusOr<StepOutput> b = Await(AsyncPrefill(*engine, head));
+  ASSERT_TRUE(b.ok()) << b.status();
+  absl::StatusOr<StepOutput> extended = Await(AsyncPrefill(*engine, rest, b->sequence_id));
+  ASSERT_TRUE(extended.ok()) << extended.status();
+  EXPECT_EQ(extended->length, 19);
+  EXPECT_EQ(extended->token.token, ExpectedNextToken(whole, kVocab));
+  const testing::RecordedChunk last = model->steps().back().at(0);
+  EXPECT_EQ(last.start_position, 16) << "positions 4..15 came from the cache";
+  EXPECT_EQ(last.num_tokens, 3);
+  // Decoding on: the new positions go to the sequence's own blocks.
+  absl::StatusOr<StepOutput> next = Await(AsyncDecode(*engine, b->sequence_id));
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->token.token,
+            ExpectedNextToken(Concat(whole, {extended->token.token}), kVocab));
+  // The partial block it gave up was released: b holds the whole prompt's 4 full blocks (shared)
+  // and its own 5th, so with a released as many blocks are used as before b (a's own one then).
+  ASSERT_TRUE(Await(AsyncRelease(*engine, a->sequence_id)).ok());
+  EXPECT_TRUE(Eventually([&] { return engine->stats().kv_blocks_used == used_before; }))
+      << engine->stats().kv_blocks_used << " blocks used, " << used_before << " expected";
+
+  const EngineStats stats = engine->stats();
+  // Looked up: whole 19, head 6 (x2), head + rest 19, rest 13 (the failed try and the one that
+  // ran). Hits: 4 for each head, 16 for head + rest, 10 for each extension.
+  EXPECT_EQ(stats.prefix_cache_query_tokens_total, 19 + 6 + 6 + 19 + 13 + 13);
+  EXPECT_EQ(stats.prefix_cache_hit_tokens_total, 4 + 4 + 16 + 10 + 10);
+}
+
 // --- real CPU transformer ---
 
 const std::filesystem::path kModelDir =
@@ -151,6 +212,36 @@ TEST(PrefixCacheCpuModelTest, SharedPrefixGivesTheSameLogProbsAndGreedyTokensAsN
   ASSERT_TRUE(generated_hit.summary.ok() && generated_miss.summary.ok());
   EXPECT_EQ(generated_hit.tokens, generated_miss.tokens);
   EXPECT_EQ(cached->stats().prefix_cache_hit_tokens_total, 32 + 64);
+}
+
+TEST(PrefixCacheCpuModelTest, AnExtensionOverCachedBlocksGivesTheLogProbsOfOneComputedWhole) {
+  const int32_t vocab = 256;
+  const std::vector<int32_t> whole = Concat({1}, Tokens(60, 7, vocab));
+  const std::vector<int32_t> head(whole.begin(), whole.begin() + 21);  // 1 block + 5 tokens
+  const std::vector<int32_t> rest(whole.begin() + 21, whole.end());
+  SamplingParams top20{.num_top_logprobs = 20};
+  std::unique_ptr<Engine> cached = StartCpuEngine(/*prefix_cache=*/true);
+  std::unique_ptr<Engine> uncached = StartCpuEngine(/*prefix_cache=*/false);
+  ASSERT_TRUE(Await(AsyncPrefill(*cached, whole, std::nullopt, {}, top20)).ok());
+  absl::StatusOr<StepOutput> head_hit = Await(AsyncPrefill(*cached, head, std::nullopt, {}, top20));
+  absl::StatusOr<StepOutput> head_miss =
+      Await(AsyncPrefill(*uncached, head, std::nullopt, {}, top20));
+  ASSERT_TRUE(head_hit.ok() && head_miss.ok());
+  absl::StatusOr<StepOutput> hit =
+      Await(AsyncPrefill(*cached, rest, head_hit->sequence_id, {}, top20));
+  absl::StatusOr<StepOutput> miss =
+      Await(AsyncPrefill(*uncached, rest, head_miss->sequence_id, {}, top20));
+  ASSERT_TRUE(hit.ok() && miss.ok()) << hit.status() << " " << miss.status();
+  // head: its first block; rest: blocks 16..31, 32..47 (11 + 16 of its tokens); 48..60 computed.
+  EXPECT_EQ(cached->stats().prefix_cache_hit_tokens_total, 16 + 27);
+  ExpectSameDistribution(*hit, *miss);
+  for (int i = 0; i < 3; ++i) {  // greedy decoding on from there
+    absl::StatusOr<StepOutput> step_hit = Await(AsyncDecode(*cached, hit->sequence_id));
+    absl::StatusOr<StepOutput> step_miss = Await(AsyncDecode(*uncached, miss->sequence_id));
+    ASSERT_TRUE(step_hit.ok() && step_miss.ok());
+    EXPECT_EQ(step_hit->token.token, step_miss->token.token) << i;
+    EXPECT_NEAR(step_hit->token.logprob, step_miss->token.logprob, 1e-5) << i;
+  }
 }
 
 TEST(PrefixCacheCpuModelTest, PreemptedAndRecomputedGenerationsMatchUnpreemptedOnes) {

@@ -214,6 +214,106 @@ TEST(KvCacheManagerTest, TruncatingIntoACachedBlockUncachesIt) {
   EXPECT_EQ(manager->MatchPrefix(rewritten).num_blocks, 2);
 }
 
+// A prompt sent in parts: sequence 1 wrote 0..13; sequence 2 holds 0..5 (a partial second block)
+// and is extended by 6..12. Its partial block's positions plus 6, 7 form sequence 1's second block,
+// and 8..11 its third; 12 is left to compute.
+TEST(KvCacheManagerTest, AnExtensionMapsTheCachedBlocksThatContinueTheSequence) {
+  auto manager = MakeManager(16, 4);
+  ASSERT_TRUE(manager->CreateSequence(1).ok());
+  ASSERT_TRUE(manager->AppendTokens(1, Iota(14)).ok());
+  const std::vector<int32_t> table1(manager->block_table(1)->begin(),
+                                    manager->block_table(1)->end());
+  ASSERT_TRUE(manager->CreateSequence(2).ok());
+  ASSERT_TRUE(manager->AppendTokens(2, Iota(6)).ok());
+  const int32_t own = (*manager->block_table(2))[0];  // its own copy of 0..3 (not shared)
+  const int32_t partial = (*manager->block_table(2))[1];
+  const std::vector<int32_t> more = {6, 7, 8, 9, 10, 11, 12};
+
+  const PrefixMatch match = *manager->MatchExtension(2, more);
+  EXPECT_EQ(match.num_blocks, 2);
+  EXPECT_EQ(match.num_tokens, 6);
+  EXPECT_EQ(match.set_aside_blocks, 1);
+  EXPECT_EQ(match.extra_free_blocks_taken(), -1);
+  const int32_t free_before = manager->num_free_blocks();
+  absl::StatusOr<int32_t> covered = manager->ExtendWithPrefix(2, more);
+  ASSERT_TRUE(covered.ok()) << covered.status();
+  EXPECT_EQ(*covered, 6);
+  EXPECT_EQ(*manager->length(2), 12);
+  EXPECT_THAT(*manager->tokens(2), ::testing::ElementsAreArray(Iota(12)));
+  EXPECT_THAT(*manager->block_table(2), ::testing::ElementsAre(own, table1[1], table1[2]));
+  EXPECT_EQ(manager->FindTable(2)->set_aside_block(), partial);
+  EXPECT_EQ(manager->pool().reference_count(partial), 1) << "set aside, still owned";
+  EXPECT_EQ(manager->num_free_blocks(), free_before);
+  // The rest of the extension goes through Reserve / AppendTokens as usual.
+  ASSERT_TRUE(manager->AppendTokens(2, std::vector<int32_t>{12}).ok());
+
+  // Undoing the extension brings the partial block back; the mapped blocks stay cached.
+  ASSERT_TRUE(manager->Truncate(2, 6).ok());
+  EXPECT_THAT(*manager->block_table(2), ::testing::ElementsAre(own, partial));
+  EXPECT_EQ(manager->FindTable(2)->set_aside_block(), -1);
+  EXPECT_EQ(manager->pool().reference_count(table1[1]), 1);
+  EXPECT_EQ(manager->MatchPrefix(Iota(13)).num_blocks, 3);
+
+  // Committed, the partial block is released.
+  ASSERT_EQ(*manager->ExtendWithPrefix(2, more), 6);
+  const int32_t free_extended = manager->num_free_blocks();
+  ASSERT_TRUE(manager->CommitExtension(2).ok());
+  EXPECT_EQ(manager->FindTable(2)->set_aside_block(), -1);
+  EXPECT_EQ(manager->pool().reference_count(partial), 0);
+  EXPECT_EQ(manager->num_free_blocks(), free_extended + 1);
+  ASSERT_TRUE(manager->Truncate(2, 6).code() == absl::StatusCode::kFailedPrecondition)
+      << "committed: the cut falls inside a block sequence 1 shares";
+}
+
+TEST(KvCacheManagerTest, AnExtensionAtABlockBoundaryAndItsLimits) {
+  auto manager = MakeManager(16, 4);
+  ASSERT_TRUE(manager->CreateSequence(1).ok());
+  ASSERT_TRUE(manager->AppendTokens(1, Iota(12)).ok());
+  ASSERT_TRUE(manager->CreateSequence(2).ok());
+  ASSERT_TRUE(manager->AppendTokens(2, Iota(4)).ok());
+  const std::vector<int32_t> rest = {4, 5, 6, 7, 8, 9, 10, 11};
+  // All of `rest` is cached, but its last token is left to compute.
+  PrefixMatch match = *manager->MatchExtension(2, rest);
+  EXPECT_EQ(match.num_blocks, 1);
+  EXPECT_EQ(match.num_tokens, 4);
+  EXPECT_EQ(match.set_aside_blocks, 0);
+  EXPECT_EQ(manager->MatchExtension(2, std::vector<int32_t>{4}).value().num_blocks, 0);
+  std::vector<int32_t> longer = rest;
+  longer.push_back(12);
+  EXPECT_EQ(manager->MatchExtension(2, longer).value().num_tokens, 8);
+  longer[2] = 99;  // differs inside the first block: nothing
+  EXPECT_EQ(manager->MatchExtension(2, longer).value().num_blocks, 0);
+  // Blocks reserved past the length, or token ids appended by count: no match.
+  ASSERT_TRUE(manager->Reserve(2, 5).ok());
+  EXPECT_EQ(manager->MatchExtension(2, rest).value().num_blocks, 0);
+  ASSERT_TRUE(manager->Truncate(2, 4).ok());
+  EXPECT_EQ(manager->MatchExtension(2, rest).value().num_blocks, 1);
+  ASSERT_TRUE(manager->CreateSequence(3).ok());
+  ASSERT_TRUE(manager->Append(3, 4).ok());
+  EXPECT_EQ(manager->MatchExtension(3, rest).value().num_blocks, 0);
+  EXPECT_EQ(manager->MatchExtension(9, rest).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(*manager->ExtendWithPrefix(2, rest), 4);
+  EXPECT_EQ(manager->FindTable(2)->set_aside_block(), -1);
+  ASSERT_TRUE(manager->Free(2).ok());
+  ASSERT_TRUE(manager->Free(3).ok());
+  ASSERT_TRUE(manager->Free(1).ok());
+  EXPECT_EQ(manager->num_free_blocks(), 16);
+}
+
+TEST(KvCacheManagerTest, FreeingAnExtendedSequenceReleasesItsSetAsideBlock) {
+  auto manager = MakeManager(8, 4);
+  ASSERT_TRUE(manager->CreateSequence(1).ok());
+  ASSERT_TRUE(manager->AppendTokens(1, Iota(8)).ok());
+  ASSERT_TRUE(manager->CreateSequence(2).ok());
+  ASSERT_TRUE(manager->AppendTokens(2, Iota(2)).ok());
+  ASSERT_EQ(*manager->ExtendWithPrefix(2, std::vector<int32_t>{2, 3, 4}), 2);
+  ASSERT_GE(manager->FindTable(2)->set_aside_block(), 0);
+  ASSERT_TRUE(manager->Free(2).ok());
+  ASSERT_TRUE(manager->Free(1).ok());
+  EXPECT_EQ(manager->num_free_blocks(), 8);
+  EXPECT_EQ(manager->usage().used_blocks, 0);
+}
+
 TEST(KvCacheManagerTest, PrefixCacheCanBeTurnedOff) {
   absl::StatusOr<std::unique_ptr<KvCacheManager>> manager =
       KvCacheManager::Create({.num_blocks = 8, .block_size = 4, .enable_prefix_cache = false});
@@ -222,6 +322,8 @@ TEST(KvCacheManagerTest, PrefixCacheCanBeTurnedOff) {
   ASSERT_TRUE((*manager)->AppendTokens(1, Iota(8)).ok());
   EXPECT_EQ((*manager)->MatchPrefix(Iota(9)).num_blocks, 0);
   EXPECT_EQ(*(*manager)->CreateSequenceWithPrefix(2, Iota(9)), 0);
+  ASSERT_TRUE((*manager)->Truncate(2, 0).ok());
+  EXPECT_EQ((*manager)->MatchExtension(2, Iota(9)).value().num_blocks, 0);
   EXPECT_EQ((*manager)->usage().cached_blocks, 0);
 }
 

@@ -1,4 +1,5 @@
-// Randomized create/create-from-cached-prefix/reserve/append/truncate/fork/free sequences against
+// Randomized create/create-from-cached-prefix/extend-from-cached-blocks/reserve/append/truncate/
+// fork/free sequences against
 // the KV block manager, with the invariants checked after every operation: block ownership matches
 // reference counts, used plus free equals total, tables cover lengths, shared and cached blocks are
 // never written, a simulated KV pool written through the tables reads back every sequence's own
@@ -39,7 +40,7 @@ class Simulation {
   }
 
   void Step(std::mt19937& rng) {
-    const int op = std::uniform_int_distribution<int>(0, 10)(rng);
+    const int op = std::uniform_int_distribution<int>(0, 12)(rng);
     if (op == 0 || tokens_.empty()) {
       const SequenceId id = next_id_++;
       ASSERT_TRUE(manager_->CreateSequence(id).ok());
@@ -84,8 +85,12 @@ class Simulation {
       case 6: {  // truncate
         const int32_t new_length = std::uniform_int_distribution<int32_t>(0, length)(rng);
         std::span<const int32_t> table = *manager_->block_table(id);
+        const BlockTable& entry = *manager_->FindTable(id);
+        const bool restores = entry.set_aside_block() >= 0 &&
+                              new_length > entry.set_aside_length() / kBlockSize * kBlockSize &&
+                              new_length <= entry.set_aside_length();
         const bool cuts_shared_block =
-            new_length % kBlockSize != 0 &&
+            !restores && new_length % kBlockSize != 0 &&
             manager_->pool().reference_count(table[new_length / kBlockSize]) > 1;
         absl::Status status = manager_->Truncate(id, new_length);
         if (cuts_shared_block) {
@@ -96,6 +101,10 @@ class Simulation {
         tokens_[id].resize(new_length);
         return;
       }
+      case 11:
+      case 12:  // extend: map the cached blocks that continue it, write the rest
+        ASSERT_NO_FATAL_FAILURE(Extend(id, rng));
+        return;
       case 7: {  // fork
         const SequenceId child = next_id_++;
         ASSERT_TRUE(manager_->Fork(id, child).ok());
@@ -143,6 +152,60 @@ class Simulation {
     }
   }
 
+  // An extension as the engine makes one: often the continuation of a live sequence that starts
+  // with this one's tokens (so cached blocks continue it), else random tokens. Then it is undone
+  // (Truncate back: a set-aside partial block returns), committed, or left pending.
+  void Extend(SequenceId id, std::mt19937& rng) {
+    const std::vector<int32_t> before = tokens_[id];
+    const int32_t length = static_cast<int32_t>(before.size());
+    std::vector<int32_t> more;
+    for (const auto& [other, tokens] : tokens_) {
+      if (other != id && tokens.size() > before.size() &&
+          std::equal(before.begin(), before.end(), tokens.begin()) && rng() % 2 == 0) {
+        const size_t count = std::uniform_int_distribution<size_t>(1, tokens.size() - length)(rng);
+        more.assign(tokens.begin() + length, tokens.begin() + length + count);
+        break;
+      }
+    }
+    const int32_t tail = std::uniform_int_distribution<int32_t>(more.empty() ? 1 : 0, 3)(rng);
+    for (int32_t i = 0; i < tail; ++i)
+      more.push_back(std::uniform_int_distribution<int32_t>(0, 2)(rng));
+    const BlockTable& table = *manager_->FindTable(id);
+    const bool pending = table.set_aside_block() >= 0;  // released first
+    absl::StatusOr<PrefixMatch> match = manager_->MatchExtension(id, more);
+    ASSERT_TRUE(match.ok()) << match.status();
+    ASSERT_LT(match->num_tokens, static_cast<int32_t>(more.size())) << "nothing left to compute";
+    const int32_t free_before = manager_->num_free_blocks();
+    absl::StatusOr<int32_t> covered = manager_->ExtendWithPrefix(id, more);
+    ASSERT_TRUE(covered.ok()) << covered.status();
+    // A pending block from before can change what matches (it is released first), so compare
+    // with the match only without one.
+    if (!pending) {
+      ASSERT_EQ(*covered, match->num_tokens);
+      ASSERT_EQ(manager_->num_free_blocks(), free_before - match->unreferenced_blocks);
+    }
+    extension_hit_tokens_ += *covered;
+    tokens_[id].insert(tokens_[id].end(), more.begin(), more.begin() + *covered);
+    ASSERT_NO_FATAL_FAILURE(CheckInvariants());  // the mapped blocks hold the continuation
+    ASSERT_NO_FATAL_FAILURE(
+        WriteTokens(id, std::vector<int32_t>(more.begin() + *covered, more.end())));
+    switch (std::uniform_int_distribution<int>(0, 2)(rng)) {
+      case 0: {  // undone (a failed or preempted request)
+        absl::Status status = manager_->Truncate(id, length);
+        ASSERT_TRUE(status.ok()) << status;
+        tokens_[id] = before;
+        ASSERT_EQ(manager_->FindTable(id)->set_aside_block(), -1);
+        return;
+      }
+      case 1:
+        ASSERT_TRUE(manager_->CommitExtension(id).ok());
+        ASSERT_EQ(manager_->FindTable(id)->set_aside_block(), -1);
+        return;
+      default:
+        return;
+    }
+  }
+
   void CheckInvariants() {
     ForgetEvictedBlocks();
     for (const auto& [block, prefix] : cached_prefix_) {
@@ -169,6 +232,10 @@ class Simulation {
       ASSERT_EQ(std::adjacent_find(sorted.begin(), sorted.end()), sorted.end())
           << "a block appears twice in one table";
       for (int32_t block : table) ++owners[block];
+      if (const int32_t set_aside = manager_->FindTable(id)->set_aside_block(); set_aside >= 0) {
+        ASSERT_EQ(std::count(table.begin(), table.end(), set_aside), 0);
+        ++owners[set_aside];
+      }
       for (size_t p = 0; p < tokens.size(); ++p) {
         ASSERT_EQ(pool_slots_[FlatSlot(table.data(), kBlockSize, static_cast<int32_t>(p))],
                   tokens[p])
@@ -193,6 +260,7 @@ class Simulation {
   }
 
   int64_t hit_tokens() const { return hit_tokens_; }
+  int64_t extension_hit_tokens() const { return extension_hit_tokens_; }
 
   void FreeAll() {
     for (const auto& [id, tokens] : tokens_) ASSERT_TRUE(manager_->Free(id).ok());
@@ -219,6 +287,9 @@ class Simulation {
     for (const auto& [id, tokens] : tokens_) {
       std::span<const int32_t> table = *manager_->block_table(id);
       for (int32_t block : table) used[block] = true;
+      if (const int32_t set_aside = manager_->FindTable(id)->set_aside_block(); set_aside >= 0) {
+        used[set_aside] = true;
+      }
     }
     return static_cast<int32_t>(std::count(used.begin(), used.end(), false));
   }
@@ -233,6 +304,7 @@ class Simulation {
   // Cached block -> the token prefix that ends with it, as it was when the block was cached.
   std::map<int32_t, std::vector<int32_t>> cached_prefix_;
   int64_t hit_tokens_ = 0;
+  int64_t extension_hit_tokens_ = 0;
   SequenceId next_id_ = 1;
 };
 
@@ -247,6 +319,7 @@ TEST(KvCacheRandomTest, InvariantsHoldAfterEveryOperation) {
       ASSERT_NO_FATAL_FAILURE(simulation.CheckInvariants());
     }
     EXPECT_GT(simulation.hit_tokens(), 1000) << "the run should exercise prefix-cache hits";
+    EXPECT_GT(simulation.extension_hit_tokens(), 500) << "and hits that extend a sequence";
     ASSERT_NO_FATAL_FAILURE(simulation.FreeAll());
   }
 }
