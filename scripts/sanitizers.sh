@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and runs the unit tests under sanitizers, each configuration in its own build directory:
-#   asan-ubsan (build-asan-ubsan): kvcache, CPU kernels, model (loader + transformer) and text tests
-#                                  under AddressSanitizer + UndefinedBehaviorSanitizer;
+#   asan-ubsan (build-asan-ubsan): kvcache, engine, CPU kernels, model (loader + transformer) and
+#                                  text tests under AddressSanitizer + UndefinedBehaviorSanitizer;
 #   tsan       (build-tsan):       engine tests and the CPU kernels (thread pool) under
 #                                  ThreadSanitizer; the service tests too with LLM_TSAN_SERVICE=1.
 # The service tests are opt-in because Debian's gRPC, Abseil and protobuf are not instrumented: TSan
@@ -22,7 +22,8 @@ configs=("$@")
 if ((${#configs[@]} == 0)); then configs=(asan-ubsan tsan); fi
 
 # The GoogleTest executables per configuration (those missing from the tree are skipped).
-asan_targets=(kvcache_tests kernels_cpu_tests model_loader_tests transformer_tests text_tests)
+asan_targets=(kvcache_tests engine_tests kernels_cpu_tests model_loader_tests transformer_tests
+  text_tests)
 tsan_targets=(engine_tests kernels_cpu_tests)
 if [[ -n ${LLM_TSAN_SERVICE:-} ]]; then tsan_targets+=(service_tests); fi
 
