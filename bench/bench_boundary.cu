@@ -9,7 +9,10 @@
 //              it + 1 (one dependent L2 round trip per launch, as a product reading its input);
 //   DRAM read  the same plus one read of a word no earlier launch read, 512 bytes from the next
 //              block's, from a 1 GiB buffer (a DRAM round trip per launch: a product's first
-//              weight bytes).
+//              weight bytes);
+//   clusters   the batch-1 attention's launch shape (32 blocks of 128 threads), plain, in
+//              thread-block clusters of 8 (its split merge) and with the merge's two cluster
+//              barriers, alone and alternating with a product-shaped empty launch.
 // Streaming reads: chains of launches that each read 1-16 MB as the GEMV reads its weights, and
 // 4-16 MB through a shared-memory ring by TMA boxes (tma_stream.cuh) or by cp.async, each block
 // owning whole rows as a column-owning GEMM would.
@@ -42,6 +45,16 @@ constexpr size_t kDramBytes = size_t{1} << 30;
 constexpr int kLineBytes = 512;
 
 __global__ void EmptyKernel() {}
+
+// Two cluster barriers, as flash decode's cluster merge passes them (the first with release /
+// acquire, the second relaxed).
+__global__ void ClusterBarriersKernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.aligned;\nbarrier.cluster.wait.aligned;\n" ::: "memory");
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;\nbarrier.cluster.wait.aligned;\n" :::
+                   "memory");
+#endif
+}
 
 // XOR of the 16-byte chunks [first, end) of `data`, `stride` apart, four loads in flight (the
 // GEMV's load pattern: evict-first, issued before any is used).
@@ -238,6 +251,52 @@ void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& resu
                           }),
          "per launch of 256 in one graph, 2 blocks per SM; each block reads a word no earlier "
          "launch read");
+
+  // 32 blocks of 128 threads, in clusters of `cluster` (1: a plain launch).
+  auto attention_shaped = [&](void (*kernel)(), unsigned cluster) {
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3(32);
+    config.blockDim = dim3(128);
+    config.stream = stream;
+    cudaLaunchAttribute attribute[1];
+    attribute[0].id = cudaLaunchAttributeClusterDimension;
+    attribute[0].val.clusterDim.x = cluster;
+    attribute[0].val.clusterDim.y = 1;
+    attribute[0].val.clusterDim.z = 1;
+    config.attrs = attribute;
+    config.numAttrs = cluster > 1 ? 1 : 0;
+    BENCH_CHECK(cudaLaunchKernelEx(&config, kernel));
+  };
+  report("graphed launch, empty, 32 blocks of 128",
+         ChainUsPerLaunch(stream, false, [&](int, int) { attention_shaped(EmptyKernel, 1); }),
+         "per launch of 256 in one graph");
+  report("  the same in clusters of 8",
+         ChainUsPerLaunch(stream, false, [&](int, int) { attention_shaped(EmptyKernel, 8); }),
+         "per launch of 256 in one graph");
+  report("  the same + two cluster barriers",
+         ChainUsPerLaunch(stream, false,
+                          [&](int, int) { attention_shaped(ClusterBarriersKernel, 8); }),
+         "per launch of 256 in one graph");
+  report("empty 2 blocks/SM + empty 32 blocks, a pair",
+         2 * ChainUsPerLaunch(stream, false,
+                              [&](int, int i) {
+                                if (i % 2 == 0) {
+                                  EmptyKernel<<<blocks, kThreads, 0, stream>>>();
+                                } else {
+                                  attention_shaped(EmptyKernel, 1);
+                                }
+                              }),
+         "per pair of 128 in one graph");
+  report("  the same, the 32 blocks in clusters of 8",
+         2 * ChainUsPerLaunch(stream, false,
+                              [&](int, int i) {
+                                if (i % 2 == 0) {
+                                  EmptyKernel<<<blocks, kThreads, 0, stream>>>();
+                                } else {
+                                  attention_shaped(ClusterBarriersKernel, 8);
+                                }
+                              }),
+         "per pair of 128 in one graph; the cluster kernel passes two cluster barriers");
 
   unsigned* barrier = DeviceAlloc<unsigned>(64);
   for (const bool read_peer : {false, true}) {
