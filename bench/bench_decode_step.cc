@@ -23,6 +23,7 @@
 
 #ifdef LLM_BENCH_HAS_TRANSFORMER
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/flash_decode_trace.h"
 #include "kernels/dtype.h"
 #include "server/model/checkpoint.h"
 #include "server/model/transformer.h"
@@ -32,6 +33,57 @@ namespace llm::bench {
 
 #ifdef LLM_BENCH_HAS_TRANSFORMER
 namespace {
+
+// $LLM_BENCH_DECODE_PHASE_TRACE with a plugin built with LLM_CUDA_DECODE_PHASE_TRACE: one more
+// step with flash decode's phase trace on, printed for the step's last attention launch (every
+// launch of the step stamps the same entries; the last one's remain): per phase the mean and
+// latest block, in us from the first block's entry, as the standalone trace of
+// `--sections variants` prints them, but inside the graphed step.
+void TraceAttentionInStep(const char* shape, Transformer& model,
+                          const std::vector<SequenceChunk>& chunks) {
+  constexpr int kPhases = cuda::kFlashDecodePhases;
+  constexpr size_t kMaxBlocks = 1 << 16;
+  unsigned long long* buffer = nullptr;
+  if (cudaMalloc(&buffer, kMaxBlocks * kPhases * 8) != cudaSuccess) return;
+  cudaMemset(buffer, 0, kMaxBlocks * kPhases * 8);
+  if (!cuda::SetFlashDecodePhaseTrace(buffer)) {
+    std::printf("phase trace: the plugin was built without LLM_CUDA_DECODE_PHASE_TRACE\n");
+    cudaFree(buffer);
+    return;
+  }
+  const bool ok = model.Forward(chunks).ok();
+  cuda::SetFlashDecodePhaseTrace(nullptr);
+  std::vector<unsigned long long> host(kMaxBlocks * kPhases);
+  cudaMemcpy(host.data(), buffer, host.size() * 8, cudaMemcpyDeviceToHost);
+  cudaFree(buffer);
+  if (!ok) return;
+  size_t blocks = 0;
+  unsigned long long origin = ~0ull;
+  while (blocks < kMaxBlocks && host[blocks * kPhases] != 0) {
+    origin = std::min(origin, host[blocks * kPhases]);
+    ++blocks;
+  }
+  static const char* const kNames[kPhases - 1] = {"entry",       "metadata",       "first tile",
+                                                  "loop done",   "warps in smem",  "rows merged",
+                                                  "cluster barrier", "end"};
+  std::printf("flash decode phases in the graphed step (%s, last launch, %zu blocks; us from the "
+              "first block's entry, mean / latest)\n",
+              shape, blocks);
+  for (int phase = 0; phase < kPhases - 1 && blocks > 0; ++phase) {
+    double sum = 0, latest = 0;
+    size_t stamped = 0;
+    for (size_t b = 0; b < blocks; ++b) {
+      const unsigned long long t = host[b * kPhases + phase];
+      if (t == 0) continue;
+      const double us = (t - origin) * 1e-3;
+      sum += us;
+      latest = std::max(latest, us);
+      ++stamped;
+    }
+    if (stamped == 0) continue;
+    std::printf("  %-16s %7.2f / %7.2f\n", kNames[phase], sum / stamped, latest);
+  }
+}
 
 class RandomCheckpoint final : public Checkpoint {
  public:
@@ -257,6 +309,9 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
         const TimelineSummary summary = SummarizeTimeline(records, marks);
         PrintTimeline(shape, summary);
         timeline_json.push_back(TimelineJson(shape, summary, records, marks));
+      }
+      if (std::getenv("LLM_BENCH_DECODE_PHASE_TRACE") != nullptr) {
+        TraceAttentionInStep(shape, **model, chunks);
       }
     }
     if (mode == Mode::kAuto) {

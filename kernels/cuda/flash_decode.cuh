@@ -46,9 +46,17 @@
 #include "kernels/cuda/attention_params.h"
 #include "kernels/cuda/attention_tile.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/flash_decode_trace.h"
 #include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/rope_pair.cuh"
 #include "kernels/cuda/row_rms.cuh"
+
+// A diagnostic build (CMake option LLM_CUDA_DECODE_PHASE_TRACE) compiles the phase trace below into
+// the production kernels, so that it can be read from a graphed decode step (llm-bench-kernels
+// --sections decode_step with $LLM_BENCH_DECODE_PHASE_TRACE).
+#ifndef LLM_FLASH_DECODE_PHASE_TRACE
+#define LLM_FLASH_DECODE_PHASE_TRACE 0
+#endif
 
 namespace llm::cuda {
 
@@ -76,16 +84,13 @@ struct FlashDecodeTraits {
   static constexpr int kSharedBytes =
       kRows * kHeadDim * 2 + (kPipelineBytes > kTailBytes ? kPipelineBytes : kTailBytes);
   static_assert(kMergeBytes % 16 == 0, "the exchange area is read with 16-byte loads");
-  // A diagnostic (bench/bench_kernels.cu's traced variant derives traits that set it): thread 0
-  // of each block writes %globaltimer at the phase ends below to flash_decode_phase_trace.
-  static constexpr bool kPhaseTrace = false;
+  // A diagnostic (bench/bench_kernels.cu's traced variant derives traits that set it, and the
+  // LLM_CUDA_DECODE_PHASE_TRACE build sets it for all): thread 0 of each block writes %globaltimer
+  // at the phase ends below to flash_decode_phase_trace.
+  static constexpr bool kPhaseTrace = LLM_FLASH_DECODE_PHASE_TRACE != 0;
 };
 
-// Phase trace of a kPhaseTrace instantiation: per block (linear index) kFlashDecodePhases
-// timestamps (ns): entry, metadata loaded, first tile landed, K/V loop done, the warps' (m, l, O)
-// in shared memory, the block's rows merged, the cluster's first barrier passed (cluster merge
-// only), end; and the SM.
-inline constexpr int kFlashDecodePhases = 9;
+// Phase trace of a kPhaseTrace instantiation: the layout in flash_decode_trace.h.
 static __device__ unsigned long long* flash_decode_phase_trace = nullptr;
 
 template <typename Traits>

@@ -13,4 +13,10 @@ absl::Status LaunchFlashDecodeHeadDim128(const PagedAttentionParams& params, cud
   return LaunchFlashDecodeWithTraits<FlashDecodeHeadDim128Traits>(params, stream);
 }
 
+// The trace pointer is this file's copy of flash_decode_phase_trace (one per translation unit).
+bool SetFlashDecodePhaseTraceHeadDim128(unsigned long long* buffer) {
+  if constexpr (!FlashDecodeHeadDim128Traits::kPhaseTrace) return false;
+  return cudaMemcpyToSymbol(flash_decode_phase_trace, &buffer, sizeof(buffer)) == cudaSuccess;
+}
+
 }  // namespace llm::cuda

@@ -10,4 +10,15 @@ absl::Status LaunchFlashDecodeHeadDim64(const PagedAttentionParams& params, cuda
   return LaunchFlashDecodeWithTraits<FlashDecodeHeadDim64Traits>(params, stream);
 }
 
+// The trace pointer is this file's copy of flash_decode_phase_trace (one per translation unit).
+bool SetFlashDecodePhaseTraceHeadDim64(unsigned long long* buffer) {
+  if constexpr (!FlashDecodeHeadDim64Traits::kPhaseTrace) return false;
+  return cudaMemcpyToSymbol(flash_decode_phase_trace, &buffer, sizeof(buffer)) == cudaSuccess;
+}
+
+bool SetFlashDecodePhaseTrace(unsigned long long* buffer) {
+  const bool hd64 = SetFlashDecodePhaseTraceHeadDim64(buffer);
+  return SetFlashDecodePhaseTraceHeadDim128(buffer) && hd64;
+}
+
 }  // namespace llm::cuda
