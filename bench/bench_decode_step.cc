@@ -63,12 +63,13 @@ void TraceAttentionInStep(const char* shape, Transformer& model,
     origin = std::min(origin, host[blocks * kPhases]);
     ++blocks;
   }
-  static const char* const kNames[kPhases - 1] = {"entry",       "metadata",       "first tile",
-                                                  "loop done",   "warps in smem",  "rows merged",
-                                                  "cluster barrier", "end"};
-  std::printf("flash decode phases in the graphed step (%s, last launch, %zu blocks; us from the "
-              "first block's entry, mean / latest)\n",
-              shape, blocks);
+  static const char* const kNames[kPhases - 1] = {
+      "entry",         "metadata",    "first tile",      "loop done",
+      "warps in smem", "rows merged", "cluster barrier", "end"};
+  std::printf(
+      "flash decode phases in the graphed step (%s, last launch, %zu blocks; us from the "
+      "first block's entry, mean / latest)\n",
+      shape, blocks);
   for (int phase = 0; phase < kPhases - 1 && blocks > 0; ++phase) {
     double sum = 0, latest = 0;
     size_t stamped = 0;

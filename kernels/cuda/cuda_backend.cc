@@ -375,10 +375,15 @@ class CudaBackend final : public Backend {
     auto p = AttentionParamsFor(qkv, batch, shape, cache, layer, out);
     if (!p.ok()) return p.status();
     const cuda::AttentionKernel kernel = AttentionKernelFor(*p);
-    const bool fold = fold_rope_into_decode_ && kernel == cuda::AttentionKernel::kFlashDecode &&
-                      p->max_query_len == 1 && p->head_dim % 64 == 0 &&
-                      batch.slot_mapping != nullptr && rope.inv_freq != nullptr &&
-                      (rope.row_scale.x == nullptr || rope.row_scale.hidden > 0);
+    bool fold = fold_rope_into_decode_ && kernel == cuda::AttentionKernel::kFlashDecode &&
+                p->max_query_len == 1 && p->head_dim % 64 == 0 && batch.slot_mapping != nullptr &&
+                rope.inv_freq != nullptr &&
+                (rope.row_scale.x == nullptr || rope.row_scale.hidden > 0);
+    if (fold && !fold_rope_into_split_decode_) {  // the launch's own split choice, as below
+      PagedAttentionParams splits = *p;
+      cuda::ChooseDecodeSplits(splits, num_sms_);
+      fold = splits.num_splits == 1;
+    }
     if (!fold) {  // the two launches, on the params already built
       if (absl::Status s = RopeAppendKv(qkv, batch, shape, rope, cache, layer); !s.ok()) return s;
       return LaunchAttention(*p, kernel);
@@ -536,6 +541,9 @@ class CudaBackend final : public Backend {
     const char* fold = std::getenv("LLM_CUDA_FOLD_ROPE");
     fold_rope_into_decode_ =
         options.fold_rope_into_decode && (fold == nullptr || std::strcmp(fold, "0") != 0);
+    fold_rope_into_split_decode_ =
+        fold_rope_into_decode_ &&
+        (options.fold_rope_into_split_decode || (fold != nullptr && std::strcmp(fold, "all") == 0));
   }
 
   // Scratch device memory for one op at a time (split-KV partials, sampling results); grows only.
@@ -575,6 +583,7 @@ class CudaBackend final : public Backend {
   size_t workspace_bytes_ = 0;
   bool logged_generic_fallback_ = false;
   bool fold_rope_into_decode_ = true;
+  bool fold_rope_into_split_decode_ = false;
   std::shared_ptr<std::atomic<size_t>> allocated_bytes_ = std::make_shared<std::atomic<size_t>>(0);
 };
 

@@ -24,8 +24,14 @@ struct CudaBackendOptions {
   enum class Attention : int32_t { kAuto = 0, kFlashDecode, kFlashPrefill, kGeneric };
   Attention attention = Attention::kAuto;
   // RopeAppendAttention of a decode step (one token per sequence) as one flash-decode launch with
-  // RoPE + KV append folded in; false (or $LLM_CUDA_FOLD_ROPE=0): RopeAppendKv, then attention.
+  // RoPE + KV append folded in, where the attention runs unsplit (one block per sequence and KV
+  // head: about 32 sequences and more at the model's shape); false (or $LLM_CUDA_FOLD_ROPE=0):
+  // RopeAppendKv, then attention. With split KV the folded launch measured slower than the pair
+  // (H100, TinyLlama shape, B8 / B16: +58 / +72 us a step; docs/PERFORMANCE.md, tenth session),
+  // so it folds there only with fold_rope_into_split_decode (or $LLM_CUDA_FOLD_ROPE=all), which
+  // tests use to keep that kernel path covered.
   bool fold_rope_into_decode = true;
+  bool fold_rope_into_split_decode = false;
 };
 
 // Fails with FailedPrecondition when no CUDA device is present or `device` is out of range.

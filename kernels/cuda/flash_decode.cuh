@@ -34,6 +34,8 @@
 // token's position loads that row's k and v pairs early, and after the tile's copies land it writes
 // the rotated k and scaled v over the stale row (and to the cache for later steps). The numbers are
 // RopeAppendKv's (rope_pair.cuh), so the result is the unfused pair's; one launch fewer per layer.
+// The backend folds only when the attention runs unsplit: with split KV the folded launch is
+// slower than the pair (CudaBackendOptions::fold_rope_into_split_decode).
 //
 // Reference: the CPU backend's PagedAttention; test: tests/kernels/gpu/attention_test.cc;
 // benchmark: bench/bench_kernels.cu (bandwidth vs a device copy and torch SDPA). Instantiated per

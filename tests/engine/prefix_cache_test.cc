@@ -142,8 +142,7 @@ TEST(PrefixCacheTest, AnExtensionReusesTheCachedBlocksThatContinueItsSequence) {
   // Decoding on: the new positions go to the sequence's own blocks.
   absl::StatusOr<StepOutput> next = Await(AsyncDecode(*engine, b->sequence_id));
   ASSERT_TRUE(next.ok()) << next.status();
-  EXPECT_EQ(next->token.token,
-            ExpectedNextToken(Concat(whole, {extended->token.token}), kVocab));
+  EXPECT_EQ(next->token.token, ExpectedNextToken(Concat(whole, {extended->token.token}), kVocab));
   // The partial block it gave up was released: b holds the whole prompt's 4 full blocks (shared)
   // and its own 5th, so with a released as many blocks are used as before b (a's own one then).
   ASSERT_TRUE(Await(AsyncRelease(*engine, a->sequence_id)).ok());

@@ -277,13 +277,14 @@ class AttentionCase {
                                          cpu_out.data())
                     .ok());
 
-    // CUDA, folded (the default) and as two launches.
+    // CUDA, folded (at every split count: the default folds only unsplit) and as two launches.
     auto run = [&](bool fold, std::vector<float>& pool_out) {
       static std::map<bool, std::unique_ptr<Backend>> backends;
       auto& backend = backends[fold];
       if (backend == nullptr) {
         CudaBackendOptions options;
         options.fold_rope_into_decode = fold;
+        options.fold_rope_into_split_decode = fold;  // the split (cluster, merge kernel) paths too
         backend = std::move(*CreateCudaBackend(options));
       }
       Backend& gpu = *backend;
@@ -591,7 +592,8 @@ TEST(AttentionRopeFoldTest, MatchesTheTwoOpsOnDecodeSteps) {
     // The row scale at model widths (BlockInverseRms: 2048 and 4096 one and two 16-byte chunks a
     // sum thread, 4104 a partial third) and with rows not 16-byte aligned (2050: the scalar sum).
     for (int32_t hidden : {2048, 4096, 4104, 2050}) {
-      SCOPED_TRACE("hd " + std::to_string(c.head_dim) + " scaled, hidden " + std::to_string(hidden));
+      SCOPED_TRACE("hd " + std::to_string(c.head_dim) + " scaled, hidden " +
+                   std::to_string(hidden));
       attention.CheckRopeFold(true, -1, hidden);
     }
   }
