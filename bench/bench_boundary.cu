@@ -277,25 +277,19 @@ void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& resu
          ChainUsPerLaunch(stream, false,
                           [&](int, int) { attention_shaped(ClusterBarriersKernel, 8); }),
          "per launch of 256 in one graph");
-  report("empty 2 blocks/SM + empty 32 blocks, a pair",
-         2 * ChainUsPerLaunch(stream, false,
-                              [&](int, int i) {
-                                if (i % 2 == 0) {
-                                  EmptyKernel<<<blocks, kThreads, 0, stream>>>();
-                                } else {
-                                  attention_shaped(EmptyKernel, 1);
-                                }
-                              }),
+  // A product-shaped empty launch, then an attention-shaped one: the cost of the pair.
+  auto pair_us = [&](void (*attention_kernel)(), unsigned cluster) {
+    return 2 * ChainUsPerLaunch(stream, false, [&](int, int i) {
+      if (i % 2 == 0) {
+        EmptyKernel<<<blocks, kThreads, 0, stream>>>();
+      } else {
+        attention_shaped(attention_kernel, cluster);
+      }
+    });
+  };
+  report("empty 2 blocks/SM + empty 32 blocks, a pair", pair_us(EmptyKernel, 1),
          "per pair of 128 in one graph");
-  report("  the same, the 32 blocks in clusters of 8",
-         2 * ChainUsPerLaunch(stream, false,
-                              [&](int, int i) {
-                                if (i % 2 == 0) {
-                                  EmptyKernel<<<blocks, kThreads, 0, stream>>>();
-                                } else {
-                                  attention_shaped(ClusterBarriersKernel, 8);
-                                }
-                              }),
+  report("  the same, the 32 blocks in clusters of 8", pair_us(ClusterBarriersKernel, 8),
          "per pair of 128 in one graph; the cluster kernel passes two cluster barriers");
 
   unsigned* barrier = DeviceAlloc<unsigned>(64);
