@@ -280,12 +280,12 @@ void BenchKernelBoundary(cudaStream_t stream, int sms, std::vector<Result>& resu
   // A product-shaped empty launch, then an attention-shaped one: the cost of the pair.
   auto pair_us = [&](void (*attention_kernel)(), unsigned cluster) {
     return 2 * ChainUsPerLaunch(stream, false, [&](int, int i) {
-      if (i % 2 == 0) {
-        EmptyKernel<<<blocks, kThreads, 0, stream>>>();
-      } else {
-        attention_shaped(attention_kernel, cluster);
-      }
-    });
+             if (i % 2 == 0) {
+               EmptyKernel<<<blocks, kThreads, 0, stream>>>();
+             } else {
+               attention_shaped(attention_kernel, cluster);
+             }
+           });
   };
   report("empty 2 blocks/SM + empty 32 blocks, a pair", pair_us(EmptyKernel, 1),
          "per pair of 128 in one graph");
