@@ -379,14 +379,14 @@ class CudaBackend final : public Backend {
                 p->max_query_len == 1 && p->head_dim % 64 == 0 && batch.slot_mapping != nullptr &&
                 rope.inv_freq != nullptr &&
                 (rope.row_scale.x == nullptr || rope.row_scale.hidden > 0);
-    if (fold && !fold_rope_into_split_decode_) {  // the launch's own split choice, as below
-      PagedAttentionParams splits = *p;
-      cuda::ChooseDecodeSplits(splits, num_sms_);
-      fold = splits.num_splits == 1;
+    const bool splits_chosen = fold;  // the launch below keeps this choice
+    if (fold) {
+      cuda::ChooseDecodeSplits(*p, num_sms_);
+      fold = fold_rope_into_split_decode_ || p->num_splits == 1;
     }
     if (!fold) {  // the two launches, on the params already built
       if (absl::Status s = RopeAppendKv(qkv, batch, shape, rope, cache, layer); !s.ok()) return s;
-      return LaunchAttention(*p, kernel);
+      return LaunchAttention(*p, kernel, splits_chosen);
     }
     p->rope_inv_freq = rope.inv_freq;
     p->rope_attention_scaling = rope.attention_scaling;
@@ -394,7 +394,7 @@ class CudaBackend final : public Backend {
     p->rope_scale_hidden = rope.row_scale.hidden;
     p->rope_scale_eps = rope.row_scale.eps;
     p->slot_mapping = batch.slot_mapping;
-    return LaunchAttention(*p, cuda::AttentionKernel::kFlashDecode);
+    return LaunchAttention(*p, cuda::AttentionKernel::kFlashDecode, splits_chosen);
   }
 
   static absl::StatusOr<PagedAttentionParams> AttentionParamsFor(const void* qkv,
@@ -452,12 +452,14 @@ class CudaBackend final : public Backend {
     return kernel;
   }
 
-  absl::Status LaunchAttention(PagedAttentionParams p, cuda::AttentionKernel kernel) {
+  // splits_chosen: ChooseDecodeSplits already ran on `p` (RopeAppendAttention's fold decision).
+  absl::Status LaunchAttention(PagedAttentionParams p, cuda::AttentionKernel kernel,
+                               bool splits_chosen = false) {
     switch (kernel) {
       case cuda::AttentionKernel::kFlashDecode:
       case cuda::AttentionKernel::kMixed: {
         p.mixed_batch = kernel == cuda::AttentionKernel::kMixed;
-        cuda::ChooseDecodeSplits(p, num_sms_);
+        if (!splits_chosen) cuda::ChooseDecodeSplits(p, num_sms_);
         const size_t floats = cuda::FlashDecodeWorkspaceFloats(p);
         if (floats > 0) {
           auto workspace = Workspace(floats * sizeof(float));
