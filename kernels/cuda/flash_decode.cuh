@@ -353,11 +353,13 @@ __global__ void __launch_bounds__(Traits::kThreads)
   }
 
   // Folded RoPE: the token's scale (every thread), and, in the warp whose tile holds the token's
-  // position, that row's unrotated k and v pairs (i, i + D/2), i = lane + 32 j.
+  // position, that row's unrotated k and v pairs (i, i + D/2), i = lane + 32 j, and its slot. They
+  // are used only at that tile, so they stay as loaded until then: a use here (a conversion, a
+  // test of the slot) would wait for loads that queue behind this warp's K/V copies.
   constexpr int kPairsPerLane = kRope ? D / 64 : 1;
   float scale = 1.f;
   int new_iteration = -1, new_row = 0, new_slot = -1;
-  float new_k[kPairsPerLane][2], new_v[kPairsPerLane][2];
+  __nv_bfloat16 new_k[kPairsPerLane][2], new_v[kPairsPerLane][2];
   if constexpr (kRope) {
     if (params.rope_scale_rows_by != nullptr) {
       scale = BlockInverseRms(
@@ -375,10 +377,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
 #pragma unroll
       for (int j = 0; j < kPairsPerLane; ++j) {
         const int i = lane + 32 * j;
-        new_k[j][0] = __bfloat162float(k_row[i]);
-        new_k[j][1] = __bfloat162float(k_row[i + D / 2]);
-        new_v[j][0] = __bfloat162float(v_row[i]);
-        new_v[j][1] = __bfloat162float(v_row[i + D / 2]);
+        new_k[j][0] = k_row[i];
+        new_k[j][1] = k_row[i + D / 2];
+        new_v[j][0] = v_row[i];
+        new_v[j][1] = v_row[i + D / 2];
       }
     }
   }
@@ -413,7 +415,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
     if constexpr (kRope) {
       // The token's own row: its k and v as RopeAppendKv would have stored them, into the cache
       // (kept for later steps) and over the stale bytes this tile copied from there.
-      if (i == new_iteration && new_slot >= 0) {
+      if (i == new_iteration && new_slot >= 0) {  // new_iteration: from registers
         auto* tile_k = warp_pipeline + (i % kStages) * Traits::kStageElements;
         auto* tile_v = tile_k + kTileN * D;
         const int block = new_slot / layout.block_size;
@@ -426,10 +428,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
         for (int j = 0; j < kPairsPerLane; ++j) {
           const int c = lane + 32 * j;
           __nv_bfloat16 k0, k1;
-          RotatePair(new_k[j][0] * scale, new_k[j][1] * scale, last_position,
-                     params.rope_inv_freq[c], params.rope_attention_scaling, k0, k1);
-          const __nv_bfloat16 v0 = __float2bfloat16_rn(new_v[j][0] * scale);
-          const __nv_bfloat16 v1 = __float2bfloat16_rn(new_v[j][1] * scale);
+          RotatePair(__bfloat162float(new_k[j][0]) * scale, __bfloat162float(new_k[j][1]) * scale,
+                     last_position, params.rope_inv_freq[c], params.rope_attention_scaling, k0, k1);
+          const __nv_bfloat16 v0 = __float2bfloat16_rn(__bfloat162float(new_v[j][0]) * scale);
+          const __nv_bfloat16 v1 = __float2bfloat16_rn(__bfloat162float(new_v[j][1]) * scale);
           tile_k[SwizzledOffset<D>(new_row, c)] = k0;
           tile_k[SwizzledOffset<D>(new_row, c + D / 2)] = k1;
           tile_v[SwizzledOffset<D>(new_row, c)] = v0;

@@ -5,8 +5,9 @@
 // to the paged pool: slot = slot_mapping[t], block = slot / block_size, kvcache::KvLayout places
 // them. Blocks (token, slice): the threads of a token's slices stride over (head, i) pairs, then
 // over v elements (one element per thread for the usual shapes). With scale_rows_by (a folded
-// norm's RowRmsScale) each block first takes its token's scale and multiplies q, k and v by it. The
-// angle is rounded to fp32 before cos/sin (full-range sincosf), as the CPU reference does.
+// norm's RowRmsScale) each block takes its token's scale (after its first elements' loads are out)
+// and multiplies q, k and v by it. The angle is rounded to fp32 before cos/sin (full-range
+// sincosf), as the CPU reference does.
 // Reference: the CPU backend's RopeAppendKv; test: tests/kernels/gpu/small_ops_test.cc.
 #include <algorithm>
 
@@ -31,22 +32,38 @@ __global__ void RopeAppendKvKernel(const RopeAppendParams p) {
 
   const int rotated_heads = p.num_q_heads + p.num_kv_heads;
   const bool scaled = p.scale_rows_by != nullptr;
-  const float scale =
-      scaled ? BlockInverseRms(p.scale_rows_by + static_cast<int64_t>(token) * p.scale_hidden,
-                               p.scale_hidden, p.scale_eps)
-             : 1.f;
+  __nv_bfloat16* v = row + static_cast<int64_t>(rotated_heads) * p.head_dim;
   // blockIdx.y slices the token's elements: one element per thread for the usual shapes, so no
   // load waits behind an earlier (possibly aliasing) store of the same thread.
   const int first = blockIdx.y * blockDim.x + threadIdx.x;
   const int step = gridDim.y * blockDim.x;
-  for (int index = first; index < rotated_heads * half_dim; index += step) {
+  const int pairs = rotated_heads * half_dim;
+  const int v_elements = p.num_kv_heads * p.head_dim;
+  // The thread's first pair and v element are loaded before the row's scale is taken, so that
+  // their round trip overlaps the scale's (each thread owns its elements: nothing aliases them).
+  __nv_bfloat16 first_x0 = __float2bfloat16_rn(0.f), first_x1 = first_x0, first_v = first_x0;
+  float first_freq = 0.f;
+  if (first < pairs) {
+    const __nv_bfloat16* x = row + first / half_dim * p.head_dim;
+    first_x0 = x[first % half_dim];
+    first_x1 = x[first % half_dim + half_dim];
+    first_freq = p.inv_freq[first % half_dim];
+  }
+  if (first < v_elements) first_v = v[first];
+  const float scale =
+      scaled ? BlockInverseRms(p.scale_rows_by + static_cast<int64_t>(token) * p.scale_hidden,
+                               p.scale_hidden, p.scale_eps)
+             : 1.f;
+  for (int index = first; index < pairs; index += step) {
     const int head = index / half_dim;
     const int i = index % half_dim;
     __nv_bfloat16* x = row + head * p.head_dim;
-    const float x0 = __bfloat162float(x[i]) * scale;
-    const float x1 = __bfloat162float(x[i + half_dim]) * scale;
+    const bool preloaded = index == first;
+    const float x0 = __bfloat162float(preloaded ? first_x0 : x[i]) * scale;
+    const float x1 = __bfloat162float(preloaded ? first_x1 : x[i + half_dim]) * scale;
     __nv_bfloat16 y0, y1;
-    RotatePair(x0, x1, position, p.inv_freq[i], p.attention_scaling, y0, y1);
+    RotatePair(x0, x1, position, preloaded ? first_freq : p.inv_freq[i], p.attention_scaling, y0,
+               y1);
     x[i] = y0;
     x[i + half_dim] = y1;
     if (append && head >= p.num_q_heads) {
@@ -57,11 +74,10 @@ __global__ void RopeAppendKvKernel(const RopeAppendParams p) {
     }
   }
   if (!append && !scaled) return;
-  __nv_bfloat16* v = row + static_cast<int64_t>(rotated_heads) * p.head_dim;
-  for (int index = first; index < p.num_kv_heads * p.head_dim; index += step) {
+  for (int index = first; index < v_elements; index += step) {
     const int kv_head = index / p.head_dim;
     const int dim = index % p.head_dim;
-    __nv_bfloat16 value = v[index];
+    __nv_bfloat16 value = index == first ? first_v : v[index];
     if (scaled) {
       value = __float2bfloat16_rn(__bfloat162float(value) * scale);
       v[index] = value;
