@@ -147,11 +147,15 @@ class RandomCheckpoint final : public Checkpoint {
 // One prompt of kPrefillTokens tokens in one Forward (chunk of max_batch_tokens), in fresh blocks
 // from `first_block`: tokens/s and the model FLOP rate. FLOPs = 2 x tokens x (the layers' weight
 // elements) + causal attention 4 x Hq x D x S(S+1)/2 per layer (the LM head runs for the last token
-// only); MFU against the H100 SXM's 989 dense bf16 TFLOP/s.
+// only); MFU against the H100 SXM's 989 dense bf16 TFLOP/s. With `timeline` (the kernel timeline
+// of $LLM_BENCH_KERNEL_TIMELINE), kTimelineSteps more prompts are traced, like the decode steps:
+// the wall time hides the GPU's time behind the host's launches and its noise.
 constexpr int kPrefillTokens = 2048;
+constexpr int kTimelineSteps = 10;
 
 static Result PrefillStep(Transformer& model, int first_block, int block_size,
-                          std::mt19937& generator, std::uniform_int_distribution<int32_t>& token) {
+                          std::mt19937& generator, std::uniform_int_distribution<int32_t>& token,
+                          bool timeline, std::vector<std::string>& timeline_json) {
   const ModelConfig& c = model.config();
   SequenceChunk chunk;
   for (int t = 0; t < kPrefillTokens; ++t) chunk.tokens.push_back(token(generator));
@@ -185,6 +189,18 @@ static Result PrefillStep(Transformer& model, int first_block, int block_size,
                 100.0 * tflops / 989.0);
   std::printf("%-34s %10.3f %12.0f  %.1f TFLOP/s, %s\n", shape, median, s / (median * 1e-3), tflops,
               note);
+  if (timeline) {
+    KernelTimeline::TakeRecords();  // drop the timed prompts' records
+    std::vector<uint64_t> marks;
+    for (int i = 0; i < kTimelineSteps; ++i) {
+      marks.push_back(KernelTimeline::Now());
+      if (!model.Forward(std::span(&chunk, 1)).ok()) break;
+    }
+    const std::vector<KernelRecord> records = KernelTimeline::TakeRecords();
+    const TimelineSummary summary = SummarizeTimeline(records, marks);
+    PrintTimeline(shape, summary);
+    timeline_json.push_back(TimelineJson(shape, summary, records, marks));
+  }
   return Result{"model_prefill", shape, median, tflops, 0, note};
 }
 
@@ -299,7 +315,6 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
           Result{"decode_step", shape, median, 0, 0, "wall time of Forward, greedy sampling"});
       std::printf("%-34s %10.3f %12.0f\n", shape, median, batch / (median * 1e-3));
       if (timeline) {
-        constexpr int kTimelineSteps = 10;
         KernelTimeline::TakeRecords();  // drop the timed steps' records
         std::vector<uint64_t> marks;
         for (int i = 0; i < kTimelineSteps; ++i) {
@@ -316,8 +331,8 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
       }
     }
     if (mode == Mode::kAuto) {
-      const Result prefill =
-          PrefillStep(**model, max_batch * blocks_per_seq, block_size, generator, token);
+      const Result prefill = PrefillStep(**model, max_batch * blocks_per_seq, block_size, generator,
+                                         token, timeline, timeline_json);
       if (prefill.median_ms > 0) results.push_back(prefill);
     }
   }
