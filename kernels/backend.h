@@ -90,6 +90,9 @@ struct AttentionBatch {
   int32_t block_table_stride = 0;
   int32_t max_query_len = 0;  // host-known maxima, for launch shapes
   int32_t max_kv_len = 0;
+  // Host-known minimum query length (0: not known). A backend may skip a kernel meant only for
+  // short queries when no sequence has one (the CUDA backend's flash decode in a prefill step).
+  int32_t min_query_len = 0;
 };
 
 struct AttentionShape {

@@ -33,6 +33,7 @@ struct PagedAttentionParams {
   int32_t num_seqs = 0;
   int32_t num_tokens = 0;
   int32_t max_query_len = 0;  // host-known maxima: launch shapes only
+  int32_t min_query_len = 0;  // host-known minimum (0: not known): ChooseAttentionKernel
   int32_t max_kv_len = 0;
   int32_t num_q_heads = 0;
   int32_t num_kv_heads = 0;

@@ -424,6 +424,7 @@ class CudaBackend final : public Backend {
     p.num_seqs = batch.num_seqs;
     p.num_tokens = batch.num_tokens;
     p.max_query_len = batch.max_query_len;
+    p.min_query_len = batch.min_query_len;
     p.max_kv_len = batch.max_kv_len;
     p.num_q_heads = shape.num_q_heads;
     p.num_kv_heads = shape.num_kv_heads;

@@ -5,10 +5,10 @@
 // to the paged pool: slot = slot_mapping[t], block = slot / block_size, kvcache::KvLayout places
 // them. Blocks (token, slice): the threads of a token's slices stride over (head, i) pairs, then
 // over v elements (one element per thread for the usual shapes). With scale_rows_by (a folded
-// norm's RowRmsScale) each block takes its token's scale (after its first elements' loads are out)
-// and multiplies q, k and v by it. The angle is rounded to fp32 before cos/sin (full-range
-// sincosf), as the CPU reference does.
-// Reference: the CPU backend's RopeAppendKv; test: tests/kernels/gpu/small_ops_test.cc.
+// norm's RowRmsScale) each block takes its token's scale (decode-sized launches: after the first
+// elements' loads are out) and multiplies q, k and v by it. The angle is rounded to fp32 before
+// cos/sin (full-range sincosf), as the CPU reference does. Reference: the CPU backend's
+// RopeAppendKv; test: tests/kernels/gpu/small_ops_test.cc.
 #include <algorithm>
 
 #include "kernels/cuda/cuda_check.h"
@@ -19,6 +19,13 @@
 namespace llm::cuda {
 namespace {
 
+// Launches of at most this many tokens (decode steps: one wave of blocks on an H100) load each
+// thread's first elements before the row's scale is taken, so that the two round trips overlap:
+// TinyLlama's shape, in-graph, B8 / B16 2.95 -> 2.74 / 3.00 -> 2.80 us. Larger ones stream
+// (bandwidth-bound), and there the early loads measured slower (2048 tokens: 35.0 -> 42.3 us).
+constexpr int32_t kFirstLoadsEarlyMaxTokens = 256;
+
+template <bool kFirstLoadsEarly>
 __global__ void RopeAppendKvKernel(const RopeAppendParams p) {
   const int token = blockIdx.x;
   const int half_dim = p.head_dim / 2;
@@ -39,31 +46,15 @@ __global__ void RopeAppendKvKernel(const RopeAppendParams p) {
   const int step = gridDim.y * blockDim.x;
   const int pairs = rotated_heads * half_dim;
   const int v_elements = p.num_kv_heads * p.head_dim;
-  // The thread's first pair and v element are loaded before the row's scale is taken, so that
-  // their round trip overlaps the scale's (each thread owns its elements: nothing aliases them).
-  __nv_bfloat16 first_x0 = __float2bfloat16_rn(0.f), first_x1 = first_x0, first_v = first_x0;
-  float first_freq = 0.f;
-  if (first < pairs) {
-    const __nv_bfloat16* x = row + first / half_dim * p.head_dim;
-    first_x0 = x[first % half_dim];
-    first_x1 = x[first % half_dim + half_dim];
-    first_freq = p.inv_freq[first % half_dim];
-  }
-  if (first < v_elements) first_v = v[first];
-  const float scale =
-      scaled ? BlockInverseRms(p.scale_rows_by + static_cast<int64_t>(token) * p.scale_hidden,
-                               p.scale_hidden, p.scale_eps)
-             : 1.f;
-  for (int index = first; index < pairs; index += step) {
+  float scale = 1.f;
+  // Pair `index` (head, i) from its unrotated values, into the row and (k heads) the pool.
+  const auto rotate = [&](int index, __nv_bfloat16 x0, __nv_bfloat16 x1, float inv_freq) {
     const int head = index / half_dim;
     const int i = index % half_dim;
     __nv_bfloat16* x = row + head * p.head_dim;
-    const bool preloaded = index == first;
-    const float x0 = __bfloat162float(preloaded ? first_x0 : x[i]) * scale;
-    const float x1 = __bfloat162float(preloaded ? first_x1 : x[i + half_dim]) * scale;
     __nv_bfloat16 y0, y1;
-    RotatePair(x0, x1, position, preloaded ? first_freq : p.inv_freq[i], p.attention_scaling, y0,
-               y1);
+    RotatePair(__bfloat162float(x0) * scale, __bfloat162float(x1) * scale, position, inv_freq,
+               p.attention_scaling, y0, y1);
     x[i] = y0;
     x[i + half_dim] = y1;
     if (append && head >= p.num_q_heads) {
@@ -72,18 +63,53 @@ __global__ void RopeAppendKvKernel(const RopeAppendParams p) {
       p.k_cache[offset] = y0;
       p.k_cache[offset + half_dim] = y1;
     }
-  }
-  if (!append && !scaled) return;
-  for (int index = first; index < v_elements; index += step) {
-    const int kv_head = index / p.head_dim;
-    const int dim = index % p.head_dim;
-    __nv_bfloat16 value = index == first ? first_v : v[index];
+  };
+  const auto rotate_loaded = [&](int index) {
+    const __nv_bfloat16* x = row + index / half_dim * p.head_dim;
+    const int i = index % half_dim;
+    rotate(index, x[i], x[i + half_dim], p.inv_freq[i]);
+  };
+  // v element `index`, scaled, into the row and the pool.
+  const auto store_v = [&](int index, __nv_bfloat16 value) {
     if (scaled) {
       value = __float2bfloat16_rn(__bfloat162float(value) * scale);
       v[index] = value;
     }
-    if (append) p.v_cache[p.layout.offset_in_layer(block, kv_head, slot_in_block, dim)] = value;
+    if (append) {
+      p.v_cache[p.layout.offset_in_layer(block, index / p.head_dim, slot_in_block,
+                                         index % p.head_dim)] = value;
+    }
+  };
+  const auto scale_of_row = [&] {
+    return scaled ? BlockInverseRms(p.scale_rows_by + static_cast<int64_t>(token) * p.scale_hidden,
+                                    p.scale_hidden, p.scale_eps)
+                  : 1.f;
+  };
+  const bool writes_v = append || scaled;
+  int pair_begin = first, v_begin = first;
+  if constexpr (kFirstLoadsEarly) {
+    // The thread owns its elements, so nothing aliases these loads.
+    const __nv_bfloat16 zero = __float2bfloat16_rn(0.f);
+    __nv_bfloat16 x0 = zero, x1 = zero, first_v = zero;
+    float inv_freq = 0.f;
+    if (first < pairs) {
+      const __nv_bfloat16* x = row + first / half_dim * p.head_dim;
+      x0 = x[first % half_dim];
+      x1 = x[first % half_dim + half_dim];
+      inv_freq = p.inv_freq[first % half_dim];
+    }
+    if (writes_v && first < v_elements) first_v = v[first];
+    scale = scale_of_row();
+    if (first < pairs) rotate(first, x0, x1, inv_freq);
+    if (writes_v && first < v_elements) store_v(first, first_v);
+    pair_begin += step;
+    v_begin += step;
+  } else {
+    scale = scale_of_row();
   }
+  for (int index = pair_begin; index < pairs; index += step) rotate_loaded(index);
+  if (!writes_v) return;
+  for (int index = v_begin; index < v_elements; index += step) store_v(index, v[index]);
 }
 
 }  // namespace
@@ -109,7 +135,11 @@ absl::Status LaunchRopeAppendKv(const RopeAppendParams& p, cudaStream_t stream) 
   const dim3 grid(
       static_cast<unsigned>(p.num_tokens),
       static_cast<unsigned>(std::min<int64_t>(64, (elements + kThreads - 1) / kThreads)));
-  RopeAppendKvKernel<<<grid, kThreads, 0, stream>>>(p);
+  if (p.num_tokens <= kFirstLoadsEarlyMaxTokens) {
+    RopeAppendKvKernel<true><<<grid, kThreads, 0, stream>>>(p);
+  } else {
+    RopeAppendKvKernel<false><<<grid, kThreads, 0, stream>>>(p);
+  }
   LLM_CUDA_CHECK_LAUNCH(RopeAppendKvKernel);
   return absl::OkStatus();
 }

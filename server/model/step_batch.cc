@@ -117,6 +117,7 @@ absl::StatusOr<StepBatch> BuildStepBatch(std::span<const SequenceChunk> chunks,
     step.query_start.push_back(first_row + length);
     step.kv_lens.push_back(kv_len);
     step.max_query_len = std::max(step.max_query_len, length);
+    step.min_query_len = c == 0 ? length : std::min(step.min_query_len, length);
     step.max_kv_len = std::max(step.max_kv_len, kv_len);
     if (chunk.sample) {
       step.logit_rows.push_back(first_row + length - 1);

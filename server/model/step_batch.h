@@ -34,6 +34,7 @@ struct StepBatch {
   std::vector<int32_t> block_tables;  // [num_chunks, block_table_stride], padded with block 0
   int32_t block_table_stride = 0;
   int32_t max_query_len = 0;
+  int32_t min_query_len = 0;
   int32_t max_kv_len = 0;
 
   // Token rows whose logits are computed: first one row per sampling chunk (its last token), then

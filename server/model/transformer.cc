@@ -202,6 +202,7 @@ class LlamaTransformer final : public Transformer {
     batch.block_tables = buffers_.block_tables.as<int32_t>();
     batch.block_table_stride = step.block_table_stride;
     batch.max_query_len = step.max_query_len;
+    batch.min_query_len = step.min_query_len;
     batch.max_kv_len = step.max_kv_len;
     return batch;
   }
@@ -273,6 +274,7 @@ class LlamaTransformer final : public Transformer {
     batch.block_tables = at(tables);
     batch.block_table_stride = stride;
     batch.max_query_len = 1;
+    batch.min_query_len = 1;
     batch.max_kv_len = kv_bucket;
     const int32_t* device_tokens = at(token_ids);
 

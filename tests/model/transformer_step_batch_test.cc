@@ -47,6 +47,7 @@ TEST(StepBatchTest, FlattensChunksWithSlotsFromTheirBlockTables) {
   // Only the blocks covering each sequence are copied; the rest of a row is padded with block 0.
   EXPECT_EQ(step->block_tables, (std::vector<int32_t>{7, 3, 11, 5, 0, 0}));
   EXPECT_EQ(step->max_query_len, 3);
+  EXPECT_EQ(step->min_query_len, 1);
   EXPECT_EQ(step->max_kv_len, 9);
 }
 

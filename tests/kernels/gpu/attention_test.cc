@@ -118,6 +118,7 @@ class AttentionCase {
       query_start_.push_back(static_cast<int32_t>(positions_.size()));
       kv_lens_.push_back(kv_len);
       max_query_len_ = std::max(max_query_len_, sequence.new_tokens);
+      min_query_len_ = s == 0 ? sequence.new_tokens : std::min(min_query_len_, sequence.new_tokens);
       max_kv_len_ = std::max(max_kv_len_, kv_len);
     }
     num_tokens_ = static_cast<int32_t>(positions_.size());
@@ -149,6 +150,16 @@ class AttentionCase {
                         gpu_testing::Upload(gpu, query_start_),
                         gpu_testing::Upload(gpu, kv_lens_),
                         gpu_testing::Upload(gpu, block_tables_)};
+  }
+
+  // Whether the batch tells the backend its shortest query (AttentionBatch::min_query_len).
+  void set_known_min_query_len(bool known) { known_min_query_len_ = known; }
+  // The kernel ChooseAttentionKernel picks for this case's batch.
+  cuda::AttentionKernel AutoKernel() const {
+    const DeviceBuffer none;
+    cuda::PagedAttentionParams p = DeviceParams(none, none, none);
+    p.min_query_len = known_min_query_len_ ? min_query_len_ : 0;
+    return cuda::ChooseAttentionKernel(p);
   }
 
   // Runs `kernel` on the CUDA backend; returns the output as floats.
@@ -382,6 +393,7 @@ class AttentionCase {
     batch.block_tables = block_tables_.data();
     batch.block_table_stride = max_blocks_ + 1;
     batch.max_query_len = max_query_len_;
+    batch.min_query_len = known_min_query_len_ ? min_query_len_ : 0;
     batch.max_kv_len = max_kv_len_;
     return batch;
   }
@@ -392,6 +404,8 @@ class AttentionCase {
   int32_t max_blocks_ = 0;
   int32_t num_tokens_ = 0;
   int32_t max_query_len_ = 0;
+  int32_t min_query_len_ = 0;
+  bool known_min_query_len_ = true;
   int32_t max_kv_len_ = 0;
   std::vector<int32_t> positions_, slot_mapping_, query_start_, kv_lens_, block_tables_;
   std::vector<float> qkv_, pool_, reference_;
@@ -456,6 +470,31 @@ TEST_P(AttentionGridTest, RaggedPrefillMatchesCpuReference) {
   AttentionCase test_case(problem);
   for (Kernel kernel : {Kernel::kAuto, Kernel::kFlashPrefill, Kernel::kGeneric})
     test_case.Check(kernel);
+}
+
+// A prefill step (every sequence more query rows than flash decode takes): with the shortest query
+// known (AttentionBatch::min_query_len) the backend runs flash prefill alone; without it, the mixed
+// launch (flash decode's grid and merge kernel, which skip every sequence, then flash prefill).
+// Both against the CPU reference.
+TEST(AttentionDispatchTest, PrefillStepRunsFlashPrefillAloneWhenItsShortestQueryIsKnown) {
+  SKIP_WITHOUT_GPU();
+  Problem problem;
+  problem.head_dim = 64;
+  problem.num_q_heads = 32;
+  problem.num_kv_heads = 4;
+  problem.sequences = {{0, 300}, {0, 3}, {100, 40}, {17, 2}};  // 2 x 8 rows > 16: not decode
+  problem.seed = 4242;
+  AttentionCase test_case(problem);
+  EXPECT_EQ(test_case.AutoKernel(), cuda::AttentionKernel::kFlashPrefill);
+  test_case.Check(Kernel::kAuto);
+  test_case.set_known_min_query_len(false);
+  EXPECT_EQ(test_case.AutoKernel(), cuda::AttentionKernel::kMixed);
+  test_case.Check(Kernel::kAuto);
+  // One decode token among them: mixed again, whatever is known.
+  problem.sequences.push_back({50, 1});
+  AttentionCase with_decode(problem);
+  EXPECT_EQ(with_decode.AutoKernel(), cuda::AttentionKernel::kMixed);
+  with_decode.Check(Kernel::kAuto);
 }
 
 TEST_P(AttentionGridTest, DecodeBatchMatchesCpuReference) {
