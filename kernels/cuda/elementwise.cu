@@ -66,6 +66,7 @@ __global__ void SiluMulVectorKernel(const SiluMulParams p) {
   auto* out = reinterpret_cast<uint4*>(p.out);
   const int32_t inter_chunks = p.inter / 8;
   int64_t first, end, step;
+  float scale = 1.f;
   if constexpr (kScaled) {
     const int64_t row = blockIdx.x;
     first = row * inter_chunks + blockIdx.y * blockDim.x + threadIdx.x;
@@ -76,32 +77,26 @@ __global__ void SiluMulVectorKernel(const SiluMulParams p) {
     end = static_cast<int64_t>(p.rows) * inter_chunks;
     step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   }
-  const auto gate_of = [&](int64_t i) {
-    return gate_up[i / inter_chunks * 2 * inter_chunks + i % inter_chunks];
-  };
-  const auto up_of = [&](int64_t i) {
-    return gate_up[i / inter_chunks * 2 * inter_chunks + inter_chunks + i % inter_chunks];
-  };
   const auto scale_of_row = [&] {
     return BlockInverseRms(p.scale_rows_by + blockIdx.x * static_cast<int64_t>(p.scale_hidden),
                            p.scale_hidden, p.scale_eps);
   };
-  float scale = 1.f;
-  int64_t begin = first;
-  if constexpr (kScaled && kFirstLoadsEarly) {
-    uint4 gate = make_uint4(0, 0, 0, 0), up = gate;
-    if (first < end) {
-      gate = gate_of(first);
-      up = up_of(first);
-    }
-    scale = scale_of_row();
-    if (first < end) out[first] = ScaledSwiGluChunk(gate, up, scale);
-    begin += step;
-  } else if constexpr (kScaled) {
-    scale = scale_of_row();
+  if constexpr (kScaled && !kFirstLoadsEarly) scale = scale_of_row();
+  uint4 gate = make_uint4(0, 0, 0, 0), up = gate;
+  const auto load = [&](int64_t i) {
+    const int64_t row = i / inter_chunks;
+    const int64_t chunk = i % inter_chunks;
+    gate = gate_up[row * 2 * inter_chunks + chunk];
+    up = gate_up[row * 2 * inter_chunks + inter_chunks + chunk];
+  };
+  if constexpr (kFirstLoadsEarly) {
+    if (first < end) load(first);
+    if constexpr (kScaled) scale = scale_of_row();
   }
-  for (int64_t i = begin; i < end; i += step)
-    out[i] = ScaledSwiGluChunk(gate_of(i), up_of(i), scale);
+  for (int64_t i = first; i < end; i += step) {
+    if (!kFirstLoadsEarly || i != first) load(i);
+    out[i] = ScaledSwiGluChunk(gate, up, scale);
+  }
 }
 
 // Any inter: blocks (row, slice) stride over the row's elements.

@@ -25,8 +25,60 @@ namespace {
 // (bandwidth-bound), and there the early loads measured slower (2048 tokens: 35.0 -> 42.3 us).
 constexpr int32_t kFirstLoadsEarlyMaxTokens = 256;
 
-template <bool kFirstLoadsEarly>
 __global__ void RopeAppendKvKernel(const RopeAppendParams p) {
+  const int token = blockIdx.x;
+  const int half_dim = p.head_dim / 2;
+  const int position = p.positions[token];
+  const int slot = p.slot_mapping[token];
+  const int64_t row_stride = static_cast<int64_t>(p.num_q_heads + 2 * p.num_kv_heads) * p.head_dim;
+  __nv_bfloat16* row = p.qkv + token * row_stride;
+  const bool append = slot >= 0;
+  const int block = append ? slot / p.layout.block_size : 0;
+  const int slot_in_block = append ? slot % p.layout.block_size : 0;
+
+  const int rotated_heads = p.num_q_heads + p.num_kv_heads;
+  const bool scaled = p.scale_rows_by != nullptr;
+  const float scale =
+      scaled ? BlockInverseRms(p.scale_rows_by + static_cast<int64_t>(token) * p.scale_hidden,
+                               p.scale_hidden, p.scale_eps)
+             : 1.f;
+  // blockIdx.y slices the token's elements: one element per thread for the usual shapes, so no
+  // load waits behind an earlier (possibly aliasing) store of the same thread.
+  const int first = blockIdx.y * blockDim.x + threadIdx.x;
+  const int step = gridDim.y * blockDim.x;
+  for (int index = first; index < rotated_heads * half_dim; index += step) {
+    const int head = index / half_dim;
+    const int i = index % half_dim;
+    __nv_bfloat16* x = row + head * p.head_dim;
+    const float x0 = __bfloat162float(x[i]) * scale;
+    const float x1 = __bfloat162float(x[i + half_dim]) * scale;
+    __nv_bfloat16 y0, y1;
+    RotatePair(x0, x1, position, p.inv_freq[i], p.attention_scaling, y0, y1);
+    x[i] = y0;
+    x[i + half_dim] = y1;
+    if (append && head >= p.num_q_heads) {
+      const int kv_head = head - p.num_q_heads;
+      const int64_t offset = p.layout.offset_in_layer(block, kv_head, slot_in_block, i);
+      p.k_cache[offset] = y0;
+      p.k_cache[offset + half_dim] = y1;
+    }
+  }
+  if (!append && !scaled) return;
+  __nv_bfloat16* v = row + static_cast<int64_t>(rotated_heads) * p.head_dim;
+  for (int index = first; index < p.num_kv_heads * p.head_dim; index += step) {
+    const int kv_head = index / p.head_dim;
+    const int dim = index % p.head_dim;
+    __nv_bfloat16 value = v[index];
+    if (scaled) {
+      value = __float2bfloat16_rn(__bfloat162float(value) * scale);
+      v[index] = value;
+    }
+    if (append) p.v_cache[p.layout.offset_in_layer(block, kv_head, slot_in_block, dim)] = value;
+  }
+}
+
+// The same with each thread's first elements loaded before the row's scale is taken.
+__global__ void RopeAppendKvEarlyLoadsKernel(const RopeAppendParams p) {
   const int token = blockIdx.x;
   const int half_dim = p.head_dim / 2;
   const int position = p.positions[token];
@@ -86,9 +138,8 @@ __global__ void RopeAppendKvKernel(const RopeAppendParams p) {
                   : 1.f;
   };
   const bool writes_v = append || scaled;
-  int pair_begin = first, v_begin = first;
-  if constexpr (kFirstLoadsEarly) {
-    // The thread owns its elements, so nothing aliases these loads.
+  // The thread's first pair and v element (it owns them: nothing aliases these loads).
+  {
     const __nv_bfloat16 zero = __float2bfloat16_rn(0.f);
     __nv_bfloat16 x0 = zero, x1 = zero, first_v = zero;
     float inv_freq = 0.f;
@@ -102,14 +153,10 @@ __global__ void RopeAppendKvKernel(const RopeAppendParams p) {
     scale = scale_of_row();
     if (first < pairs) rotate(first, x0, x1, inv_freq);
     if (writes_v && first < v_elements) store_v(first, first_v);
-    pair_begin += step;
-    v_begin += step;
-  } else {
-    scale = scale_of_row();
   }
-  for (int index = pair_begin; index < pairs; index += step) rotate_loaded(index);
+  for (int index = first + step; index < pairs; index += step) rotate_loaded(index);
   if (!writes_v) return;
-  for (int index = v_begin; index < v_elements; index += step) store_v(index, v[index]);
+  for (int index = first + step; index < v_elements; index += step) store_v(index, v[index]);
 }
 
 }  // namespace
@@ -136,9 +183,9 @@ absl::Status LaunchRopeAppendKv(const RopeAppendParams& p, cudaStream_t stream) 
       static_cast<unsigned>(p.num_tokens),
       static_cast<unsigned>(std::min<int64_t>(64, (elements + kThreads - 1) / kThreads)));
   if (p.num_tokens <= kFirstLoadsEarlyMaxTokens) {
-    RopeAppendKvKernel<true><<<grid, kThreads, 0, stream>>>(p);
+    RopeAppendKvEarlyLoadsKernel<<<grid, kThreads, 0, stream>>>(p);
   } else {
-    RopeAppendKvKernel<false><<<grid, kThreads, 0, stream>>>(p);
+    RopeAppendKvKernel<<<grid, kThreads, 0, stream>>>(p);
   }
   LLM_CUDA_CHECK_LAUNCH(RopeAppendKvKernel);
   return absl::OkStatus();

@@ -482,7 +482,7 @@ TEST(AttentionDispatchTest, PrefillStepRunsFlashPrefillAloneWhenItsShortestQuery
   problem.head_dim = 64;
   problem.num_q_heads = 32;
   problem.num_kv_heads = 4;
-  problem.sequences = {{0, 300}, {0, 3}, {100, 40}, {17, 2}};  // 2 x 8 rows > 16: not decode
+  problem.sequences = {{0, 300}, {0, 3}, {100, 40}, {17, 3}};  // 3 x 8 rows > 16: not decode
   problem.seed = 4242;
   AttentionCase test_case(problem);
   EXPECT_EQ(test_case.AutoKernel(), cuda::AttentionKernel::kFlashPrefill);

@@ -129,16 +129,19 @@ TEST_F(SmallOpsTest, RopeAppendKvMatchesCpu) {
 }
 
 // The ops of the folded-norm path (TransformerOptions::norm_gains): RopeAppendKv and SiluMul with
-// a row scale taken from x (the vector and the scalar row sums: hidden 2048 and 1004), and
-// MatmulAdd through the GEMV (m <= 4) and cuBLASLt with beta = 1.
+// a row scale taken from x (the vector and the scalar row sums: hidden 2048 and 1004), at a
+// decode-sized and a prefill-sized token count (the kernels load in a different order above 256),
+// and MatmulAdd through the GEMV (m <= 4) and cuBLASLt with beta = 1.
 TEST_F(SmallOpsTest, FoldedNormOpsMatchCpu) {
-  for (int32_t hidden : {2048, 1004}) {
-    const int32_t hq = 8, hkv = 2, head_dim = 64, block_size = 16, tokens = 21, layer = 0;
-    const kvcache::KvLayout layout{1, 4, block_size, hkv, head_dim};
+  for (const auto [hidden, tokens] :
+       {std::pair{2048, 21}, std::pair{1004, 21}, std::pair{2048, 300}}) {
+    const int32_t hq = 8, hkv = 2, head_dim = 64, block_size = 16, layer = 0;
+    const kvcache::KvLayout layout{1, 20, block_size, hkv, head_dim};
     std::vector<int32_t> positions(tokens), slots(tokens);
     for (int32_t t = 0; t < tokens; ++t) {
       positions[t] = 3 * t + 5;
-      slots[t] = t == 4 ? -1 : (t * 7) % (layout.num_blocks * block_size);  // one token not kept
+      // Distinct slots (7 is prime to the pool's 320), one token not kept.
+      slots[t] = t == 4 ? -1 : (t * 7) % (layout.num_blocks * block_size);
     }
     const std::vector<float> inv_freq = gpu_testing::RopeInverseFrequencies(head_dim);
     const int64_t row = static_cast<int64_t>(hq + 2 * hkv) * head_dim;
