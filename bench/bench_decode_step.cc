@@ -204,6 +204,54 @@ static Result PrefillStep(Transformer& model, int first_block, int block_size,
   return Result{"model_prefill", shape, median, tflops, 0, note};
 }
 
+// A continuous-batching step: `decodes` (one token each, at their contexts) next to a prompt chunk
+// of kMixedChunkTokens tokens in fresh blocks from `first_block`, in one Forward (eager: graphs are
+// for decode steps only). Wall time, median of 6, and the kernel timeline as PrefillStep's.
+constexpr int kMixedChunkTokens = 512;
+
+static Result MixedStep(Transformer& model, const std::vector<SequenceChunk>& decodes,
+                        int first_block, int block_size, std::mt19937& generator,
+                        std::uniform_int_distribution<int32_t>& token, bool timeline,
+                        std::vector<std::string>& timeline_json) {
+  std::vector<SequenceChunk> chunks = decodes;
+  SequenceChunk prompt;
+  for (int t = 0; t < kMixedChunkTokens; ++t) prompt.tokens.push_back(token(generator));
+  for (int b = 0; b < kMixedChunkTokens / block_size; ++b)
+    prompt.block_table.push_back(first_block + b);
+  chunks.push_back(prompt);
+  std::vector<double> ms;
+  for (int i = 0; i < 8; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    auto step = model.Forward(chunks);
+    const auto end = std::chrono::steady_clock::now();
+    if (!step.ok()) {
+      std::fprintf(stderr, "mixed_step: %s\n", step.status().ToString().c_str());
+      return Result{};
+    }
+    if (i >= 2) ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
+  }
+  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+  const double median = ms[ms.size() / 2];
+  char shape[80];
+  std::snprintf(shape, sizeof(shape), "B%zu decodes + %d-token chunk", decodes.size(),
+                kMixedChunkTokens);
+  std::printf("%-34s %10.3f %12.0f\n", shape, median,
+              (decodes.size() + kMixedChunkTokens) / (median * 1e-3));
+  if (timeline) {
+    KernelTimeline::TakeRecords();
+    std::vector<uint64_t> marks;
+    for (int i = 0; i < kTimelineSteps; ++i) {
+      marks.push_back(KernelTimeline::Now());
+      if (!model.Forward(chunks).ok()) break;
+    }
+    const std::vector<KernelRecord> records = KernelTimeline::TakeRecords();
+    const TimelineSummary summary = SummarizeTimeline(records, marks);
+    PrintTimeline(shape, summary);
+    timeline_json.push_back(TimelineJson(shape, summary, records, marks));
+  }
+  return Result{"mixed_step", shape, median, 0, 0, "wall time of Forward, eager"};
+}
+
 std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int>& default_batches,
                                        int iterations) {
   std::vector<Result> results;
@@ -331,6 +379,18 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
       }
     }
     if (mode == Mode::kAuto) {
+      // Up to 15 decodes and a prompt chunk in the prefill's blocks: at 16 sequences of 512
+      // positions the decodes take 2 KV splits merged by the merge kernel (16 x 4 x 2 blocks
+      // leave no room for clusters), the mixed launch of flash decode and flash prefill.
+      std::vector<SequenceChunk> decodes(std::min(max_batch, 16) - 1);
+      for (size_t s = 0; s < decodes.size(); ++s) {
+        decodes[s].tokens = {token(generator)};
+        decodes[s].start_position = context_tokens - 1;
+        decodes[s].block_table = sequences[s].block_table;
+      }
+      const Result mixed = MixedStep(**model, decodes, max_batch * blocks_per_seq, block_size,
+                                     generator, token, timeline, timeline_json);
+      if (mixed.median_ms > 0) results.push_back(mixed);
       const Result prefill = PrefillStep(**model, max_batch * blocks_per_seq, block_size, generator,
                                          token, timeline, timeline_json);
       if (prefill.median_ms > 0) results.push_back(prefill);
