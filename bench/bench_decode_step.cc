@@ -379,9 +379,9 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
       }
     }
     if (mode == Mode::kAuto) {
-      // Up to 15 decodes and a prompt chunk in the prefill's blocks: at 16 sequences of 512
-      // positions the decodes take 2 KV splits merged by the merge kernel (16 x 4 x 2 blocks
-      // leave no room for clusters), the mixed launch of flash decode and flash prefill.
+      // Up to 15 decodes and a prompt chunk in the prefill's blocks: the mixed launch of flash
+      // decode (at 16 sequences of 512 positions 2 KV splits, merged in clusters) and flash
+      // prefill.
       std::vector<SequenceChunk> decodes(std::min(max_batch, 16) - 1);
       for (size_t s = 0; s < decodes.size(); ++s) {
         decodes[s].tokens = {token(generator)};
