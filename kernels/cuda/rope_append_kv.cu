@@ -8,7 +8,8 @@
 // norm's RowRmsScale) each block takes its token's scale (decode-sized launches: after the first
 // elements' loads are out) and multiplies q, k and v by it. The angle is rounded to fp32 before
 // cos/sin (full-range sincosf), as the CPU reference does. Reference: the CPU backend's
-// RopeAppendKv; test: tests/kernels/gpu/small_ops_test.cc.
+// RopeAppendKv; test: tests/kernels/gpu/small_ops_test.cc. Prefill-sized launches take
+// RopeAppendKvRowsKernel (a block per token, 16-byte accesses) where the shapes allow.
 #include <algorithm>
 
 #include "kernels/cuda/cuda_check.h"
@@ -159,6 +160,82 @@ __global__ void RopeAppendKvEarlyLoadsKernel(const RopeAppendParams p) {
   for (int index = first + step; index < v_elements; index += step) store_v(index, v[index]);
 }
 
+// Large launches (prefill chunks) with head_dim % 16 == 0: one block per token. The token's
+// cosines and sines are taken once per column into shared memory (RopeCosSin; the per-pair kernels
+// above take them again for every head: 36 times at TinyLlama's shape) and the row scale once per
+// token; then each thread rotates 8 adjacent pairs of a head with 16-byte loads and stores.
+constexpr int kRowsThreads = 128;
+constexpr int kRowsMaxHalfDim = 256;
+
+__global__ void __launch_bounds__(kRowsThreads) RopeAppendKvRowsKernel(const RopeAppendParams p) {
+  __shared__ float cosines[kRowsMaxHalfDim], sines[kRowsMaxHalfDim];
+  const int token = blockIdx.x;
+  const int half_dim = p.head_dim / 2;
+  const int position = p.positions[token];
+  const int slot = p.slot_mapping[token];
+  const int64_t row_stride = static_cast<int64_t>(p.num_q_heads + 2 * p.num_kv_heads) * p.head_dim;
+  __nv_bfloat16* row = p.qkv + token * row_stride;
+  const bool append = slot >= 0;
+  const int block = append ? slot / p.layout.block_size : 0;
+  const int slot_in_block = append ? slot % p.layout.block_size : 0;
+  for (int i = threadIdx.x; i < half_dim; i += kRowsThreads) {
+    RopeCosSin(position, p.inv_freq[i], p.attention_scaling, cosines[i], sines[i]);
+  }
+  const bool scaled = p.scale_rows_by != nullptr;
+  const float scale =  // (synchronises the block, so the table is complete after it too)
+      scaled ? BlockInverseRms(p.scale_rows_by + static_cast<int64_t>(token) * p.scale_hidden,
+                               p.scale_hidden, p.scale_eps)
+             : 1.f;
+  if (!scaled) __syncthreads();
+
+  const int rotated_heads = p.num_q_heads + p.num_kv_heads;
+  const int vectors_per_head = half_dim / 8;
+  for (int item = threadIdx.x; item < rotated_heads * vectors_per_head; item += kRowsThreads) {
+    const int head = item / vectors_per_head;
+    const int i = item % vectors_per_head * 8;
+    auto* x0 = reinterpret_cast<uint4*>(row + head * p.head_dim + i);
+    auto* x1 = reinterpret_cast<uint4*>(row + head * p.head_dim + half_dim + i);
+    const uint4 in0 = *x0, in1 = *x1;
+    const auto* a = reinterpret_cast<const __nv_bfloat16*>(&in0);
+    const auto* b = reinterpret_cast<const __nv_bfloat16*>(&in1);
+    uint4 out0, out1;
+    auto* y0 = reinterpret_cast<__nv_bfloat16*>(&out0);
+    auto* y1 = reinterpret_cast<__nv_bfloat16*>(&out1);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      RotatePairBy(__bfloat162float(a[j]) * scale, __bfloat162float(b[j]) * scale, cosines[i + j],
+                   sines[i + j], y0[j], y1[j]);
+    }
+    *x0 = out0;
+    *x1 = out1;
+    if (append && head >= p.num_q_heads) {
+      const int64_t offset =
+          p.layout.offset_in_layer(block, head - p.num_q_heads, slot_in_block, i);
+      *reinterpret_cast<uint4*>(p.k_cache + offset) = out0;
+      *reinterpret_cast<uint4*>(p.k_cache + offset + half_dim) = out1;
+    }
+  }
+  if (!append && !scaled) return;
+  __nv_bfloat16* v = row + static_cast<int64_t>(rotated_heads) * p.head_dim;
+  const int v_vectors_per_head = p.head_dim / 8;
+  for (int item = threadIdx.x; item < p.num_kv_heads * v_vectors_per_head; item += kRowsThreads) {
+    const int kv_head = item / v_vectors_per_head;
+    const int dim = item % v_vectors_per_head * 8;
+    auto* source = reinterpret_cast<uint4*>(v + kv_head * p.head_dim + dim);
+    uint4 value = *source;
+    if (scaled) {
+      auto* e = reinterpret_cast<__nv_bfloat16*>(&value);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) e[j] = __float2bfloat16_rn(__bfloat162float(e[j]) * scale);
+      *source = value;
+    }
+    if (append) {
+      *reinterpret_cast<uint4*>(
+          p.v_cache + p.layout.offset_in_layer(block, kv_head, slot_in_block, dim)) = value;
+    }
+  }
+}
+
 }  // namespace
 
 absl::Status LaunchRopeAppendKv(const RopeAppendParams& p, cudaStream_t stream) {
@@ -182,8 +259,17 @@ absl::Status LaunchRopeAppendKv(const RopeAppendParams& p, cudaStream_t stream) 
   const dim3 grid(
       static_cast<unsigned>(p.num_tokens),
       static_cast<unsigned>(std::min<int64_t>(64, (elements + kThreads - 1) / kThreads)));
+  // 16-byte accesses: head_dim a multiple of 16 (8 pairs a vector) and 16-byte aligned rows and
+  // pool (row and pool offsets are multiples of head_dim).
+  const bool rows_kernel = p.num_tokens > kFirstLoadsEarlyMaxTokens && p.head_dim % 16 == 0 &&
+                           p.head_dim / 2 <= kRowsMaxHalfDim &&
+                           reinterpret_cast<uintptr_t>(p.qkv) % 16 == 0 &&
+                           reinterpret_cast<uintptr_t>(p.k_cache) % 16 == 0 &&
+                           reinterpret_cast<uintptr_t>(p.v_cache) % 16 == 0;
   if (p.num_tokens <= kFirstLoadsEarlyMaxTokens) {
     RopeAppendKvEarlyLoadsKernel<<<grid, kThreads, 0, stream>>>(p);
+  } else if (rows_kernel) {
+    RopeAppendKvRowsKernel<<<static_cast<unsigned>(p.num_tokens), kRowsThreads, 0, stream>>>(p);
   } else {
     RopeAppendKvKernel<<<grid, kThreads, 0, stream>>>(p);
   }

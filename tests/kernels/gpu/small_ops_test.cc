@@ -71,10 +71,14 @@ class SmallOpsTest : public ::testing::Test {
   std::mt19937 generator_{1234};
 };
 
+// Decode-sized (37 tokens: the per-pair kernel with early loads) and prefill-sized launches (300:
+// the block-per-token kernel at head_dim 64 and 128, the per-pair one at 72).
 TEST_F(SmallOpsTest, RopeAppendKvMatchesCpu) {
-  for (int32_t head_dim : {64, 128}) {
-    const int32_t hq = 8, hkv = 2, block_size = 16, tokens = 37, layer = 1;
-    const kvcache::KvLayout layout{2, 8, block_size, hkv, head_dim};
+  for (const auto [head_dim, tokens] : {std::pair{64, 37}, std::pair{128, 37}, std::pair{64, 300},
+                                        std::pair{128, 300}, std::pair{72, 300}}) {
+    SCOPED_TRACE("head_dim " + std::to_string(head_dim) + ", tokens " + std::to_string(tokens));
+    const int32_t hq = 8, hkv = 2, block_size = 16, layer = 1;
+    const kvcache::KvLayout layout{2, 20, block_size, hkv, head_dim};
     std::vector<int32_t> positions(tokens), slots(tokens);
     std::uniform_int_distribution<int32_t> position(0, 40000);
     std::vector<int32_t> shuffled(layout.num_blocks * block_size);
