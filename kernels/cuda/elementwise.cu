@@ -157,8 +157,11 @@ absl::Status LaunchSiluMul(const SiluMulParams& p, cudaStream_t stream) {
   };
   if (p.inter % 8 == 0 && reinterpret_cast<uintptr_t>(p.gate_up) % 16 == 0 &&
       reinterpret_cast<uintptr_t>(p.out) % 16 == 0) {
-    const dim3 row_grid(static_cast<unsigned>(p.rows), slices(p.inter / 8));
-    if (scaled && p.rows <= kFirstLoadsEarlyMaxRows) {
+    // Decode-sized launches spread a row over slices (one chunk a thread); larger ones take a
+    // block per row, so each row's scale is taken once, not once per slice.
+    const bool small = p.rows <= kFirstLoadsEarlyMaxRows;
+    const dim3 row_grid(static_cast<unsigned>(p.rows), small ? slices(p.inter / 8) : 1u);
+    if (scaled && small) {
       SiluMulVectorKernel<true, true><<<row_grid, kThreads, 0, stream>>>(p);
     } else if (scaled) {
       SiluMulVectorKernel<true, false><<<row_grid, kThreads, 0, stream>>>(p);
