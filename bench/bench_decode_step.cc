@@ -144,6 +144,44 @@ class RandomCheckpoint final : public Checkpoint {
 
 }  // namespace
 
+constexpr int kTimelineSteps = 10;
+
+// The median wall time (ms) of `runs` calls of `forward` after two warm-up calls; 0 (the error on
+// stderr, under `name`) when one fails.
+template <typename Forward>
+double MedianWallMs(const char* name, int runs, Forward&& forward) {
+  std::vector<double> ms;
+  for (int i = 0; i < runs + 2; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    const absl::Status status = forward();
+    const auto end = std::chrono::steady_clock::now();
+    if (!status.ok()) {
+      std::fprintf(stderr, "%s: %s\n", name, status.ToString().c_str());
+      return 0;
+    }
+    if (i >= 2) ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
+  }
+  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+  return ms[ms.size() / 2];
+}
+
+// kTimelineSteps more calls of `forward` with CUPTI's kernel records (kernel_timeline.h), the
+// records of anything before dropped: prints the table and keeps its JSON for the output file.
+template <typename Forward>
+void TraceTimeline(const std::string& shape, Forward&& forward,
+                   std::vector<std::string>& timeline_json) {
+  KernelTimeline::TakeRecords();
+  std::vector<uint64_t> marks;
+  for (int i = 0; i < kTimelineSteps; ++i) {
+    marks.push_back(KernelTimeline::Now());
+    if (!forward().ok()) break;
+  }
+  const std::vector<KernelRecord> records = KernelTimeline::TakeRecords();
+  const TimelineSummary summary = SummarizeTimeline(records, marks);
+  PrintTimeline(shape, summary);
+  timeline_json.push_back(TimelineJson(shape, summary, records, marks));
+}
+
 // One prompt of kPrefillTokens tokens in one Forward (chunk of max_batch_tokens), in fresh blocks
 // from `first_block`: tokens/s and the model FLOP rate. FLOPs = 2 x tokens x (the layers' weight
 // elements) + causal attention 4 x Hq x D x S(S+1)/2 per layer (the LM head runs for the last token
@@ -151,7 +189,6 @@ class RandomCheckpoint final : public Checkpoint {
 // of $LLM_BENCH_KERNEL_TIMELINE), kTimelineSteps more prompts are traced, like the decode steps:
 // the wall time hides the GPU's time behind the host's launches and its noise.
 constexpr int kPrefillTokens = 2048;
-constexpr int kTimelineSteps = 10;
 
 static Result PrefillStep(Transformer& model, int first_block, int block_size,
                           std::mt19937& generator, std::uniform_int_distribution<int32_t>& token,
@@ -161,19 +198,9 @@ static Result PrefillStep(Transformer& model, int first_block, int block_size,
   for (int t = 0; t < kPrefillTokens; ++t) chunk.tokens.push_back(token(generator));
   for (int b = 0; b < kPrefillTokens / block_size; ++b)
     chunk.block_table.push_back(first_block + b);
-  std::vector<double> ms;
-  for (int i = 0; i < 8; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    auto step = model.Forward(std::span(&chunk, 1));
-    const auto end = std::chrono::steady_clock::now();
-    if (!step.ok()) {
-      std::fprintf(stderr, "model_prefill: %s\n", step.status().ToString().c_str());
-      return Result{};
-    }
-    if (i >= 2) ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
-  }
-  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-  const double median = ms[ms.size() / 2];
+  const auto forward = [&] { return model.Forward(std::span(&chunk, 1)).status(); };
+  const double median = MedianWallMs("model_prefill", 6, forward);
+  if (median == 0) return Result{};
   const double q_width = double(c.num_attention_heads) * c.head_dim;
   const double kv_width = 2.0 * c.num_key_value_heads * c.head_dim;
   const double layer_weights = double(c.hidden_size) * (q_width + kv_width) +
@@ -189,18 +216,7 @@ static Result PrefillStep(Transformer& model, int first_block, int block_size,
                 100.0 * tflops / 989.0);
   std::printf("%-34s %10.3f %12.0f  %.1f TFLOP/s, %s\n", shape, median, s / (median * 1e-3), tflops,
               note);
-  if (timeline) {
-    KernelTimeline::TakeRecords();  // drop the timed prompts' records
-    std::vector<uint64_t> marks;
-    for (int i = 0; i < kTimelineSteps; ++i) {
-      marks.push_back(KernelTimeline::Now());
-      if (!model.Forward(std::span(&chunk, 1)).ok()) break;
-    }
-    const std::vector<KernelRecord> records = KernelTimeline::TakeRecords();
-    const TimelineSummary summary = SummarizeTimeline(records, marks);
-    PrintTimeline(shape, summary);
-    timeline_json.push_back(TimelineJson(shape, summary, records, marks));
-  }
+  if (timeline) TraceTimeline(shape, forward, timeline_json);
   return Result{"model_prefill", shape, median, tflops, 0, note};
 }
 
@@ -219,36 +235,15 @@ static Result MixedStep(Transformer& model, const std::vector<SequenceChunk>& de
   for (int b = 0; b < kMixedChunkTokens / block_size; ++b)
     prompt.block_table.push_back(first_block + b);
   chunks.push_back(prompt);
-  std::vector<double> ms;
-  for (int i = 0; i < 8; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    auto step = model.Forward(chunks);
-    const auto end = std::chrono::steady_clock::now();
-    if (!step.ok()) {
-      std::fprintf(stderr, "mixed_step: %s\n", step.status().ToString().c_str());
-      return Result{};
-    }
-    if (i >= 2) ms.push_back(std::chrono::duration<double, std::milli>(end - start).count());
-  }
-  std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-  const double median = ms[ms.size() / 2];
+  const auto forward = [&] { return model.Forward(chunks).status(); };
+  const double median = MedianWallMs("mixed_step", 6, forward);
+  if (median == 0) return Result{};
   char shape[80];
   std::snprintf(shape, sizeof(shape), "B%zu decodes + %d-token chunk", decodes.size(),
                 kMixedChunkTokens);
   std::printf("%-34s %10.3f %12.0f\n", shape, median,
               (decodes.size() + kMixedChunkTokens) / (median * 1e-3));
-  if (timeline) {
-    KernelTimeline::TakeRecords();
-    std::vector<uint64_t> marks;
-    for (int i = 0; i < kTimelineSteps; ++i) {
-      marks.push_back(KernelTimeline::Now());
-      if (!model.Forward(chunks).ok()) break;
-    }
-    const std::vector<KernelRecord> records = KernelTimeline::TakeRecords();
-    const TimelineSummary summary = SummarizeTimeline(records, marks);
-    PrintTimeline(shape, summary);
-    timeline_json.push_back(TimelineJson(shape, summary, records, marks));
-  }
+  if (timeline) TraceTimeline(shape, forward, timeline_json);
   return Result{"mixed_step", shape, median, 0, 0, "wall time of Forward, eager"};
 }
 
@@ -363,16 +358,8 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
           Result{"decode_step", shape, median, 0, 0, "wall time of Forward, greedy sampling"});
       std::printf("%-34s %10.3f %12.0f\n", shape, median, batch / (median * 1e-3));
       if (timeline) {
-        KernelTimeline::TakeRecords();  // drop the timed steps' records
-        std::vector<uint64_t> marks;
-        for (int i = 0; i < kTimelineSteps; ++i) {
-          marks.push_back(KernelTimeline::Now());
-          if (auto step = (*model)->Forward(chunks); !step.ok()) return results;
-        }
-        const std::vector<KernelRecord> records = KernelTimeline::TakeRecords();
-        const TimelineSummary summary = SummarizeTimeline(records, marks);
-        PrintTimeline(shape, summary);
-        timeline_json.push_back(TimelineJson(shape, summary, records, marks));
+        TraceTimeline(
+            shape, [&] { return (*model)->Forward(chunks).status(); }, timeline_json);
       }
       if (std::getenv("LLM_BENCH_DECODE_PHASE_TRACE") != nullptr) {
         TraceAttentionInStep(shape, **model, chunks);

@@ -20,79 +20,43 @@
 namespace llm::cuda {
 namespace {
 
-// Launches of at most this many tokens (decode steps: one wave of blocks on an H100) load each
-// thread's first elements before the row's scale is taken, so that the two round trips overlap:
-// TinyLlama's shape, in-graph, B8 / B16 2.95 -> 2.74 / 3.00 -> 2.80 us. Larger ones stream
-// (bandwidth-bound), and there the early loads measured slower (2048 tokens: 35.0 -> 42.3 us).
-constexpr int32_t kFirstLoadsEarlyMaxTokens = 256;
+// Block `token`'s position, qkv row and KV slot (append false: slot_mapping < 0, not written).
+struct TokenSlot {
+  int position;
+  __nv_bfloat16* row;
+  bool append;
+  int block;
+  int slot_in_block;
+};
 
-__global__ void RopeAppendKvKernel(const RopeAppendParams p) {
-  const int token = blockIdx.x;
-  const int half_dim = p.head_dim / 2;
-  const int position = p.positions[token];
+__device__ __forceinline__ TokenSlot TokenSlotOf(const RopeAppendParams& p, int token) {
   const int slot = p.slot_mapping[token];
   const int64_t row_stride = static_cast<int64_t>(p.num_q_heads + 2 * p.num_kv_heads) * p.head_dim;
-  __nv_bfloat16* row = p.qkv + token * row_stride;
   const bool append = slot >= 0;
-  const int block = append ? slot / p.layout.block_size : 0;
-  const int slot_in_block = append ? slot % p.layout.block_size : 0;
-
-  const int rotated_heads = p.num_q_heads + p.num_kv_heads;
-  const bool scaled = p.scale_rows_by != nullptr;
-  const float scale =
-      scaled ? BlockInverseRms(p.scale_rows_by + static_cast<int64_t>(token) * p.scale_hidden,
-                               p.scale_hidden, p.scale_eps)
-             : 1.f;
-  // blockIdx.y slices the token's elements: one element per thread for the usual shapes, so no
-  // load waits behind an earlier (possibly aliasing) store of the same thread.
-  const int first = blockIdx.y * blockDim.x + threadIdx.x;
-  const int step = gridDim.y * blockDim.x;
-  for (int index = first; index < rotated_heads * half_dim; index += step) {
-    const int head = index / half_dim;
-    const int i = index % half_dim;
-    __nv_bfloat16* x = row + head * p.head_dim;
-    const float x0 = __bfloat162float(x[i]) * scale;
-    const float x1 = __bfloat162float(x[i + half_dim]) * scale;
-    __nv_bfloat16 y0, y1;
-    RotatePair(x0, x1, position, p.inv_freq[i], p.attention_scaling, y0, y1);
-    x[i] = y0;
-    x[i + half_dim] = y1;
-    if (append && head >= p.num_q_heads) {
-      const int kv_head = head - p.num_q_heads;
-      const int64_t offset = p.layout.offset_in_layer(block, kv_head, slot_in_block, i);
-      p.k_cache[offset] = y0;
-      p.k_cache[offset + half_dim] = y1;
-    }
-  }
-  if (!append && !scaled) return;
-  __nv_bfloat16* v = row + static_cast<int64_t>(rotated_heads) * p.head_dim;
-  for (int index = first; index < p.num_kv_heads * p.head_dim; index += step) {
-    const int kv_head = index / p.head_dim;
-    const int dim = index % p.head_dim;
-    __nv_bfloat16 value = v[index];
-    if (scaled) {
-      value = __float2bfloat16_rn(__bfloat162float(value) * scale);
-      v[index] = value;
-    }
-    if (append) p.v_cache[p.layout.offset_in_layer(block, kv_head, slot_in_block, dim)] = value;
-  }
+  return TokenSlot{p.positions[token], p.qkv + token * row_stride, append,
+                   append ? slot / p.layout.block_size : 0,
+                   append ? slot % p.layout.block_size : 0};
 }
 
-// The same with each thread's first elements loaded before the row's scale is taken.
-__global__ void RopeAppendKvEarlyLoadsKernel(const RopeAppendParams p) {
+// Launches of at most this many tokens (decode steps: one wave of blocks on an H100) load each
+// thread's first elements before the row's scale is taken, so that the two round trips overlap:
+// TinyLlama's shape, in-graph, B8 / B16 2.95 -> 2.68 / 2.99 -> 2.76 us. Larger ones stream
+// (bandwidth-bound), and there the early loads measured slower (2048 tokens: 35.0 -> 42.3 us);
+// they take RopeAppendKvRowsKernel (10.6 us), or where its shapes do not fit the per-pair kernel
+// without the early loads.
+constexpr int32_t kFirstLoadsEarlyMaxTokens = 256;
+
+// Blocks (token, slice), one pair (and v element) per thread for the usual shapes. With
+// kFirstLoadsEarly the thread's first elements are loaded before the row's scale is taken.
+template <bool kFirstLoadsEarly>
+__global__ void RopeAppendKvPairsKernel(const RopeAppendParams p) {
   const int token = blockIdx.x;
   const int half_dim = p.head_dim / 2;
-  const int position = p.positions[token];
-  const int slot = p.slot_mapping[token];
-  const int64_t row_stride = static_cast<int64_t>(p.num_q_heads + 2 * p.num_kv_heads) * p.head_dim;
-  __nv_bfloat16* row = p.qkv + token * row_stride;
-  const bool append = slot >= 0;
-  const int block = append ? slot / p.layout.block_size : 0;
-  const int slot_in_block = append ? slot % p.layout.block_size : 0;
+  const TokenSlot t = TokenSlotOf(p, token);
 
   const int rotated_heads = p.num_q_heads + p.num_kv_heads;
   const bool scaled = p.scale_rows_by != nullptr;
-  __nv_bfloat16* v = row + static_cast<int64_t>(rotated_heads) * p.head_dim;
+  __nv_bfloat16* v = t.row + static_cast<int64_t>(rotated_heads) * p.head_dim;
   // blockIdx.y slices the token's elements: one element per thread for the usual shapes, so no
   // load waits behind an earlier (possibly aliasing) store of the same thread.
   const int first = blockIdx.y * blockDim.x + threadIdx.x;
@@ -104,21 +68,21 @@ __global__ void RopeAppendKvEarlyLoadsKernel(const RopeAppendParams p) {
   const auto rotate = [&](int index, __nv_bfloat16 x0, __nv_bfloat16 x1, float inv_freq) {
     const int head = index / half_dim;
     const int i = index % half_dim;
-    __nv_bfloat16* x = row + head * p.head_dim;
+    __nv_bfloat16* x = t.row + head * p.head_dim;
     __nv_bfloat16 y0, y1;
-    RotatePair(__bfloat162float(x0) * scale, __bfloat162float(x1) * scale, position, inv_freq,
+    RotatePair(__bfloat162float(x0) * scale, __bfloat162float(x1) * scale, t.position, inv_freq,
                p.attention_scaling, y0, y1);
     x[i] = y0;
     x[i + half_dim] = y1;
-    if (append && head >= p.num_q_heads) {
+    if (t.append && head >= p.num_q_heads) {
       const int kv_head = head - p.num_q_heads;
-      const int64_t offset = p.layout.offset_in_layer(block, kv_head, slot_in_block, i);
+      const int64_t offset = p.layout.offset_in_layer(t.block, kv_head, t.slot_in_block, i);
       p.k_cache[offset] = y0;
       p.k_cache[offset + half_dim] = y1;
     }
   };
   const auto rotate_loaded = [&](int index) {
-    const __nv_bfloat16* x = row + index / half_dim * p.head_dim;
+    const __nv_bfloat16* x = t.row + index / half_dim * p.head_dim;
     const int i = index % half_dim;
     rotate(index, x[i], x[i + half_dim], p.inv_freq[i]);
   };
@@ -128,8 +92,8 @@ __global__ void RopeAppendKvEarlyLoadsKernel(const RopeAppendParams p) {
       value = __float2bfloat16_rn(__bfloat162float(value) * scale);
       v[index] = value;
     }
-    if (append) {
-      p.v_cache[p.layout.offset_in_layer(block, index / p.head_dim, slot_in_block,
+    if (t.append) {
+      p.v_cache[p.layout.offset_in_layer(t.block, index / p.head_dim, t.slot_in_block,
                                          index % p.head_dim)] = value;
     }
   };
@@ -138,14 +102,14 @@ __global__ void RopeAppendKvEarlyLoadsKernel(const RopeAppendParams p) {
                                     p.scale_hidden, p.scale_eps)
                   : 1.f;
   };
-  const bool writes_v = append || scaled;
-  // The thread's first pair and v element (it owns them: nothing aliases these loads).
-  {
+  const bool writes_v = t.append || scaled;
+  int begin = first;
+  if constexpr (kFirstLoadsEarly) {  // the thread owns these elements: nothing aliases them
     const __nv_bfloat16 zero = __float2bfloat16_rn(0.f);
     __nv_bfloat16 x0 = zero, x1 = zero, first_v = zero;
     float inv_freq = 0.f;
     if (first < pairs) {
-      const __nv_bfloat16* x = row + first / half_dim * p.head_dim;
+      const __nv_bfloat16* x = t.row + first / half_dim * p.head_dim;
       x0 = x[first % half_dim];
       x1 = x[first % half_dim + half_dim];
       inv_freq = p.inv_freq[first % half_dim];
@@ -154,10 +118,13 @@ __global__ void RopeAppendKvEarlyLoadsKernel(const RopeAppendParams p) {
     scale = scale_of_row();
     if (first < pairs) rotate(first, x0, x1, inv_freq);
     if (writes_v && first < v_elements) store_v(first, first_v);
+    begin += step;
+  } else {
+    scale = scale_of_row();
   }
-  for (int index = first + step; index < pairs; index += step) rotate_loaded(index);
+  for (int index = begin; index < pairs; index += step) rotate_loaded(index);
   if (!writes_v) return;
-  for (int index = first + step; index < v_elements; index += step) store_v(index, v[index]);
+  for (int index = begin; index < v_elements; index += step) store_v(index, v[index]);
 }
 
 // Large launches (prefill chunks) with head_dim % 16 == 0: one block per token. The token's
@@ -171,15 +138,9 @@ __global__ void __launch_bounds__(kRowsThreads) RopeAppendKvRowsKernel(const Rop
   __shared__ float cosines[kRowsMaxHalfDim], sines[kRowsMaxHalfDim];
   const int token = blockIdx.x;
   const int half_dim = p.head_dim / 2;
-  const int position = p.positions[token];
-  const int slot = p.slot_mapping[token];
-  const int64_t row_stride = static_cast<int64_t>(p.num_q_heads + 2 * p.num_kv_heads) * p.head_dim;
-  __nv_bfloat16* row = p.qkv + token * row_stride;
-  const bool append = slot >= 0;
-  const int block = append ? slot / p.layout.block_size : 0;
-  const int slot_in_block = append ? slot % p.layout.block_size : 0;
+  const TokenSlot t = TokenSlotOf(p, token);
   for (int i = threadIdx.x; i < half_dim; i += kRowsThreads) {
-    RopeCosSin(position, p.inv_freq[i], p.attention_scaling, cosines[i], sines[i]);
+    RopeCosSin(t.position, p.inv_freq[i], p.attention_scaling, cosines[i], sines[i]);
   }
   const bool scaled = p.scale_rows_by != nullptr;
   const float scale =  // (synchronises the block, so the table is complete after it too)
@@ -193,8 +154,8 @@ __global__ void __launch_bounds__(kRowsThreads) RopeAppendKvRowsKernel(const Rop
   for (int item = threadIdx.x; item < rotated_heads * vectors_per_head; item += kRowsThreads) {
     const int head = item / vectors_per_head;
     const int i = item % vectors_per_head * 8;
-    auto* x0 = reinterpret_cast<uint4*>(row + head * p.head_dim + i);
-    auto* x1 = reinterpret_cast<uint4*>(row + head * p.head_dim + half_dim + i);
+    auto* x0 = reinterpret_cast<uint4*>(t.row + head * p.head_dim + i);
+    auto* x1 = reinterpret_cast<uint4*>(t.row + head * p.head_dim + half_dim + i);
     const uint4 in0 = *x0, in1 = *x1;
     const auto* a = reinterpret_cast<const __nv_bfloat16*>(&in0);
     const auto* b = reinterpret_cast<const __nv_bfloat16*>(&in1);
@@ -208,15 +169,15 @@ __global__ void __launch_bounds__(kRowsThreads) RopeAppendKvRowsKernel(const Rop
     }
     *x0 = out0;
     *x1 = out1;
-    if (append && head >= p.num_q_heads) {
+    if (t.append && head >= p.num_q_heads) {
       const int64_t offset =
-          p.layout.offset_in_layer(block, head - p.num_q_heads, slot_in_block, i);
+          p.layout.offset_in_layer(t.block, head - p.num_q_heads, t.slot_in_block, i);
       *reinterpret_cast<uint4*>(p.k_cache + offset) = out0;
       *reinterpret_cast<uint4*>(p.k_cache + offset + half_dim) = out1;
     }
   }
-  if (!append && !scaled) return;
-  __nv_bfloat16* v = row + static_cast<int64_t>(rotated_heads) * p.head_dim;
+  if (!t.append && !scaled) return;
+  __nv_bfloat16* v = t.row + static_cast<int64_t>(rotated_heads) * p.head_dim;
   const int v_vectors_per_head = p.head_dim / 8;
   for (int item = threadIdx.x; item < p.num_kv_heads * v_vectors_per_head; item += kRowsThreads) {
     const int kv_head = item / v_vectors_per_head;
@@ -229,9 +190,9 @@ __global__ void __launch_bounds__(kRowsThreads) RopeAppendKvRowsKernel(const Rop
       for (int j = 0; j < 8; ++j) e[j] = __float2bfloat16_rn(__bfloat162float(e[j]) * scale);
       *source = value;
     }
-    if (append) {
+    if (t.append) {
       *reinterpret_cast<uint4*>(
-          p.v_cache + p.layout.offset_in_layer(block, kv_head, slot_in_block, dim)) = value;
+          p.v_cache + p.layout.offset_in_layer(t.block, kv_head, t.slot_in_block, dim)) = value;
     }
   }
 }
@@ -267,11 +228,11 @@ absl::Status LaunchRopeAppendKv(const RopeAppendParams& p, cudaStream_t stream) 
                            reinterpret_cast<uintptr_t>(p.k_cache) % 16 == 0 &&
                            reinterpret_cast<uintptr_t>(p.v_cache) % 16 == 0;
   if (p.num_tokens <= kFirstLoadsEarlyMaxTokens) {
-    RopeAppendKvEarlyLoadsKernel<<<grid, kThreads, 0, stream>>>(p);
+    RopeAppendKvPairsKernel<true><<<grid, kThreads, 0, stream>>>(p);
   } else if (rows_kernel) {
     RopeAppendKvRowsKernel<<<static_cast<unsigned>(p.num_tokens), kRowsThreads, 0, stream>>>(p);
   } else {
-    RopeAppendKvKernel<<<grid, kThreads, 0, stream>>>(p);
+    RopeAppendKvPairsKernel<false><<<grid, kThreads, 0, stream>>>(p);
   }
   LLM_CUDA_CHECK_LAUNCH(RopeAppendKvKernel);
   return absl::OkStatus();
