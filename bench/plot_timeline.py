@@ -3,7 +3,8 @@
 $LLM_BENCH_KERNEL_TIMELINE (bench/kernel_timeline.h): one stacked bar per batch shape, a segment per
 kernel group (us per step), idle time on top; groups under 2% of every step folded into "other".
 
-usage: python3 bench/plot_timeline.py TIMELINE.json OUT.png   (needs matplotlib)
+usage: python3 bench/plot_timeline.py TIMELINE.json OUT.png [TITLE]   (needs matplotlib)
+  TITLE replaces the decode-step title (e.g. for the prefill and mixed steps' timelines).
 """
 import json
 import re
@@ -22,7 +23,7 @@ def label(kernel, grid):
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
     with open(sys.argv[1]) as f:
         steps = json.load(f)
@@ -57,8 +58,10 @@ def main():
         ax.bar(shapes, values, bottom=bottom, label=name, color="lightgrey",
                hatch="//" if name == "idle" else None)
         bottom = [b + v for b, v in zip(bottom, values)]
-    ax.set_ylabel("us per decode step (GPU, CUPTI)")
-    ax.set_title("Decode step, TinyLlama-1.1B shape, context 512: GPU time per kernel")
+    ax.set_ylabel("us per step (GPU, CUPTI)")
+    ax.set_title(sys.argv[3] if len(sys.argv) == 4 else
+                 "Decode step, TinyLlama-1.1B shape, context 512: GPU time per kernel")
+    ax.tick_params(axis="x", labelsize=8, labelrotation=10)
     handles, labels = ax.get_legend_handles_labels()
     labels = [f"{i + 1}: {text}" if i < len(ordered) else text for i, text in enumerate(labels)]
     ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
