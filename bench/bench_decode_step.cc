@@ -366,10 +366,14 @@ std::vector<Result> RunDecodeStepBench(int context_tokens, const std::vector<int
       }
     }
     if (mode == Mode::kAuto) {
-      // Up to 15 decodes and a prompt chunk in the prefill's blocks: the mixed launch of flash
-      // decode (at 16 sequences of 512 positions 2 KV splits, merged in clusters) and flash
+      // Up to 15 decodes ($LLM_BENCH_MIXED_DECODES: up to that many) and a prompt chunk in the
+      // prefill's blocks: the mixed launch of flash decode (at 16 sequences of 512 positions 2 KV
+      // splits, merged in clusters; 40 of 2048 take 2 splits and the merge kernel) and flash
       // prefill.
-      std::vector<SequenceChunk> decodes(std::min(max_batch, 16) - 1);
+      const char* mixed_env = std::getenv("LLM_BENCH_MIXED_DECODES");
+      const int mixed_decodes =
+          mixed_env != nullptr && *mixed_env != '\0' ? std::atoi(mixed_env) : 15;
+      std::vector<SequenceChunk> decodes(std::max(0, std::min(max_batch - 1, mixed_decodes)));
       for (size_t s = 0; s < decodes.size(); ++s) {
         decodes[s].tokens = {token(generator)};
         decodes[s].start_position = context_tokens - 1;

@@ -673,7 +673,11 @@ int main(int argc, char** argv) {
   if (wants("intake")) BenchSmIntake(stream, properties.multiProcessorCount, results);
   if (wants("variants")) BenchVariants(stream, properties.multiProcessorCount, results);
   if (wants("decode_step")) {
-    std::vector<Result> step = RunDecodeStepBench(512, {1, 32, 64}, quick ? 5 : 20);
+    // $LLM_BENCH_DECODE_CONTEXT: the sequences' context (default 512; at most the model's 2048
+    // tokens a step, as each context is prefilled in one chunk).
+    const char* context = std::getenv("LLM_BENCH_DECODE_CONTEXT");
+    const int context_tokens = context != nullptr && *context != '\0' ? std::atoi(context) : 512;
+    std::vector<Result> step = RunDecodeStepBench(context_tokens, {1, 32, 64}, quick ? 5 : 20);
     results.insert(results.end(), step.begin(), step.end());
   }
   if (!json_path.empty()) WriteJson(json_path, properties.name, results);
