@@ -25,9 +25,9 @@ __device__ __forceinline__ void WaitForPrimaryGrid() {
 // One block per (token, query head), blockDim = head_dim. The split weights are computed once per
 // block into shared memory; each thread then sums its column over the splits with 8 loads in
 // flight. In a mixed batch (flash prefill takes the long sequences) the blocks are (sequence,
-// token of it, head) for the MergeTokensPerSequence tokens a sequence flash decode takes can have
-// at most, so a prefill chunk of 2048 tokens adds no blocks: one block per token and head, each
-// finding its sequence, cost 41 us a layer at TinyLlama's shape (H100, eleventh session).
+// token, head) over the at most MergeTokensPerSequence tokens of a sequence flash decode takes, so
+// prefill chunks add none. (Before: a block per token and head that searched for its sequence and
+// left; 41 us a layer of a 2048-token chunk at TinyLlama's shape on an H100, eleventh session.)
 __host__ __device__ inline int MergeTokensPerSequence(const PagedAttentionParams& params) {
   return kFlashDecodeMaxRows / (params.num_q_heads / params.num_kv_heads);
 }
