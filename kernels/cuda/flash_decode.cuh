@@ -49,6 +49,7 @@
 #include "kernels/cuda/attention_tile.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/flash_decode_trace.h"
+#include "kernels/cuda/grid_dependency.cuh"
 #include "kernels/cuda/mma.cuh"
 #include "kernels/cuda/rope_pair.cuh"
 #include "kernels/cuda/row_rms.cuh"
@@ -191,11 +192,9 @@ __global__ void __launch_bounds__(Traits::kThreads)
   auto* smem_q = reinterpret_cast<__nv_bfloat16*>(shared_raw);
   __nv_bfloat16* smem_pipeline = smem_q + kRows * D;
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // Lets the merge kernel (launched with programmatic stream serialization) start its blocks
   // early; it waits in griddepcontrol.wait until this grid has finished and flushed its writes.
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
+  LetDependentsStart();
   TracePhase<Traits>(0);
   const int split = blockIdx.x;
   const int kv_head = blockIdx.y;
@@ -249,7 +248,10 @@ __global__ void __launch_bounds__(Traits::kThreads)
   float* exchange_o = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(smem_pipeline) +
                                                Traits::kMergeBytes);  // [row][D]
   float* exchange_lse = exchange_o + kRows * D;                       // [row]
+  // An early launch (params.early_launch; see the prologue below) writes nothing before the wait.
+  const bool early = !kRope && params.early_launch;
   auto empty_chunk = [&] {  // nothing to attend to in this chunk: weight 0 in the merge
+    if (early) WaitForPrecedingGrid();
     if constexpr (kClusterMerge) {
       for (int row = threadIdx.x; row < num_rows; row += Traits::kThreads)
         exchange_lse[row] = -INFINITY;
@@ -268,18 +270,22 @@ __global__ void __launch_bounds__(Traits::kThreads)
     return;
   }
 
-  for (int index = threadIdx.x; index < kRows * kChunks; index += Traits::kThreads) {
-    const int row = index / kChunks;
-    const int chunk = index % kChunks;
-    const bool valid = row < num_rows;
-    const __nv_bfloat16* source = params.q;
-    if (valid) {
-      source += (q_begin + row / group) * params.q_row_stride +
-                (kv_head * group + row % group) * D + chunk * 8;
+  // Q's 16-byte chunk `index` of the group's rows (row past them: not to be read).
+  const auto q_chunk = [&](int index, int& row, int& chunk) {
+    row = index / kChunks;
+    chunk = index % kChunks;
+    return params.q + (q_begin + row / group) * params.q_row_stride +
+           (kv_head * group + row % group) * D + chunk * 8;
+  };
+  if (!early) {
+    for (int index = threadIdx.x; index < kRows * kChunks; index += Traits::kThreads) {
+      int row, chunk;
+      const __nv_bfloat16* source = q_chunk(index, row, chunk);
+      CpAsync16(smem_q + SwizzledOffset<D>(row, chunk * 8), row < num_rows ? source : params.q,
+                row < num_rows);
     }
-    CpAsync16(smem_q + SwizzledOffset<D>(row, chunk * 8), source, valid);
+    CpAsyncCommit();  // Q is the oldest group: waited for after the K/V prologue is in flight
   }
-  CpAsyncCommit();  // Q is the oldest group: waited for after the K/V prologue is in flight
 
   __nv_bfloat16* warp_pipeline = smem_pipeline + warp * kStages * Traits::kStageElements;
 
@@ -346,9 +352,22 @@ __global__ void __launch_bounds__(Traits::kThreads)
   state.Init();
   const float scale_log2 = params.softmax_scale * 1.4426950408889634f;
 
-#pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) {
-    if (i < my_tiles) load_tile(i);
+  // The K/V prologue. An early launch (after RopeAppendKv, which writes q and the cache rows at
+  // the step's positions) copies before the wait only the first tiles that lie wholly before the
+  // sequence's first query position (rows of earlier steps), the rest after it.
+  int prologue_tile = 0;
+  if (early) {
+    const int first_position = params.positions[q_begin];
+    for (; prologue_tile < kStages - 1 && prologue_tile < my_tiles; ++prologue_tile) {
+      if (chunk_begin + (warp + prologue_tile * Traits::kWarps + 1) * kTileN > first_position)
+        break;
+      load_tile(prologue_tile);
+      CpAsyncCommit();
+    }
+    WaitForPrecedingGrid();
+  }
+  for (; prologue_tile < kStages - 1; ++prologue_tile) {
+    if (prologue_tile < my_tiles) load_tile(prologue_tile);
     CpAsyncCommit();
   }
 
@@ -391,8 +410,17 @@ __global__ void __launch_bounds__(Traits::kThreads)
     empty_chunk();
     return;
   }
-  CpAsyncWait<kStages - 1>();  // this thread's Q copies
-  __syncthreads();             // everyone's Q copies
+  if (early) {  // q was written by the kernel before: loaded after the wait
+    for (int index = threadIdx.x; index < kRows * kChunks; index += Traits::kThreads) {
+      int row, chunk;
+      const __nv_bfloat16* source = q_chunk(index, row, chunk);
+      *reinterpret_cast<uint4*>(smem_q + SwizzledOffset<D>(row, chunk * 8)) =
+          row < num_rows ? *reinterpret_cast<const uint4*>(source) : make_uint4(0, 0, 0, 0);
+    }
+  } else {
+    CpAsyncWait<kStages - 1>();  // this thread's Q copies
+  }
+  __syncthreads();        // everyone's Q
   if constexpr (kRope) {  // scale and rotate the group's q rows in place (one token: its position)
     for (int index = threadIdx.x; index < num_rows * (D / 2); index += Traits::kThreads) {
       const int row = index / (D / 2);
@@ -538,11 +566,22 @@ absl::Status LaunchFlashDecodeKernel(const PagedAttentionParams& params, cudaStr
     return absl::InvalidArgumentError("flash decode: more than 65535 sequences or kv heads");
   }
   const dim3 grid(params.num_splits, params.num_kv_heads, params.num_seqs);
+  const bool early = !kRope && params.early_launch;  // the folded kernel is never early
+  cudaLaunchAttribute attribute[2];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
   if (!params.merge_in_cluster || params.num_splits < 2) {
     auto* kernel = FlashDecodeKernel<Traits, false, kRope>;
     LLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         Traits::kSharedBytes));
-    kernel<<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = dim3(Traits::kThreads);
+    config.dynamicSmemBytes = Traits::kSharedBytes;
+    config.stream = stream;
+    config.attrs = attribute;
+    config.numAttrs = early ? 1 : 0;
+    LLM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, params));
     LLM_CUDA_CHECK_LAUNCH(FlashDecodeKernel);
     return absl::OkStatus();
   }
@@ -557,13 +596,12 @@ absl::Status LaunchFlashDecodeKernel(const PagedAttentionParams& params, cudaStr
   config.blockDim = dim3(Traits::kThreads);
   config.dynamicSmemBytes = Traits::kSharedBytes;
   config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = static_cast<unsigned>(params.num_splits);
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
-  config.attrs = attribute;
-  config.numAttrs = 1;
+  attribute[1].id = cudaLaunchAttributeClusterDimension;
+  attribute[1].val.clusterDim.x = static_cast<unsigned>(params.num_splits);
+  attribute[1].val.clusterDim.y = 1;
+  attribute[1].val.clusterDim.z = 1;
+  config.attrs = early ? attribute : attribute + 1;
+  config.numAttrs = early ? 2 : 1;
   LLM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, params));
   LLM_CUDA_CHECK_LAUNCH(FlashDecodeKernel);
   return absl::OkStatus();

@@ -12,15 +12,10 @@
 #include "kernels/cuda/attention_params.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/flash_decode.cuh"
+#include "kernels/cuda/grid_dependency.cuh"
 
 namespace llm::cuda {
 namespace {
-
-__device__ __forceinline__ void WaitForPrimaryGrid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");  // no-op without a programmatic dependency
-#endif
-}
 
 // One block per (token, query head), blockDim = head_dim. The split weights are computed once per
 // block into shared memory; each thread then sums its column over the splits with 8 loads in
@@ -48,7 +43,7 @@ __global__ void MergeSplitsKernel(const PagedAttentionParams params) {
     }
     token = begin + token % per_sequence;
   }
-  WaitForPrimaryGrid();  // partial_out / partial_lse come from the flash decode grid
+  WaitForPrecedingGrid();  // partial_out / partial_lse come from the flash decode grid
   const int num_splits = params.num_splits;
   const int64_t base = (static_cast<int64_t>(token) * params.num_q_heads + head) * num_splits;
   const float* lse = params.partial_lse + base;
@@ -119,9 +114,9 @@ absl::Status LaunchMergeSplits(const PagedAttentionParams& params, cudaStream_t 
   if (params.num_splits > 8192) {  // the weights live in shared memory
     return absl::InvalidArgumentError("flash decode merge: more than 8192 splits");
   }
-  const int64_t tokens = params.mixed_batch
-                            ? static_cast<int64_t>(params.num_seqs) * MergeTokensPerSequence(params)
-                            : params.num_tokens;
+  const int64_t tokens =
+      params.mixed_batch ? static_cast<int64_t>(params.num_seqs) * MergeTokensPerSequence(params)
+                         : params.num_tokens;
   const int64_t blocks = tokens * params.num_q_heads;
   if (blocks == 0) return absl::OkStatus();
   cudaLaunchConfig_t config = {};

@@ -13,6 +13,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/grid_dependency.cuh"
 #include "kernels/cuda/rope_pair.cuh"
 #include "kernels/cuda/row_rms.cuh"
 #include "kernels/cuda/small_ops.h"
@@ -50,6 +51,7 @@ constexpr int32_t kFirstLoadsEarlyMaxTokens = 256;
 // kFirstLoadsEarly the thread's first elements are loaded before the row's scale is taken.
 template <bool kFirstLoadsEarly>
 __global__ void RopeAppendKvPairsKernel(const RopeAppendParams p) {
+  LetDependentsStart();  // an early-launched attention (PagedAttentionParams::early_launch) waits
   const int token = blockIdx.x;
   const int half_dim = p.head_dim / 2;
   const TokenSlot t = TokenSlotOf(p, token);
@@ -136,6 +138,7 @@ constexpr int kRowsMaxHalfDim = 256;
 
 __global__ void __launch_bounds__(kRowsThreads) RopeAppendKvRowsKernel(const RopeAppendParams p) {
   __shared__ float cosines[kRowsMaxHalfDim], sines[kRowsMaxHalfDim];
+  LetDependentsStart();
   const int token = blockIdx.x;
   const int half_dim = p.head_dim / 2;
   const TokenSlot t = TokenSlotOf(p, token);

@@ -74,8 +74,8 @@ class SmallOpsTest : public ::testing::Test {
 // Decode-sized (37 tokens: the per-pair kernel with early loads) and prefill-sized launches (300:
 // the block-per-token kernel at head_dim 64 and 128, the per-pair one at 72).
 TEST_F(SmallOpsTest, RopeAppendKvMatchesCpu) {
-  for (const auto [head_dim, tokens] : {std::pair{64, 37}, std::pair{128, 37}, std::pair{64, 300},
-                                        std::pair{128, 300}, std::pair{72, 300}}) {
+  for (const auto& [head_dim, tokens] : {std::pair{64, 37}, std::pair{128, 37}, std::pair{64, 300},
+                                         std::pair{128, 300}, std::pair{72, 300}}) {
     SCOPED_TRACE("head_dim " + std::to_string(head_dim) + ", tokens " + std::to_string(tokens));
     const int32_t hq = 8, hkv = 2, block_size = 16, layer = 1;
     const kvcache::KvLayout layout{2, 20, block_size, hkv, head_dim};
@@ -137,7 +137,7 @@ TEST_F(SmallOpsTest, RopeAppendKvMatchesCpu) {
 // decode-sized and a prefill-sized token count (the kernels load in a different order above 256),
 // and MatmulAdd through the GEMV (m <= 4) and cuBLASLt with beta = 1.
 TEST_F(SmallOpsTest, FoldedNormOpsMatchCpu) {
-  for (const auto [hidden, tokens] :
+  for (const auto& [hidden, tokens] :
        {std::pair{2048, 21}, std::pair{1004, 21}, std::pair{2048, 300}}) {
     const int32_t hq = 8, hkv = 2, head_dim = 64, block_size = 16, layer = 0;
     const kvcache::KvLayout layout{1, 20, block_size, hkv, head_dim};
