@@ -45,6 +45,8 @@
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 
+#include <type_traits>
+
 #include "kernels/cuda/attention_params.h"
 #include "kernels/cuda/attention_tile.cuh"
 #include "kernels/cuda/cuda_check.h"
@@ -169,8 +171,10 @@ __device__ __forceinline__ void MergeSplitsInCluster(const PagedAttentionParams&
   // (their values are used) before this thread arrives, so the arrival needs no release: a
   // relaxed one skips the cluster-scope fence (a release arrival cost ~0.35 us in the ninth
   // session's multicast GEMM).
+  // clang-format off
   asm volatile("barrier.cluster.arrive.relaxed.aligned;\nbarrier.cluster.wait.aligned;\n" :::
                    "memory");
+  // clang-format on
 #else
   __trap();  // merge_in_cluster is accepted only on compute capability >= 9.0
 #endif
@@ -180,9 +184,12 @@ __device__ __forceinline__ void MergeSplitsInCluster(const PagedAttentionParams&
 // cluster (MergeSplitsInCluster) instead of through partial_out / partial_lse.
 // kRope: RoPE + KV append folded in (params.rope_inv_freq; one query token per sequence): see
 // "Folded RoPE" in the header comment.
-template <typename Traits, bool kClusterMerge, bool kRope>
+// kEarly: launched early after RopeAppendKv (PagedAttentionParams::early_launch; never with kRope).
+template <typename Traits, bool kClusterMerge, bool kRope, bool kEarly = false>
 __global__ void __launch_bounds__(Traits::kThreads)
     FlashDecodeKernel(const PagedAttentionParams params) {
+  static_assert(!(kRope && kEarly),
+                "the folded kernel reads q at once: it is never launched early");
   constexpr int D = Traits::kHeadDim;
   constexpr int kTileN = Traits::kTileN;
   constexpr int kStages = Traits::kStages;
@@ -248,10 +255,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
   float* exchange_o = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(smem_pipeline) +
                                                Traits::kMergeBytes);  // [row][D]
   float* exchange_lse = exchange_o + kRows * D;                       // [row]
-  // An early launch (params.early_launch; see the prologue below) writes nothing before the wait.
-  const bool early = !kRope && params.early_launch;
   auto empty_chunk = [&] {  // nothing to attend to in this chunk: weight 0 in the merge
-    if (early) WaitForPrecedingGrid();
+    if constexpr (kEarly) WaitForPrecedingGrid();  // an early launch writes nothing before it
     if constexpr (kClusterMerge) {
       for (int row = threadIdx.x; row < num_rows; row += Traits::kThreads)
         exchange_lse[row] = -INFINITY;
@@ -277,7 +282,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
     return params.q + (q_begin + row / group) * params.q_row_stride +
            (kv_head * group + row % group) * D + chunk * 8;
   };
-  if (!early) {
+  if constexpr (!kEarly) {
     for (int index = threadIdx.x; index < kRows * kChunks; index += Traits::kThreads) {
       int row, chunk;
       const __nv_bfloat16* source = q_chunk(index, row, chunk);
@@ -355,19 +360,24 @@ __global__ void __launch_bounds__(Traits::kThreads)
   // The K/V prologue. An early launch (after RopeAppendKv, which writes q and the cache rows at
   // the step's positions) copies before the wait only the first tiles that lie wholly before the
   // sequence's first query position (rows of earlier steps), the rest after it.
-  int prologue_tile = 0;
-  if (early) {
+  int issued = 0;  // prologue tiles copied before the wait
+  if constexpr (kEarly) {
     const int first_position = params.positions[q_begin];
-    for (; prologue_tile < kStages - 1 && prologue_tile < my_tiles; ++prologue_tile) {
-      if (chunk_begin + (warp + prologue_tile * Traits::kWarps + 1) * kTileN > first_position)
-        break;
-      load_tile(prologue_tile);
-      CpAsyncCommit();
+#pragma unroll
+    for (int i = 0; i < kStages - 1; ++i) {
+      if (issued == i && i < my_tiles &&
+          chunk_begin + (warp + i * Traits::kWarps + 1) * kTileN <= first_position) {
+        load_tile(i);
+        CpAsyncCommit();
+        ++issued;
+      }
     }
     WaitForPrecedingGrid();
   }
-  for (; prologue_tile < kStages - 1; ++prologue_tile) {
-    if (prologue_tile < my_tiles) load_tile(prologue_tile);
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (i < issued) continue;
+    if (i < my_tiles) load_tile(i);
     CpAsyncCommit();
   }
 
@@ -410,7 +420,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
     empty_chunk();
     return;
   }
-  if (early) {  // q was written by the kernel before: loaded after the wait
+  if constexpr (kEarly) {  // q was written by the kernel before: loaded after the wait
     for (int index = threadIdx.x; index < kRows * kChunks; index += Traits::kThreads) {
       int row, chunk;
       const __nv_bfloat16* source = q_chunk(index, row, chunk);
@@ -567,11 +577,21 @@ absl::Status LaunchFlashDecodeKernel(const PagedAttentionParams& params, cudaStr
   }
   const dim3 grid(params.num_splits, params.num_kv_heads, params.num_seqs);
   const bool early = !kRope && params.early_launch;  // the folded kernel is never early
+  // The instantiation for this launch (kEarly only without folded RoPE).
+  const auto kernel_for = [early](auto cluster_merge) {
+    constexpr bool kCluster = decltype(cluster_merge)::value;
+    if constexpr (kRope) {
+      return FlashDecodeKernel<Traits, kCluster, true>;
+    } else {
+      return early ? FlashDecodeKernel<Traits, kCluster, false, true>
+                   : FlashDecodeKernel<Traits, kCluster, false, false>;
+    }
+  };
   cudaLaunchAttribute attribute[2];
   attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute[0].val.programmaticStreamSerializationAllowed = 1;
   if (!params.merge_in_cluster || params.num_splits < 2) {
-    auto* kernel = FlashDecodeKernel<Traits, false, kRope>;
+    auto* kernel = kernel_for(std::false_type{});
     LLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         Traits::kSharedBytes));
     cudaLaunchConfig_t config = {};
@@ -585,7 +605,7 @@ absl::Status LaunchFlashDecodeKernel(const PagedAttentionParams& params, cudaStr
     LLM_CUDA_CHECK_LAUNCH(FlashDecodeKernel);
     return absl::OkStatus();
   }
-  auto* kernel = FlashDecodeKernel<Traits, true, kRope>;
+  auto* kernel = kernel_for(std::true_type{});
   LLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       Traits::kSharedBytes));
   if (params.num_splits > 8) {  // beyond the portable cluster size
