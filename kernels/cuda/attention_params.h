@@ -66,12 +66,6 @@ struct PagedAttentionParams {
   int32_t rope_scale_hidden = 0;
   float rope_scale_eps = 0.0f;
   const int32_t* slot_mapping = nullptr;
-  // Flash decode without folded RoPE, launched right after RopeAppendKv of the same batch: with
-  // programmatic dependent launch (sm_90), so that its blocks start while RopeAppendKv runs. Before
-  // griddepcontrol.wait a block reads only the step's metadata and copies the K/V tiles that lie
-  // wholly before its sequence's first query position; q, the later tiles and every write come
-  // after it. Only where the kernel before writes nothing else this one reads.
-  bool early_launch = false;
 
   int32_t group_size() const { return num_q_heads / num_kv_heads; }
 };

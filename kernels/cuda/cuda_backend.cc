@@ -386,9 +386,6 @@ class CudaBackend final : public Backend {
     }
     if (!fold) {  // the two launches, on the params already built
       if (absl::Status s = RopeAppendKv(qkv, batch, shape, rope, cache, layer); !s.ok()) return s;
-      // RopeAppendKv writes q and the cache rows at the step's positions only: flash decode may
-      // start beside it (PagedAttentionParams::early_launch).
-      p->early_launch = early_attention_ && kernel == cuda::AttentionKernel::kFlashDecode;
       return LaunchAttention(*p, kernel, splits_chosen);
     }
     p->rope_inv_freq = rope.inv_freq;
@@ -550,9 +547,6 @@ class CudaBackend final : public Backend {
     fold_rope_into_split_decode_ =
         fold_rope_into_decode_ &&
         (options.fold_rope_into_split_decode || (fold != nullptr && std::strcmp(fold, "all") == 0));
-    const char* early = std::getenv("LLM_CUDA_EARLY_ATTENTION");
-    early_attention_ =
-        options.early_attention && (early == nullptr || std::strcmp(early, "0") != 0);
   }
 
   // Scratch device memory for one op at a time (split-KV partials, sampling results); grows only.
@@ -593,7 +587,6 @@ class CudaBackend final : public Backend {
   bool logged_generic_fallback_ = false;
   bool fold_rope_into_decode_ = true;
   bool fold_rope_into_split_decode_ = false;
-  bool early_attention_ = true;
   std::shared_ptr<std::atomic<size_t>> allocated_bytes_ = std::make_shared<std::atomic<size_t>>(0);
 };
 

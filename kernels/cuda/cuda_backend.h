@@ -32,9 +32,6 @@ struct CudaBackendOptions {
   // tests use to keep that kernel path covered.
   bool fold_rope_into_decode = true;
   bool fold_rope_into_split_decode = false;
-  // Where RoPE is not folded (split KV), flash decode is launched early, beside RopeAppendKv
-  // (PagedAttentionParams::early_launch). false (or $LLM_CUDA_EARLY_ATTENTION=0): after it.
-  bool early_attention = true;
 };
 
 // Fails with FailedPrecondition when no CUDA device is present or `device` is out of range.

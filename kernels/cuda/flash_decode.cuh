@@ -45,8 +45,6 @@
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 
-#include <type_traits>
-
 #include "kernels/cuda/attention_params.h"
 #include "kernels/cuda/attention_tile.cuh"
 #include "kernels/cuda/cuda_check.h"
@@ -184,12 +182,9 @@ __device__ __forceinline__ void MergeSplitsInCluster(const PagedAttentionParams&
 // cluster (MergeSplitsInCluster) instead of through partial_out / partial_lse.
 // kRope: RoPE + KV append folded in (params.rope_inv_freq; one query token per sequence): see
 // "Folded RoPE" in the header comment.
-// kEarly: launched early after RopeAppendKv (PagedAttentionParams::early_launch; never with kRope).
-template <typename Traits, bool kClusterMerge, bool kRope, bool kEarly = false>
+template <typename Traits, bool kClusterMerge, bool kRope>
 __global__ void __launch_bounds__(Traits::kThreads)
     FlashDecodeKernel(const PagedAttentionParams params) {
-  static_assert(!(kRope && kEarly),
-                "the folded kernel reads q at once: it is never launched early");
   constexpr int D = Traits::kHeadDim;
   constexpr int kTileN = Traits::kTileN;
   constexpr int kStages = Traits::kStages;
@@ -256,7 +251,6 @@ __global__ void __launch_bounds__(Traits::kThreads)
                                                Traits::kMergeBytes);  // [row][D]
   float* exchange_lse = exchange_o + kRows * D;                       // [row]
   auto empty_chunk = [&] {  // nothing to attend to in this chunk: weight 0 in the merge
-    if constexpr (kEarly) WaitForPrecedingGrid();  // an early launch writes nothing before it
     if constexpr (kClusterMerge) {
       for (int row = threadIdx.x; row < num_rows; row += Traits::kThreads)
         exchange_lse[row] = -INFINITY;
@@ -275,22 +269,18 @@ __global__ void __launch_bounds__(Traits::kThreads)
     return;
   }
 
-  // Q's 16-byte chunk `index` of the group's rows (row past them: not to be read).
-  const auto q_chunk = [&](int index, int& row, int& chunk) {
-    row = index / kChunks;
-    chunk = index % kChunks;
-    return params.q + (q_begin + row / group) * params.q_row_stride +
-           (kv_head * group + row % group) * D + chunk * 8;
-  };
-  if constexpr (!kEarly) {
-    for (int index = threadIdx.x; index < kRows * kChunks; index += Traits::kThreads) {
-      int row, chunk;
-      const __nv_bfloat16* source = q_chunk(index, row, chunk);
-      CpAsync16(smem_q + SwizzledOffset<D>(row, chunk * 8), row < num_rows ? source : params.q,
-                row < num_rows);
+  for (int index = threadIdx.x; index < kRows * kChunks; index += Traits::kThreads) {
+    const int row = index / kChunks;
+    const int chunk = index % kChunks;
+    const bool valid = row < num_rows;
+    const __nv_bfloat16* source = params.q;
+    if (valid) {
+      source += (q_begin + row / group) * params.q_row_stride +
+                (kv_head * group + row % group) * D + chunk * 8;
     }
-    CpAsyncCommit();  // Q is the oldest group: waited for after the K/V prologue is in flight
+    CpAsync16(smem_q + SwizzledOffset<D>(row, chunk * 8), source, valid);
   }
+  CpAsyncCommit();  // Q is the oldest group: waited for after the K/V prologue is in flight
 
   __nv_bfloat16* warp_pipeline = smem_pipeline + warp * kStages * Traits::kStageElements;
 
@@ -357,26 +347,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
   state.Init();
   const float scale_log2 = params.softmax_scale * 1.4426950408889634f;
 
-  // The K/V prologue. An early launch (after RopeAppendKv, which writes q and the cache rows at
-  // the step's positions) copies before the wait only the first tiles that lie wholly before the
-  // sequence's first query position (rows of earlier steps), the rest after it.
-  int issued = 0;  // prologue tiles copied before the wait
-  if constexpr (kEarly) {
-    const int first_position = params.positions[q_begin];
-#pragma unroll
-    for (int i = 0; i < kStages - 1; ++i) {
-      if (issued == i && i < my_tiles &&
-          chunk_begin + (warp + i * Traits::kWarps + 1) * kTileN <= first_position) {
-        load_tile(i);
-        CpAsyncCommit();
-        ++issued;
-      }
-    }
-    WaitForPrecedingGrid();
-  }
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
-    if (i < issued) continue;
     if (i < my_tiles) load_tile(i);
     CpAsyncCommit();
   }
@@ -420,17 +392,8 @@ __global__ void __launch_bounds__(Traits::kThreads)
     empty_chunk();
     return;
   }
-  if constexpr (kEarly) {  // q was written by the kernel before: loaded after the wait
-    for (int index = threadIdx.x; index < kRows * kChunks; index += Traits::kThreads) {
-      int row, chunk;
-      const __nv_bfloat16* source = q_chunk(index, row, chunk);
-      *reinterpret_cast<uint4*>(smem_q + SwizzledOffset<D>(row, chunk * 8)) =
-          row < num_rows ? *reinterpret_cast<const uint4*>(source) : make_uint4(0, 0, 0, 0);
-    }
-  } else {
-    CpAsyncWait<kStages - 1>();  // this thread's Q copies
-  }
-  __syncthreads();        // everyone's Q
+  CpAsyncWait<kStages - 1>();  // this thread's Q copies
+  __syncthreads();             // everyone's Q copies
   if constexpr (kRope) {  // scale and rotate the group's q rows in place (one token: its position)
     for (int index = threadIdx.x; index < num_rows * (D / 2); index += Traits::kThreads) {
       const int row = index / (D / 2);
@@ -576,36 +539,15 @@ absl::Status LaunchFlashDecodeKernel(const PagedAttentionParams& params, cudaStr
     return absl::InvalidArgumentError("flash decode: more than 65535 sequences or kv heads");
   }
   const dim3 grid(params.num_splits, params.num_kv_heads, params.num_seqs);
-  const bool early = !kRope && params.early_launch;  // the folded kernel is never early
-  // The instantiation for this launch (kEarly only without folded RoPE).
-  const auto kernel_for = [early](auto cluster_merge) {
-    constexpr bool kCluster = decltype(cluster_merge)::value;
-    if constexpr (kRope) {
-      return FlashDecodeKernel<Traits, kCluster, true>;
-    } else {
-      return early ? FlashDecodeKernel<Traits, kCluster, false, true>
-                   : FlashDecodeKernel<Traits, kCluster, false, false>;
-    }
-  };
-  cudaLaunchAttribute attribute[2];
-  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute[0].val.programmaticStreamSerializationAllowed = 1;
   if (!params.merge_in_cluster || params.num_splits < 2) {
-    auto* kernel = kernel_for(std::false_type{});
+    auto* kernel = FlashDecodeKernel<Traits, false, kRope>;
     LLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         Traits::kSharedBytes));
-    cudaLaunchConfig_t config = {};
-    config.gridDim = grid;
-    config.blockDim = dim3(Traits::kThreads);
-    config.dynamicSmemBytes = Traits::kSharedBytes;
-    config.stream = stream;
-    config.attrs = attribute;
-    config.numAttrs = early ? 1 : 0;
-    LLM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, params));
+    kernel<<<grid, Traits::kThreads, Traits::kSharedBytes, stream>>>(params);
     LLM_CUDA_CHECK_LAUNCH(FlashDecodeKernel);
     return absl::OkStatus();
   }
-  auto* kernel = kernel_for(std::true_type{});
+  auto* kernel = FlashDecodeKernel<Traits, true, kRope>;
   LLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       Traits::kSharedBytes));
   if (params.num_splits > 8) {  // beyond the portable cluster size
@@ -616,12 +558,13 @@ absl::Status LaunchFlashDecodeKernel(const PagedAttentionParams& params, cudaStr
   config.blockDim = dim3(Traits::kThreads);
   config.dynamicSmemBytes = Traits::kSharedBytes;
   config.stream = stream;
-  attribute[1].id = cudaLaunchAttributeClusterDimension;
-  attribute[1].val.clusterDim.x = static_cast<unsigned>(params.num_splits);
-  attribute[1].val.clusterDim.y = 1;
-  attribute[1].val.clusterDim.z = 1;
-  config.attrs = early ? attribute : attribute + 1;
-  config.numAttrs = early ? 2 : 1;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = static_cast<unsigned>(params.num_splits);
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
   LLM_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, params));
   LLM_CUDA_CHECK_LAUNCH(FlashDecodeKernel);
   return absl::OkStatus();

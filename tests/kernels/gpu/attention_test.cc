@@ -472,24 +472,6 @@ TEST_P(AttentionGridTest, RaggedPrefillMatchesCpuReference) {
     test_case.Check(kernel);
 }
 
-// Flash decode launched early beside RopeAppendKv (split KV, where RoPE is not folded;
-// PagedAttentionParams::early_launch) must wait for the rotated q and the appended rows. Here
-// RopeAppendKv is slow (a row scale over rows of 2^20 elements: every block sums 2 MB), so an
-// attention that read q or the step's rows before RopeAppendKv ended would not match the CPU.
-// CheckRopeFold's two-launch path is the early one.
-TEST(AttentionRopeFoldTest, EarlyAttentionWaitsForASlowRopeAppendKv) {
-  SKIP_WITHOUT_GPU();
-  std::mt19937 generator(17);
-  Problem problem;
-  problem.head_dim = 64;
-  problem.num_q_heads = 32;
-  problem.num_kv_heads = 4;
-  problem.sequences = RandomSequences(8, 600, 1, generator);  // split KV: not folded by default
-  problem.seed = 1717;
-  AttentionCase attention(problem);
-  attention.CheckRopeFold(true, -1, 1 << 20);
-}
-
 // A prefill step (every sequence more query rows than flash decode takes): with the shortest query
 // known (AttentionBatch::min_query_len) the backend runs flash prefill alone; without it, the mixed
 // launch (flash decode's grid and merge kernel, which skip every sequence, then flash prefill).
