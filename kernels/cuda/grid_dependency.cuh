@@ -2,8 +2,7 @@
 // cudaLaunchAttributeProgrammaticStreamSerialization may start once every block of the kernel
 // before it has called LetDependentsStart (or finished); it must call WaitForPrecedingGrid before
 // it touches what that kernel writes. Both are no-ops below sm_90 and without the attribute.
-// Users: flash decode (lets the merge kernel start), the merge kernel (waits for flash decode),
-// RopeAppendKv (see there).
+// Users: flash decode (lets the merge kernel start) and the merge kernel (waits for flash decode).
 #pragma once
 
 namespace llm::cuda {
