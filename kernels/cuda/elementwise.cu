@@ -81,34 +81,7 @@ __global__ void SiluMulVectorKernel(const SiluMulParams p) {
     return BlockInverseRms(p.scale_rows_by + blockIdx.x * static_cast<int64_t>(p.scale_hidden),
                            p.scale_hidden, p.scale_eps);
   };
-  if constexpr (kScaled && !kFirstLoadsEarly) {
-    // Prefill-sized launches (a block per row, gridDim.y slices of it): the thread's chunks in
-    // batches of kBatch, each batch's loads all issued before its first result is computed.
-    constexpr int kBatch = 4;
-    scale = scale_of_row();
-    const uint4* gate_row = gate_up + blockIdx.x * 2 * static_cast<int64_t>(inter_chunks);
-    const uint4* up_row = gate_row + inter_chunks;
-    uint4* out_row = out + blockIdx.x * static_cast<int64_t>(inter_chunks);
-    const int stride = gridDim.y * blockDim.x;
-    for (int base = blockIdx.y * blockDim.x + threadIdx.x; base < inter_chunks;
-         base += kBatch * stride) {
-      uint4 gates[kBatch], ups[kBatch];
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        const int c = base + j * stride;
-        if (c < inter_chunks) {
-          gates[j] = gate_row[c];
-          ups[j] = up_row[c];
-        }
-      }
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        const int c = base + j * stride;
-        if (c < inter_chunks) out_row[c] = ScaledSwiGluChunk(gates[j], ups[j], scale);
-      }
-    }
-    return;
-  }
+  if constexpr (kScaled && !kFirstLoadsEarly) scale = scale_of_row();
   uint4 gate = make_uint4(0, 0, 0, 0), up = gate;
   const auto load = [&](int64_t i) {
     const int64_t row = i / inter_chunks;
